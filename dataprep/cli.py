@@ -1,0 +1,83 @@
+"""The `dataprep` command line: a thin dispatcher over `dataprep/commands/*.py`.
+
+Each command module defines `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`, and imports
+nothing heavy at module level, so `dataprep --help` stays fast. User mistakes raise `DataprepError` and are
+printed as one line; the exit code is 0 on success, 1 on bad data, 2 on bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from dataprep import __version__
+from dataprep.errors import DataprepError
+
+# command name -> module under dataprep.commands
+COMMANDS: dict[str, str] = {
+    "build-index": "build_index",
+    "merge": "merge",
+    "inspect": "inspect",
+    "train-tokenizer": "train_tokenizer",
+    "preview-masking": "preview_masking",
+    "preview-samples": "preview_samples",
+    "train": "train",
+    "smoke": "smoke",
+}
+
+
+def _available_commands() -> dict[str, object]:
+    modules = {}
+    for name, module_name in COMMANDS.items():
+        try:
+            modules[name] = importlib.import_module(f"dataprep.commands.{module_name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"dataprep.commands.{module_name}":
+                raise
+    return modules
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dataprep",
+        description="Prepare LLM pretraining data in Megatron's .bin/.idx format, look at it, train on it.",
+    )
+    parser.add_argument("--version", action="version", version=f"dataprep {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in _available_commands().items():
+        p = sub.add_parser(
+            name,
+            help=module.HELP,
+            description=getattr(module, "DESCRIPTION", module.HELP),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except DataprepError as e:
+        print(f"dataprep {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"dataprep {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,50 @@
+"""Errors a user can cause. The CLI prints them as one line (no traceback) and sets the exit code.
+
+`UsageError` -> exit 2 (bad flags or arguments); every other `DataprepError` -> exit 1 (bad data).
+Messages say what was found, what was expected, and how to fix it.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class DataprepError(Exception):
+    """A problem caused by the user's input, shown without a traceback."""
+
+    exit_code = 1
+
+
+class UsageError(DataprepError, ValueError):
+    """Bad command-line arguments or configuration values."""
+
+    exit_code = 2
+
+
+class ReadError(DataprepError):
+    """A bad input record or file, located by file and line (or byte offset)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        reason: str,
+        *,
+        line: int | None = None,
+        offset: int | None = None,
+        kind: str = "bad_record",
+    ) -> None:
+        self.path = os.fspath(path)
+        self.reason = reason
+        self.line = line
+        self.offset = offset
+        self.kind = kind  # a short reason key used to count skips, e.g. "not_json", "truncated"
+        where = self.path
+        if line is not None:
+            where += f":{line}"
+        if offset is not None:
+            where += f" (byte offset {offset})"
+        super().__init__(f"{where}: {reason}")
+
+
+class IndexFormatError(DataprepError, ValueError):
+    """A `.bin/.idx` pair that is not a valid MMIDIDX dataset."""
