@@ -1,0 +1,56 @@
+"""The build manifest: a JSON sidecar `{prefix}.json` next to every `{prefix}.bin/.idx` we write.
+
+It records what a dataset is made of (inputs with sizes and sha256, tokenizer identity, counts, skips by
+reason, the largest token id) so later stages can find the tokenizer without being told, and a person can
+see where the data came from. Per-document provenance lives beside it in `{prefix}.provenance.npy`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from dataprep.errors import DataprepError
+
+MANIFEST_SUFFIX = ".json"
+PROVENANCE_SUFFIX = ".provenance.npy"
+
+
+def manifest_path(prefix: str | os.PathLike) -> Path:
+    return Path(os.fspath(prefix) + MANIFEST_SUFFIX)
+
+
+def provenance_path(prefix: str | os.PathLike) -> Path:
+    return Path(os.fspath(prefix) + PROVENANCE_SUFFIX)
+
+
+def load_manifest(prefix: str | os.PathLike) -> dict[str, Any] | None:
+    """The manifest of a dataset prefix, or None when the dataset has none (e.g. made by Megatron)."""
+    path = manifest_path(prefix)
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DataprepError(f"{path}: cannot read the build manifest: {e}") from e
+
+
+def tokenizer_spec_from_manifest(prefix: str | os.PathLike) -> str:
+    """The tokenizer spec (for `load_tokenizer`) recorded when the dataset was built."""
+    manifest = load_manifest(prefix)
+    if manifest is None or "tokenizer" not in manifest:
+        raise DataprepError(
+            f"{prefix}: no build manifest ({manifest_path(prefix).name}) names the tokenizer; "
+            "pass --tokenizer NAME_OR_PATH"
+        )
+    return manifest["tokenizer"]["spec"]
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """Write JSON to a temporary name and rename, so a reader never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
