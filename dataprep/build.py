@@ -1,0 +1,512 @@
+"""`build_index`: read documents -> tokenize -> write Megatron `.bin/.idx` (formats.md §1, §2).
+
+Outputs `{output_prefix}_{key}_{document|sentence}.bin/.idx` per JSON key, as Megatron's preprocess_data.py,
+each with a manifest `{prefix}.json` (counts, skips by reason, inputs with size and sha256, tokenizer identity,
+largest token id) and `{prefix}.provenance.npy` (int64 rows `(input index, line)`, one per written document).
+
+Parallelism: the main process reads and parses records (about 100x faster than BPE), groups them into chunks of
+about `chunk_bytes` of text, and hands the chunks to `workers` processes that tokenize; results are written in
+submission order, so the bytes do not depend on `workers`. Resumability: `.bin` data goes to temporary names;
+after each input file the writers' state is saved to `{output_prefix}.dataprep-build/`, and `--resume`
+truncates back to the last finished file and continues there. Real names appear only when the build completes.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dataprep import __version__
+from dataprep.errors import DataprepError, UsageError
+from dataprep.manifest import manifest_path, provenance_path, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+# A document longer than this (characters) is tokenized in pieces cut before a space that follows a
+# non-space and precedes a non-space; GPT-2's pre-tokenizer never joins across such a cut, so the ids are
+# the same, while memory stays bounded (a 100 MB document would otherwise become one 25M-element list).
+LONG_DOCUMENT_CHARS = 4_000_000
+LONG_DOCUMENT_PIECE = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class BuildConfig:
+    inputs: tuple[str, ...]                  # files, directories, globs or @list.txt
+    output_prefix: str                       # outputs are {output_prefix}_{key}_{level}.bin/.idx
+    tokenizer: str = "gpt2"                  # a spec for dataprep.tokenizers.load_tokenizer
+    json_keys: tuple[str, ...] = ("text",)   # one dataset per key
+    append_eod: bool = False                 # append the tokenizer's end-of-document id to each document
+    split_sentences: bool = False            # one sequence per sentence (level "sentence")
+    keep_newlines: bool = False              # with split_sentences: keep the newline at a sentence's end
+    workers: int = 1                         # tokenizer processes; 1 = tokenize in this process
+    fmt: str | None = None                   # reader format; None = detect from magic bytes and name
+    filters: tuple[tuple[str, tuple[str, ...]], ...] = ()   # (metadata key, accepted values)
+    languages: tuple[str, ...] | None = None                # mC4 languages to keep; None = all
+    skip_bad_records: bool = False           # count malformed records as skips instead of stopping
+    skip_bad_files: bool = False             # count corrupt/truncated input files as skips
+    overwrite: bool = False                  # replace existing outputs
+    resume: bool = False                     # continue an interrupted build of the same configuration
+    chunk_bytes: int = 1 << 20               # text per tokenizer task
+    progress: bool = True                    # tqdm bar on stderr (only when stderr is a terminal)
+    log_interval: int = 0                    # log a progress line every N documents when there is no bar
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise UsageError("no --input given")
+        if not self.json_keys:
+            raise UsageError("--json-keys needs at least one key")
+        if len(set(self.json_keys)) != len(self.json_keys):
+            raise UsageError(f"--json-keys has duplicates: {list(self.json_keys)}")
+        if self.workers < 1:
+            raise UsageError(f"--workers must be >= 1, got {self.workers}")
+        if self.overwrite and self.resume:
+            raise UsageError("--overwrite and --resume contradict each other; pick one")
+
+    @property
+    def level(self) -> str:
+        return "sentence" if self.split_sentences else "document"
+
+    def output_prefixes(self) -> dict[str, str]:
+        return {key: f"{self.output_prefix}_{key}_{self.level}" for key in self.json_keys}
+
+    @property
+    def work_dir(self) -> Path:
+        return Path(self.output_prefix + ".dataprep-build")
+
+    def fingerprint(self, inputs: Sequence[dict[str, Any]], tokenizer_identity: str) -> str:
+        """What must match for --resume to continue an earlier build."""
+        keep = {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in ("overwrite", "resume", "workers", "progress", "log_interval")}
+        keep["inputs"] = [i["path"] for i in inputs]
+        keep["tokenizer_identity"] = tokenizer_identity
+        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class KeyStats:
+    documents: int = 0
+    sequences: int = 0
+    tokens: int = 0
+    max_token_id: int = -1
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def skip(self, reason: str, n: int = 1) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + n
+
+
+@dataclass
+class BuildSummary:
+    outputs: dict[str, str]                  # key -> dataset prefix
+    stats: dict[str, KeyStats]
+    read: dict[str, Any]                     # ReadStats.to_dict()
+    inputs: list[dict[str, Any]]
+    seconds: float
+    text_bytes: int
+
+    def format(self) -> str:
+        lines = []
+        mb = self.text_bytes / 1e6
+        rate = mb / self.seconds if self.seconds > 0 else float("inf")
+        lines.append(f"read {len(self.inputs)} input file(s), {self.read.get('documents', 0):,} records, "
+                     f"{mb:,.1f} MB of text in {self.seconds:,.1f} s ({rate:,.2f} MB/s)")
+        for key, prefix in self.outputs.items():
+            s = self.stats[key]
+            tok_rate = s.tokens / self.seconds if self.seconds > 0 else float("inf")
+            lines.append(f"{prefix}.bin/.idx: {s.documents:,} documents, {s.sequences:,} sequences, "
+                         f"{s.tokens:,} tokens ({tok_rate:,.0f} tokens/s), largest id {s.max_token_id}")
+            if s.skipped:
+                reasons = ", ".join(f"{r}={n:,}" for r, n in sorted(s.skipped.items()))
+                lines.append(f"  skipped documents: {reasons}")
+        for reason, files in sorted(self.read.get("files_skipped", {}).items()):
+            lines.append(f"  skipped files ({reason}): {', '.join(files)}")
+        if self.read.get("empty_files"):
+            lines.append(f"  empty input files: {', '.join(self.read['empty_files'])}")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# worker side
+
+_WORKER_TOKENIZER = None
+
+
+def _init_worker(spec: str) -> None:
+    global _WORKER_TOKENIZER
+    from dataprep.tokenizers import load_tokenizer
+
+    _WORKER_TOKENIZER = load_tokenizer(spec)
+
+
+def _split_long(text: str) -> list[str]:
+    """Cut a very long text before spaces that sit between two non-space characters (see module doc)."""
+    pieces, start = [], 0
+    while len(text) - start > LONG_DOCUMENT_PIECE:
+        cut = start + LONG_DOCUMENT_PIECE
+        while cut < len(text) and not (
+            text[cut] == " " and not text[cut - 1].isspace() and cut + 1 < len(text)
+            and not text[cut + 1].isspace()
+        ):
+            cut += 1
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
+
+
+def _encode_texts(tokenizer, texts: list[str]) -> list[np.ndarray]:
+    out: list[np.ndarray | None] = [None] * len(texts)
+    short = [i for i, t in enumerate(texts) if len(t) <= LONG_DOCUMENT_CHARS]
+    for i, ids in zip(short, tokenizer.encode_batch([texts[i] for i in short]), strict=True):
+        out[i] = np.asarray(ids, dtype=np.int64)
+    for i, t in enumerate(texts):
+        if out[i] is None:
+            parts = [np.asarray(tokenizer.encode(p), dtype=np.int64) for p in _split_long(t)]
+            out[i] = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    return out  # type: ignore[return-value]
+
+
+def encode_chunk(task: dict[str, Any], tokenizer=None) -> dict[str, Any]:
+    """Tokenize one chunk of documents for every key.
+
+    Returns per key: `tokens` (flat int64), `doc_lengths` (tokens per written document), `seq_lengths`
+    (tokens per sequence), `seqs_per_doc`, and `empty` (positions in the chunk of documents that tokenized
+    to nothing and are not written).
+    """
+    tok = tokenizer if tokenizer is not None else _WORKER_TOKENIZER
+    eod = tok.eod_id
+    results = {}
+    for key, texts in task["texts"].items():
+        if task["split_sentences"]:
+            from dataprep.sentences import split_sentences
+
+            per_doc = [split_sentences(t, keep_newlines=task["keep_newlines"]) for t in texts]
+            flat = [s for doc in per_doc for s in doc]
+            encoded = _encode_texts(tok, flat)
+            seq_lists, pos = [], 0
+            for doc in per_doc:
+                seqs = [e for e in encoded[pos : pos + len(doc)] if e.size]
+                pos += len(doc)
+                seq_lists.append(seqs)
+        else:
+            seq_lists = [[e] if e.size else [] for e in _encode_texts(tok, texts)]
+        empty, arrays, seq_lengths, seqs_per_doc = [], [], [], []
+        for i, seqs in enumerate(seq_lists):
+            if not seqs:
+                empty.append(i)
+                continue
+            if task["append_eod"]:
+                seqs[-1] = np.append(seqs[-1], eod)
+            arrays.extend(seqs)
+            seq_lengths.extend(s.size for s in seqs)
+            seqs_per_doc.append(len(seqs))
+        tokens = np.concatenate(arrays) if arrays else np.zeros(0, np.int64)
+        seq_lengths_a = np.asarray(seq_lengths, dtype=np.int64)
+        seqs_per_doc_a = np.asarray(seqs_per_doc, dtype=np.int64)
+        bounds = np.concatenate([[0], np.cumsum(seqs_per_doc_a)])
+        csum = np.concatenate([[0], np.cumsum(seq_lengths_a)])
+        results[key] = {
+            "tokens": tokens,
+            "doc_lengths": csum[bounds[1:]] - csum[bounds[:-1]],
+            "seq_lengths": seq_lengths_a,
+            "seqs_per_doc": seqs_per_doc_a,
+            "empty": empty,
+        }
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------------
+# main side
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _describe_inputs(files: Sequence[Path]) -> list[dict[str, Any]]:
+    out = []
+    for p in files:
+        st = p.stat()
+        out.append({"name": p.name, "path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+    return out
+
+
+def _existing_outputs(prefixes: Sequence[str]) -> list[str]:
+    found = []
+    for prefix in prefixes:
+        for suffix in (".bin", ".idx"):
+            if os.path.exists(prefix + suffix):
+                found.append(prefix + suffix)
+    return found
+
+
+class _Progress:
+    """tqdm on a terminal, periodic log lines otherwise."""
+
+    def __init__(self, enabled: bool, log_interval: int, total_files: int) -> None:
+        self.start = time.perf_counter()
+        self.docs = self.tokens = self.bytes = 0
+        self.log_interval = log_interval
+        self._next_log = log_interval
+        self.total_files = total_files
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(unit="B", unit_scale=True, unit_divisor=1000, dynamic_ncols=True,
+                            desc="build-index", file=sys.stderr)
+
+    def update(self, file_index: int, docs: int, tokens: int, nbytes: int) -> None:
+        self.docs += docs
+        self.tokens += tokens
+        self.bytes += nbytes
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        if self.bar is not None:
+            self.bar.set_description(f"file {file_index + 1}/{self.total_files}", refresh=False)
+            self.bar.set_postfix_str(f"{self.docs / elapsed:,.0f} docs/s, {self.tokens / elapsed:,.0f} tok/s",
+                                     refresh=False)
+            self.bar.update(nbytes)
+        elif self.log_interval and self.docs >= self._next_log:
+            self._next_log = (self.docs // self.log_interval + 1) * self.log_interval
+            log.info("processed %d documents (%.0f docs/s, %.2f MB/s, %.0f tokens/s), file %d/%d",
+                     self.docs, self.docs / elapsed, self.bytes / elapsed / 1e6, self.tokens / elapsed,
+                     file_index + 1, self.total_files)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _iter_chunks(docs: Iterator, keys: Sequence[str], chunk_bytes: int, stats_by_key: dict[str, KeyStats]):
+    """Group documents into tokenizer tasks; empty texts are counted here and never sent."""
+    texts: dict[str, list[str]] = {k: [] for k in keys}
+    lines: dict[str, list[int]] = {k: [] for k in keys}
+    size = 0
+    for doc in docs:
+        for key in keys:
+            text = doc.fields[key]
+            if not text:
+                stats_by_key[key].skip("empty_text")
+                continue
+            texts[key].append(text)
+            lines[key].append(doc.line)
+            size += len(text)
+        if size >= chunk_bytes:
+            yield texts, lines
+            texts = {k: [] for k in keys}
+            lines = {k: [] for k in keys}
+            size = 0
+    if any(texts.values()):
+        yield texts, lines
+
+
+def build_index(config: BuildConfig) -> BuildSummary:
+    """Run a whole build; raises DataprepError subclasses for user mistakes and bad data."""
+    from dataprep.indexed import IndexedDatasetWriter
+    from dataprep.indexed.format import optimal_dtype
+    from dataprep.readers import ReadStats, expand_inputs, iter_documents
+    from dataprep.tokenizers import load_tokenizer
+
+    files = expand_inputs(list(config.inputs))
+    tokenizer = load_tokenizer(config.tokenizer)
+    if config.append_eod and tokenizer.eod_id is None:
+        raise UsageError(f"--append-eod: tokenizer {tokenizer.spec!r} has no end-of-document token")
+    dtype = np.dtype(optimal_dtype(tokenizer.vocab_size))
+    outputs = config.output_prefixes()
+    out_dir = Path(config.output_prefix).parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    inputs = _describe_inputs(files)
+    fingerprint = config.fingerprint(inputs, tokenizer.identity)
+    work = config.work_dir
+    state_file = work / "state.json"
+
+    existing = _existing_outputs(list(outputs.values()))
+    if existing and not config.overwrite:
+        raise UsageError(f"output already exists: {', '.join(existing)}; pass --overwrite to replace it")
+    if work.exists() and not config.resume:
+        if state_file.exists() and not config.overwrite:
+            raise UsageError(f"an interrupted build left {work}; pass --resume to continue it "
+                             "or --overwrite to start again")
+        shutil.rmtree(work)
+
+    # --- resume state
+    done_files = 0
+    stats = {key: KeyStats() for key in config.json_keys}
+    read_stats = ReadStats()
+    provenance: dict[str, list[np.ndarray]] = {key: [] for key in config.json_keys}
+    writer_states: dict[str, Any] = {key: None for key in config.json_keys}
+    if config.resume:
+        if not state_file.exists():
+            raise UsageError(f"--resume: no interrupted build found at {work}")
+        state = json.loads(state_file.read_text())
+        if state["fingerprint"] != fingerprint:
+            raise UsageError(f"--resume: {work} belongs to a build with other inputs, flags or tokenizer; "
+                             "rerun with the same arguments, or use --overwrite to start again")
+        done_files = state["done_files"]
+        for old, new in zip(state["inputs"][:done_files], inputs, strict=False):
+            if (old["size"], old["mtime_ns"]) != (new["size"], new["mtime_ns"]):
+                raise UsageError(f"--resume: {new['path']} changed since it was processed; "
+                                 "use --overwrite to start again")
+        for key in config.json_keys:
+            stats[key] = KeyStats(**state["stats"][key])
+            provenance[key] = [np.load(work / f"{key}.provenance.npy")]
+            writer_states[key] = IndexedDatasetWriter.load_state(work / f"{key}.writer")
+        read_stats = ReadStats.from_dict(state["read"]) if hasattr(ReadStats, "from_dict") else read_stats
+        inputs[:done_files] = state["inputs"][:done_files]
+        log.info("resuming: %d of %d input files already done", done_files, len(files))
+    work.mkdir(parents=True, exist_ok=True)
+
+    writers = {
+        key: IndexedDatasetWriter(prefix, dtype=dtype, keep_partial=True, resume_from=writer_states[key])
+        for key, prefix in outputs.items()
+    }
+    filters = {k: set(v) for k, v in config.filters} or None
+    pool = None
+    if config.workers > 1:
+        ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+        pool = ctx.Pool(config.workers, initializer=_init_worker, initargs=(tokenizer.spec,))
+    progress = _Progress(config.progress, config.log_interval, len(files))
+    start = time.perf_counter()
+    text_bytes = 0
+    try:
+        for file_index in range(done_files, len(files)):
+            path = files[file_index]
+            file_stats = ReadStats()
+            docs = iter_documents(
+                path, fmt=config.fmt, json_keys=config.json_keys, filters=filters,
+                languages=config.languages,
+                on_error="skip" if config.skip_bad_records else "raise",
+                on_bad_file="skip" if config.skip_bad_files else "raise",
+                stats=file_stats,
+            )
+            file_docs = 0
+            pending: collections.deque = collections.deque()
+            max_pending = 2 * config.workers + 2
+
+            def drain(limit: int) -> None:
+                nonlocal text_bytes, file_docs
+                while len(pending) > limit:
+                    result, lines, nbytes = pending.popleft()
+                    if pool is not None:
+                        result = result.get()
+                    ndocs = ntok = 0
+                    for key, r in result.items():
+                        s = stats[key]
+                        keep = np.ones(len(lines[key]), dtype=bool)
+                        if r["empty"]:
+                            keep[r["empty"]] = False
+                            s.skip("empty_after_tokenization", len(r["empty"]))
+                        if r["tokens"].size:
+                            s.max_token_id = max(s.max_token_id, int(r["tokens"].max()))
+                        w = writers[key]
+                        if config.split_sentences:
+                            seq_pos = 0
+                            tok_pos = 0
+                            for nseq in r["seqs_per_doc"]:
+                                lens = r["seq_lengths"][seq_pos : seq_pos + nseq]
+                                n = int(lens.sum())
+                                w.add_document(r["tokens"][tok_pos : tok_pos + n], sequence_lengths=lens)
+                                seq_pos += nseq
+                                tok_pos += n
+                        else:
+                            w.add_documents(r["tokens"], r["doc_lengths"])
+                        kept_lines = np.asarray(lines[key], dtype=np.int64)[keep]
+                        provenance[key].append(
+                            np.stack([np.full(kept_lines.size, file_index, np.int64), kept_lines], axis=1))
+                        s.documents += int(kept_lines.size)
+                        s.sequences += int(r["seq_lengths"].size)
+                        s.tokens += int(r["tokens"].size)
+                        ndocs = max(ndocs, int(kept_lines.size))
+                        ntok += int(r["tokens"].size)
+                    text_bytes += nbytes
+                    file_docs += ndocs
+                    progress.update(file_index, ndocs, ntok, nbytes)
+
+            for texts, lines in _iter_chunks(docs, config.json_keys, config.chunk_bytes, stats):
+                task = {"texts": texts, "split_sentences": config.split_sentences,
+                        "keep_newlines": config.keep_newlines, "append_eod": config.append_eod}
+                nbytes = sum(len(t) for ts in texts.values() for t in ts)
+                if pool is None:
+                    pending.append((encode_chunk(task, tokenizer), lines, nbytes))
+                else:
+                    pending.append((pool.apply_async(encode_chunk, (task,)), lines, nbytes))
+                drain(max_pending)
+            drain(0)
+            if file_docs == 0 and not file_stats.empty_files:
+                log.warning("%s: no documents written from this file", path)
+            read_stats.merge(file_stats)
+            inputs[file_index]["documents"] = file_stats.documents
+            inputs[file_index]["sha256"] = _sha256(path)
+            _save_state(work, fingerprint, file_index + 1, stats, read_stats, inputs, provenance, writers)
+        seconds = time.perf_counter() - start
+        for key, w in writers.items():
+            w.close()
+    finally:
+        progress.close()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+
+    read_dict = read_stats.to_dict()
+    for key, prefix in outputs.items():
+        prov = np.concatenate(provenance[key]) if provenance[key] else np.zeros((0, 2), np.int64)
+        tmp = Path(str(provenance_path(prefix)) + ".tmp.npy")
+        np.save(tmp, prov)
+        os.replace(tmp, provenance_path(prefix))
+        s = stats[key]
+        write_json_atomic(manifest_path(prefix), {
+            "dataprep_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "prefix": os.path.basename(prefix),
+            "json_key": key,
+            "level": config.level,
+            "dtype": dtype.name,
+            "append_eod": config.append_eod,
+            "documents": s.documents,
+            "sequences": s.sequences,
+            "tokens": s.tokens,
+            "max_token_id": s.max_token_id,
+            "skipped_documents": dict(sorted(s.skipped.items())),
+            "read": read_dict,
+            "inputs": [{k: v for k, v in i.items() if k != "mtime_ns"} for i in inputs],
+            "tokenizer": tokenizer.describe(),
+            "filters": {k: list(v) for k, v in config.filters},
+            "languages": list(config.languages) if config.languages else None,
+            "provenance": provenance_path(prefix).name,
+        })
+    shutil.rmtree(work, ignore_errors=True)
+    return BuildSummary(outputs=outputs, stats=stats, read=read_dict, inputs=inputs, seconds=seconds,
+                        text_bytes=text_bytes)
+
+
+def _save_state(work: Path, fingerprint: str, done_files: int, stats: dict[str, KeyStats], read_stats,
+                inputs: list[dict[str, Any]], provenance: dict[str, list[np.ndarray]], writers) -> None:
+    """Checkpoint after a finished input file: writers flushed, arrays saved, state.json renamed last."""
+    for key, w in writers.items():
+        w.save_state(work / f"{key}.writer")
+        prov = np.concatenate(provenance[key]) if provenance[key] else np.zeros((0, 2), np.int64)
+        provenance[key] = [prov]
+        np.save(work / f"{key}.provenance.tmp.npy", prov)
+        os.replace(work / f"{key}.provenance.tmp.npy", work / f"{key}.provenance.npy")
+    write_json_atomic(work / "state.json", {
+        "fingerprint": fingerprint,
+        "done_files": done_files,
+        "stats": {k: dataclasses.asdict(v) for k, v in stats.items()},
+        "read": read_stats.to_dict(),
+        "inputs": inputs,
+    })
