@@ -1,0 +1,245 @@
+"""JSON Lines records -> Documents: one JSON object per line, plain, zstd or gzip.
+
+Each line is read as bytes and must be strict UTF-8 and one JSON object holding every requested key
+with a string value (Megatron's `--json-keys`, reference/formats.md §2.2). Anything else is a bad
+record of a named kind (`base.RECORD_ERROR_KINDS`): raised as ReadError with file and line, or
+counted with on_error="skip". orjson parses when installed (about 2x faster than `json`,
+environment.md §6); when it rejects a line, the stdlib parser decides, so the accepted records and
+the error kinds are the same with or without orjson.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import os
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from dataprep.documents import Document
+from dataprep.errors import ReadError
+from dataprep.readers import compression
+from dataprep.readers.base import (
+    BLANK_LINE,
+    FILTERED,
+    ReadStats,
+    RecordErrors,
+    excerpt,
+    log,
+    type_name,
+)
+
+try:
+    import orjson
+
+    _fast_loads = orjson.loads
+except ImportError:  # pragma: no cover - orjson is optional
+    _fast_loads = None
+
+_MISSING = object()
+MetadataOf = Callable[[dict], dict[str, Any]]
+
+
+class BadRecord(Exception):
+    """A record that cannot become a Document; `kind` is one of base.RECORD_ERROR_KINDS."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+def other_fields(record: dict, json_keys: Sequence[str]) -> dict[str, Any]:
+    """Metadata of a plain JSON Lines record: every top-level field that is not a requested key."""
+    return {k: v for k, v in record.items() if k not in json_keys}
+
+
+def _first_line_hint(text: str) -> str:
+    start = text.lstrip("\ufeff \t").lower()
+    if start.startswith(("<!doctype html", "<html")):
+        return " (the content is an HTML page, not JSON Lines: download the file again)"
+    if start.startswith("version https://git-lfs"):
+        return " (the content is a git-LFS pointer: run `git lfs pull`)"
+    if start.startswith("["):
+        return (
+            " (the file looks like one JSON array, not JSON Lines: convert it with `jq -c '.[]'`)"
+        )
+    return ""
+
+
+def parse_line(raw: bytes, line: int) -> Any:
+    """The JSON value of one line (bytes, newline included), or BadRecord."""
+    if _fast_loads is not None:
+        try:
+            return _fast_loads(raw)
+        except Exception:  # orjson.JSONDecodeError, or a value stdlib accepts (NaN, huge ints)
+            pass
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        bad = raw[max(0, e.start - 10) : e.start + 10]
+        raise BadRecord(
+            "invalid_utf8",
+            f"invalid UTF-8 at byte {e.start + 1} of the line ({e.reason}): {bad!r}; "
+            "re-encode the file as UTF-8",
+        ) from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        found = excerpt(text.rstrip("\r\n"), e.pos)
+        hint = _first_line_hint(text) if line == 1 else ""
+        raise BadRecord(
+            "not_json", f"not JSON: {e.msg} at column {e.colno}: {found}{hint}"
+        ) from None
+    except RecursionError:
+        raise BadRecord("not_json", "not JSON: nested too deeply") from None
+    if "\\u" in text:
+        # the JSON escape of a lone surrogate ("\ud800") parses to a str that is not valid UTF-8
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as e:
+            code = ord(e.object[e.start])
+            found = excerpt(text.rstrip("\r\n"), text.find(f"{code:04x}"))
+            raise BadRecord(
+                "lone_surrogate",
+                f"the JSON escape \\u{code:04x} is a lone UTF-16 surrogate (half of a character), "
+                f"which is not valid text: {found}",
+            ) from None
+    return value
+
+
+def check_object(record: Any, json_keys: Sequence[str], raw: bytes) -> dict:
+    """The record if it is a JSON object, else BadRecord("not_object")."""
+    if type(record) is not dict:
+        found = excerpt(raw.decode("utf-8", "replace").rstrip("\r\n"))
+        like = f'{{"{json_keys[0]}": ...}}'
+        raise BadRecord(
+            "not_object", f"a JSON {type_name(record)}, expected an object like {like}: {found}"
+        )
+    return record
+
+
+def record_fields(record: dict, json_keys: Sequence[str]) -> dict[str, str]:
+    """key -> text for every requested key of a JSON object, or BadRecord."""
+    fields = {}
+    for key in json_keys:
+        value = record.get(key, _MISSING)
+        if type(value) is str:
+            fields[key] = value
+        elif value is _MISSING:
+            keys = ", ".join(repr(k) for k in list(record)[:10]) or "none"
+            raise BadRecord(
+                "missing_key",
+                f"missing key {key!r} (keys found: {keys}); choose the text keys with --json-keys",
+            )
+        elif value is None:
+            raise BadRecord("null_text", f"{key!r} is null, expected a string")
+        else:
+            found = excerpt(json.dumps(value, ensure_ascii=False), width=40)
+            raise BadRecord(
+                "non_string_text",
+                f"{key!r} is a JSON {type_name(value)} ({found}), expected a string",
+            )
+    return fields
+
+
+def filter_value(key: str, metadata: Mapping[str, Any], record: Mapping[str, Any]) -> Any:
+    """The value `filters[key]` matches: from the metadata, a top-level field, or meta[key]."""
+    value = metadata.get(key, _MISSING)
+    if value is _MISSING:
+        value = record.get(key, _MISSING)
+    if value is _MISSING:
+        meta = record.get("meta")
+        value = meta.get(key, _MISSING) if isinstance(meta, dict) else _MISSING
+    return value
+
+
+def matches(filters: Mapping[str, Collection[str]], metadata: Mapping, record: Mapping) -> bool:
+    for key, allowed in filters.items():
+        value = filter_value(key, metadata, record)
+        if value is _MISSING or not (value in allowed or str(value) in allowed):
+            return False
+    return True
+
+
+def iter_json_lines(
+    path: str | os.PathLike,
+    *,
+    json_keys: Sequence[str] = ("text",),
+    metadata_of: MetadataOf | None = None,
+    filters: Mapping[str, Collection[str]] | None = None,
+    on_error: str = "raise",
+    stats: ReadStats | None = None,
+    start_line: int = 0,
+) -> Iterator[Document]:
+    """Documents of a JSON Lines file (zstd, gzip or plain), in line order.
+
+    `metadata_of(record)` gives a Document's metadata (default: the fields that are not
+    `json_keys`). Records not matching `filters` are counted as skipped["filtered"]; blank lines as
+    skipped["blank_line"]; with `start_line` the first `start_line` lines are passed over uncounted.
+    """
+    stats = stats if stats is not None else ReadStats()
+    json_keys = tuple(json_keys)
+    if metadata_of is None:
+        metadata_of = lambda record: other_fields(record, json_keys)  # noqa: E731
+    bad = RecordErrors(path, on_error, stats)
+    name = Path(path).name
+    source = os.fspath(path)
+    line = 0
+    with compression.open_decompressed(path) as reader:
+        for raw in reader:
+            line += 1
+            if line <= start_line:
+                continue
+            stats.bytes += len(raw)
+            if line == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[3:]
+            try:
+                record = check_object(parse_line(raw, line), json_keys, raw)
+                metadata = metadata_of(record)
+                if filters and not matches(filters, metadata, record):
+                    stats.skip(FILTERED)
+                    continue
+                fields = record_fields(record, json_keys)
+            except BadRecord as e:
+                if not raw.strip():
+                    stats.skip(BLANK_LINE)
+                elif not raw.endswith(b"\n") and e.kind in ("not_json", "invalid_utf8"):
+                    reason = (
+                        "the last line has no newline and is not a valid record, so the file was "
+                        f"probably cut short ({e.reason})"
+                    )
+                    bad("truncated_last_line", reason, line)
+                else:
+                    bad(e.kind, e.reason, line)
+                continue
+            stats.documents += 1
+            yield Document(
+                text=fields[json_keys[0]],
+                id=f"{name}:{line}",
+                metadata=metadata,
+                fields=fields,
+                source=source,
+                line=line,
+            )
+    bad.summarize()
+    if line == 0:
+        log.warning("%s is empty: no records", source)
+        stats.empty_files.append(source)
+    stats.files += 1
+
+
+def first_record(path: str | os.PathLike, *, max_bytes: int = 1 << 24) -> Any:
+    """The parsed first non-blank line of a file, or None if there is none or it is not JSON."""
+    try:
+        with compression.open_decompressed(path) as reader:
+            for _ in range(100):
+                raw = reader.readline(max_bytes)
+                if not raw:
+                    return None
+                if raw.strip():
+                    return parse_line(raw.removeprefix(codecs.BOM_UTF8), 1)
+    except (ReadError, BadRecord, OSError):
+        return None
+    return None
