@@ -397,13 +397,28 @@ def main(argv: list[str] | None = None) -> int:
                         "a temporary directory")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    if args.work_dir is not None:
-        args.work_dir.mkdir(parents=True, exist_ok=True)
-        build(download(args.work_dir.resolve()), args.output)
-    else:
-        with tempfile.TemporaryDirectory(prefix="toy_corpora_") as tmp:
-            os.chmod(tmp, 0o755)
-            build(download(Path(tmp)), args.output)
+    try:
+        if args.work_dir is not None:
+            args.work_dir.mkdir(parents=True, exist_ok=True)
+            build(download(args.work_dir.resolve()), args.output)
+        else:
+            with tempfile.TemporaryDirectory(prefix="toy_corpora_") as tmp:
+                os.chmod(tmp, 0o755)  # apt-get download runs as _apt and must reach deb/
+                build(download(Path(tmp)), args.output)
+    except FileNotFoundError as exc:
+        if exc.filename in ("apt-get", "dpkg-deb", "npm"):
+            log.error("%s is not installed: this script needs apt-get, dpkg-deb (Debian/Ubuntu) "
+                      "and npm", exc.filename)
+            return 1
+        raise
+    except subprocess.CalledProcessError as exc:
+        log.error("command failed with exit code %d: %s\nIf a pinned version is gone from the "
+                  "registry, run `apt-get update`, check `apt-cache policy <package>` and update "
+                  "the pins at the top of this script (the output will then differ from the "
+                  "shipped files; update pipelines/toy/README.md too).",
+                  exc.returncode, " ".join(exc.cmd))
+        return 1
+    log.info("done: %s", args.output)
     return 0
 
 
