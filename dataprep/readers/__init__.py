@@ -117,7 +117,7 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
             if not entry or entry.startswith("#"):
                 continue
             count += 1
-            entry = os.path.join(list_path.parent, os.path.expanduser(entry))
+            entry = os.path.normpath(os.path.join(list_path.parent, os.path.expanduser(entry)))
             files += _expand_one(entry, where=f"{list_path}:{number}: ")
         if count == 0:
             raise UsageError(f"the input list {list_path} names no inputs")

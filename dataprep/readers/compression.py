@@ -108,20 +108,22 @@ def compression_of(path: str | os.PathLike, head: bytes) -> str:
     name = Path(path).name.lower()
     if not head:
         return "none"  # an empty file: no records (the reader warns and lists it)
-    if is_zstd(head) or (
-        len(head) < 4 and name.endswith((".zst", ".zstd")) and ZSTD_MAGIC.startswith(head)
-    ):
-        return "zstd"  # (a file cut inside the magic number is reported as truncated)
-    if head.startswith(GZIP_MAGIC) or (head == GZIP_MAGIC[:1] and name.endswith(".gz")):
-        return "gzip"
+    named_zstd, named_gzip = name.endswith((".zst", ".zstd")), name.endswith(".gz")
+    codec = "none"
+    if is_zstd(head) or (named_zstd and len(head) < 4 and ZSTD_MAGIC.startswith(head)):
+        codec = "zstd"  # (a file cut inside the magic number is reported as truncated)
+    elif head.startswith(GZIP_MAGIC) or (named_gzip and head == GZIP_MAGIC[:1]):
+        codec = "gzip"
+    if codec == "zstd" and not named_gzip or codec == "gzip" and not named_zstd:
+        return codec
     found = describe_bytes(head)
-    if name.endswith((".zst", ".zstd")):
+    if named_zstd:
         raise ReadError(
             path,
             f"named .zst but it is not zstd: it is {found}",
             kind=_unsupported_kind(head) or "not_zstd",
         )
-    if name.endswith(".gz"):
+    if named_gzip:
         raise ReadError(
             path,
             f"named .gz but it is not gzip: it is {found}",

@@ -136,7 +136,8 @@ def record_fields(record: dict, json_keys: Sequence[str]) -> dict[str, str]:
         elif value is None:
             raise BadRecord("null_text", f"{key!r} is null, expected a string")
         else:
-            found = excerpt(json.dumps(value, ensure_ascii=False), width=40)
+            found = json.dumps(value, ensure_ascii=False)
+            found = found if len(found) <= 40 else found[:40] + "…"
             raise BadRecord(
                 "non_string_text",
                 f"{key!r} is a JSON {type_name(value)} ({found}), expected a string",
