@@ -1,0 +1,197 @@
+"""GPT-2 decoder in plain PyTorch (reference/formats.md §6.2), nanoGPT-style, top down:
+attention -> MLP -> Block -> GPTConfig -> GPT.
+
+Architecture = HF `GPT2LMHeadModel`: learned positions, pre-LayerNorm blocks, tanh-GELU MLP (4x), attention
+scaled by 1/sqrt(head_dim), causal, input and output embeddings tied. Differences that do not change the
+function: q/k/v are three Linear layers (HF fuses them into one Conv1D `c_attn`; `checkpoint.export_hf`
+concatenates them) and the vocabulary is padded to `padded_vocab_size` rows (Megatron; the padded logits
+exist and take part in the softmax, as in Megatron, but no target ever points at them).
+
+No `torch.distributed` here: `trainer/parallel.py` shards the named Linear/Embedding layers. Every shape
+below uses `-1` for the head count, so the same code runs on a rank that holds only some heads.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from dataprep.errors import UsageError
+from trainer.models import pad_vocab_size
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        C = config.n_embd
+        self.head_dim = C // config.n_head
+        self.q = nn.Linear(C, C, bias=config.bias)
+        self.k = nn.Linear(C, C, bias=config.bias)
+        self.v = nn.Linear(C, C, bias=config.bias)
+        self.c_proj = nn.Linear(C, C, bias=config.bias)
+        self.attn_dropout = config.attn_dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        # (B, nh, T, hs); nh = the heads held by this module (all of them unless tensor-parallel)
+        q = self.q(x).view(B, T, -1, self.head_dim).transpose(1, 2)
+        k = self.k(x).view(B, T, -1, self.head_dim).transpose(1, 2)
+        v = self.v(x).view(B, T, -1, self.head_dim).transpose(1, 2)
+        dropout_p = self.attn_dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        y = y.transpose(1, 2).reshape(B, T, -1)  # (B, T, nh * hs)
+        return self.c_proj(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))  # HF "gelu_new"
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
+        self.mlp = MLP(config)
+        # Residual dropout lives here, outside attn/mlp, because under tensor parallelism attn and mlp
+        # are the regions with a per-rank RNG and this dropout must be the same on every rank.
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln_1(x)))
+        x = x + self.drop(self.mlp(self.ln_2(x)))
+        return x
+
+
+GPT_PRESETS: dict[str, dict] = {
+    # trains in seconds on one CPU core
+    "gpt-tiny": dict(n_layer=2, n_head=4, n_embd=128, block_size=256),
+    # GPT-2 small / medium, Megatron's 1.3B (24 x 2048, 16 heads of 128)
+    "gpt-125m": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024),
+    "gpt-350m": dict(n_layer=24, n_head=16, n_embd=1024, block_size=1024),
+    "gpt-1.3b": dict(n_layer=24, n_head=16, n_embd=2048, block_size=2048),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class GPTConfig:
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    block_size: int = 1024  # longest sequence (HF n_positions): rows of the position table
+    vocab_size: int = 50257  # tokenizer vocabulary; every target id is < vocab_size
+    padded_vocab_size: int = 0  # embedding/head rows; 0 = pad_vocab_size(vocab_size, tp=1)
+    dropout: float = 0.1  # residual and embedding dropout (Megatron hidden_dropout)
+    attn_dropout: float = 0.1  # on the attention probabilities
+    layer_norm_epsilon: float = 1e-5
+    bias: bool = True  # biases in Linear and LayerNorm (GPT-2: True)
+
+    def __post_init__(self) -> None:
+        for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"GPTConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_embd % self.n_head:
+            raise UsageError(
+                f"GPTConfig: n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
+                "choose n_embd = n_head * head_dim"
+            )
+        if self.padded_vocab_size == 0:
+            object.__setattr__(self, "padded_vocab_size", pad_vocab_size(self.vocab_size))
+        if self.padded_vocab_size < self.vocab_size:
+            raise UsageError(
+                f"GPTConfig: padded_vocab_size={self.padded_vocab_size} < vocab_size={self.vocab_size}; "
+                "use pad_vocab_size(vocab_size, tp) or 0 for the default"
+            )
+        for name in ("dropout", "attn_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise UsageError(f"GPTConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+
+    @classmethod
+    def from_preset(cls, name: str, *, tp: int = 1, **overrides) -> GPTConfig:
+        """A preset with overrides; the vocabulary is padded to a multiple of 128 * tp."""
+        if name not in GPT_PRESETS:
+            raise UsageError(f"unknown GPT preset {name!r}; expected one of {sorted(GPT_PRESETS)}")
+        fields = {**GPT_PRESETS[name], **overrides}
+        if not fields.get("padded_vocab_size"):
+            fields["padded_vocab_size"] = pad_vocab_size(fields.get("vocab_size", 50257), tp)
+        return cls(**fields)
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        C = config.n_embd
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.padded_vocab_size, C),
+                wpe=nn.Embedding(config.block_size, C),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                ln_f=nn.LayerNorm(C, eps=config.layer_norm_epsilon, bias=config.bias),
+            )
+        )
+        self.lm_head = nn.Linear(C, config.padded_vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # tied, as GPT-2
+
+        self.apply(self._init_weights)
+        # GPT-2: residual projections scaled by 1/sqrt(2 * n_layer) (two residual adds per block)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, T) -> logits (B, T, padded_vocab_size), or this rank's vocab shard under TP."""
+        B, T = idx.shape
+        if T > self.config.block_size:
+            raise ValueError(
+                f"sequence length {T} exceeds block_size={self.config.block_size}; "
+                "shorten the sequences or build the model with a larger block_size"
+            )
+        pos = torch.arange(T, dtype=torch.long, device=idx.device)
+        x = self.transformer.drop(
+            self.transformer.wte(idx) + self.transformer.wpe(pos)
+        )  # (B, T, C)
+        for block in self.transformer.h:
+            x = block(x)
+        x = self.transformer.ln_f(x)
+        return self.lm_head(x)
+
+    def num_params(self, *, non_embedding: bool = False) -> int:
+        """Parameters held by this process (a TP rank holds its shards), tied weights counted once."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.transformer.wpe.weight.numel() + self.transformer.wte.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training (forward + backward = 3 x forward) FLOPs per token of the full, unsharded model.
+
+        6 * (matmul parameters: blocks + LM head) + 12 * n_layer * n_embd * seq_len for attention
+        scores and values (the PaLM / nanoGPT estimate). MFU = flops_per_token * tokens/s / peak.
+        """
+        c = self.config
+        T = c.block_size if seq_len is None else seq_len
+        per_layer = 4 * c.n_embd * c.n_embd + 2 * 4 * c.n_embd * c.n_embd  # q,k,v,o + fc,proj
+        matmul_params = c.n_layer * per_layer + c.padded_vocab_size * c.n_embd
+        return 6.0 * matmul_params + 12.0 * c.n_layer * c.n_embd * T

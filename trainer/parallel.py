@@ -1,0 +1,587 @@
+"""Megatron-style tensor parallelism on plain tensors (reference/tensor-parallel.md §3).
+
+`apply_tensor_parallel(model, tp_group)` rewrites a GPT or MT5 in place following a per-model plan (module
+name pattern -> style, torchtitan v0.2 style): q/k/v and fc/wi_0/wi_1 become column-parallel, o/c_proj/wo
+row-parallel, the (padded) vocabulary is split across ranks in the embedding and the head, and mT5's
+relative-bias table is split by heads. Every sharded layer keeps its chunk of the full weight, so with the
+same seed the TP=2 weights are bit-identical chunks of the TP=1 model. The head returns this rank's slice of
+the logits; `cross_entropy(..., tp_group=)` computes the loss without gathering them.
+
+Collectives (gloo or NCCL) live only in `_Copy` (identity forward, all-reduce of the gradient), `_Reduce`
+(all-reduce forward, identity backward) and `_Gather` (all-gather on the last dim) and the cross-entropy.
+A `Region` is a module whose inputs are replicated activations: they are `_Copy`-ed once on entry (one
+gradient all-reduce for q, k and v together) and dropout inside runs on a per-rank RNG (seed + 2718 +
+tp_rank); dropout outside regions uses the global RNG, which the caller seeds equally on all TP ranks.
+TP = 1 (tp_group None) needs no process group: the model is left as it is.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+from dataprep.errors import UsageError
+from trainer.models import GPT, MT5, pad_vocab_size
+
+__all__ = [
+    "ColumnParallelLinear",
+    "RowParallelLinear",
+    "VocabParallelEmbedding",
+    "apply_tensor_parallel",
+    "check_tensor_parallel",
+    "clip_grad_norm_",
+    "cross_entropy",
+    "full_state_dict",
+    "gather_from_tp_region",
+    "get_rng_state",
+    "load_full_state_dict",
+    "pad_vocab_size",
+    "set_rng_state",
+    "shard_dims",
+    "vocab_parallel_cross_entropy",
+]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Collectives as autograd functions
+
+
+class _Copy(torch.autograd.Function):
+    """Enter a TP region: identity forward, all-reduce (sum) of the gradient backward."""
+
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.clone()
+        dist.all_reduce(grad, group=ctx.group)
+        return grad, None
+
+
+class _Reduce(torch.autograd.Function):
+    """Leave a TP region: all-reduce (sum) of the partial results forward, identity backward."""
+
+    @staticmethod
+    def forward(ctx, x, group):
+        x = x.clone()
+        dist.all_reduce(x, group=group)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+class _Gather(torch.autograd.Function):
+    """All-gather along the last dimension forward; backward keeps this rank's slice of the gradient."""
+
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(parts, x.contiguous(), group=group)
+        return torch.cat(parts, dim=-1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        tp, rank = dist.get_world_size(ctx.group), dist.get_rank(ctx.group)
+        return grad.chunk(tp, dim=-1)[rank].contiguous(), None
+
+
+def gather_from_tp_region(x: torch.Tensor, tp_group: dist.ProcessGroup | None) -> torch.Tensor:
+    """Full last dimension from per-rank slices (e.g. vocab-parallel logits); identity at TP = 1."""
+    return x if tp_group is None else _Gather.apply(x, tp_group)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Layers. Each is built from the full nn.Linear / nn.Embedding and keeps its own chunk.
+
+
+def _chunk_param(full: torch.Tensor, dim: int, group: dist.ProcessGroup) -> nn.Parameter:
+    tp, rank = dist.get_world_size(group), dist.get_rank(group)
+    p = nn.Parameter(full.detach().chunk(tp, dim)[rank].clone(), requires_grad=full.requires_grad)
+    p.tp_dim = dim  # read by clip_grad_norm_ (Megatron marks `tensor_model_parallel`)
+    p.tp_group = group
+    return p
+
+
+class ColumnParallelLinear(nn.Module):
+    """y_r = x W_r^T + b_r with W_r the r-th block of rows (output features) of the full weight."""
+
+    def __init__(
+        self, full: nn.Linear, group: dist.ProcessGroup, *, copy_input: bool, gather_output=False
+    ) -> None:
+        super().__init__()
+        self.group, self.copy_input, self.gather_output = group, copy_input, gather_output
+        self.weight = _chunk_param(full.weight, 0, group)  # (out / tp, in)
+        self.bias = None if full.bias is None else _chunk_param(full.bias, 0, group)
+        self.in_features, self.out_features = self.weight.shape[1], self.weight.shape[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.copy_input:
+            x = _Copy.apply(x, self.group)
+        y = F.linear(x, self.weight, self.bias)
+        return _Gather.apply(y, self.group) if self.gather_output else y
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features} (local)"
+
+
+class RowParallelLinear(nn.Module):
+    """y = sum_r x_r W_r^T + b with W_r the r-th block of columns (input features); b is replicated."""
+
+    def __init__(self, full: nn.Linear, group: dist.ProcessGroup) -> None:
+        super().__init__()
+        self.group = group
+        self.weight = _chunk_param(full.weight, 1, group)  # (out, in / tp)
+        self.bias = None if full.bias is None else nn.Parameter(full.bias.detach().clone())
+        self.in_features, self.out_features = self.weight.shape[1], self.weight.shape[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = _Reduce.apply(F.linear(x, self.weight), self.group)
+        return y if self.bias is None else y + self.bias
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features} (local), out_features={self.out_features}"
+
+
+class VocabParallelEmbedding(nn.Module):
+    """Rank r holds rows [r * V/tp, (r+1) * V/tp); ids outside give zeros, then the ranks' rows are summed."""
+
+    def __init__(self, full: nn.Embedding, group: dist.ProcessGroup) -> None:
+        super().__init__()
+        self.group = group
+        self.weight = _chunk_param(full.weight, 0, group)  # (V / tp, C)
+        self.num_embeddings, self.embedding_dim = self.weight.shape
+        self.vocab_start = dist.get_rank(group) * self.num_embeddings
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        local = ids - self.vocab_start
+        outside = (local < 0) | (local >= self.num_embeddings)
+        x = F.embedding(local.masked_fill(outside, 0), self.weight)
+        x = x.masked_fill(outside.unsqueeze(-1), 0.0)
+        return _Reduce.apply(x, self.group)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings} (local, from {self.vocab_start}), {self.embedding_dim}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Per-rank dropout RNG inside TP regions (Megatron's "model-parallel RNG tracker", CPU and CUDA)
+
+
+class _RankRNG:
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.states: dict[str, torch.Tensor] = {}  # device -> generator state between uses
+        self._saved: list[tuple[torch.device, torch.Tensor]] = []
+
+    @staticmethod
+    def _get(device: torch.device) -> torch.Tensor:
+        return torch.get_rng_state() if device.type == "cpu" else torch.cuda.get_rng_state(device)
+
+    @staticmethod
+    def _set(device: torch.device, state: torch.Tensor) -> None:
+        if device.type == "cpu":
+            torch.set_rng_state(state)
+        else:
+            torch.cuda.set_rng_state(state, device)
+
+    def enter(self, device: torch.device) -> None:
+        key = str(device)
+        if key not in self.states:
+            g = torch.Generator(device=device)
+            g.manual_seed(self.seed)
+            self.states[key] = g.get_state()
+        self._saved.append((device, self._get(device)))
+        self._set(device, self.states[key])
+
+    def exit(self) -> None:
+        device, saved = self._saved.pop()
+        self.states[str(device)] = self._get(device)
+        self._set(device, saved)
+
+
+@dataclass
+class _TPInfo:
+    group: dist.ProcessGroup
+    tp: int
+    rank: int
+    rng: _RankRNG
+
+
+def get_rng_state(model: nn.Module) -> dict:
+    """Global torch RNG state(s) plus the model's per-rank TP dropout RNG, for checkpoints."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    info = getattr(model, "_tp_info", None)
+    if info is not None:
+        state["tp"] = {k: v.clone() for k, v in info.rng.states.items()}
+    return state
+
+
+def set_rng_state(model: nn.Module, state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    info = getattr(model, "_tp_info", None)
+    if info is not None and "tp" in state:
+        info.rng.states = {k: v.clone() for k, v in state["tp"].items()}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Plans: module-name pattern ("*" = one name component) -> style
+
+
+@dataclass(frozen=True)
+class Region:
+    """A module entered with replicated activations: `_Copy` the named forward inputs, per-rank dropout."""
+
+    inputs: tuple[str, ...] = ("x",)
+
+
+COLWISE = "colwise"  # ColumnParallelLinear inside a Region (the Region copied its input)
+ROWWISE = "rowwise"  # RowParallelLinear: all-reduces its output
+VOCAB_EMBEDDING = "vocab_embedding"  # VocabParallelEmbedding
+VOCAB_HEAD = (
+    "vocab_head"  # ColumnParallelLinear copying its own input, output = vocab-sharded logits
+)
+HEAD_TABLE = (
+    "head_table"  # Embedding(num_buckets, heads) split along heads (dim 1); no communication
+)
+
+GPT_PLAN: dict[str, object] = {
+    "transformer.wte": VOCAB_EMBEDDING,
+    "transformer.h.*.attn": Region(("x",)),
+    "transformer.h.*.attn.q": COLWISE,
+    "transformer.h.*.attn.k": COLWISE,
+    "transformer.h.*.attn.v": COLWISE,
+    "transformer.h.*.attn.c_proj": ROWWISE,
+    "transformer.h.*.mlp": Region(("x",)),
+    "transformer.h.*.mlp.c_fc": COLWISE,
+    "transformer.h.*.mlp.c_proj": ROWWISE,
+    "lm_head": VOCAB_HEAD,  # tied to transformer.wte: both get the same shard, re-tied after
+}
+
+MT5_PLAN: dict[str, object] = {
+    "shared": VOCAB_EMBEDDING,
+    "*.block.*.layer.0.SelfAttention": Region(("x",)),
+    "decoder.block.*.layer.1.EncDecAttention": Region(("x", "kv")),
+    "*.block.*.layer.*.*.q": COLWISE,
+    "*.block.*.layer.*.*.k": COLWISE,
+    "*.block.*.layer.*.*.v": COLWISE,
+    "*.block.*.layer.*.*.o": ROWWISE,
+    "*.block.0.layer.0.SelfAttention.relative_attention_bias": HEAD_TABLE,
+    "*.block.*.layer.*.DenseReluDense": Region(("x",)),
+    "*.block.*.layer.*.DenseReluDense.wi_0": COLWISE,
+    "*.block.*.layer.*.DenseReluDense.wi_1": COLWISE,
+    "*.block.*.layer.*.DenseReluDense.wo": ROWWISE,
+    "lm_head": VOCAB_HEAD,
+}
+
+PLANS: dict[type, dict[str, object]] = {GPT: GPT_PLAN, MT5: MT5_PLAN}
+
+# parameter name -> shard dim, per style (missing = replicated)
+_STYLE_DIMS = {
+    COLWISE: {"weight": 0, "bias": 0},
+    VOCAB_HEAD: {"weight": 0, "bias": 0},
+    ROWWISE: {"weight": 1},
+    VOCAB_EMBEDDING: {"weight": 0},
+    HEAD_TABLE: {"weight": 1},
+}
+
+
+def _plan_matches(model: nn.Module) -> list[tuple[str, nn.Module, object]]:
+    """(module name, module, style) for every module a plan pattern matches; each pattern must match."""
+    plan = next((p for cls, p in PLANS.items() if isinstance(model, cls)), None)
+    if plan is None:
+        raise TypeError(
+            f"no tensor-parallel plan for {type(model).__name__}; expected one of "
+            f"{[c.__name__ for c in PLANS]}"
+        )
+    compiled = [
+        (pat, re.compile("^" + re.escape(pat).replace(r"\*", r"[^.]+") + "$"), style)
+        for pat, style in plan.items()
+    ]
+    matches, used = [], set()
+    for name, module in model.named_modules():
+        for pat, rx, style in compiled:
+            if rx.match(name):
+                matches.append((name, module, style))
+                used.add(pat)
+    unused = [pat for pat, _, _ in compiled if pat not in used]
+    if unused:  # the model changed its module names without updating the plan
+        raise RuntimeError(f"{type(model).__name__} plan patterns match no module: {unused}")
+    return matches
+
+
+def shard_dims(model: nn.Module) -> dict[str, int | None]:
+    """State-dict key -> dimension split across TP ranks (None = replicated). Same at every TP."""
+    module_dims = {name: _STYLE_DIMS.get(style, {}) for name, _, style in _plan_matches(model)}
+    dims = {}
+    for key in model.state_dict(keep_vars=True):
+        module_name, _, param_name = key.rpartition(".")
+        dims[key] = module_dims.get(module_name, {}).get(param_name)
+    return dims
+
+
+def check_tensor_parallel(model: nn.Module, tp: int) -> None:
+    """Raise UsageError naming every config field that `tp` does not divide."""
+    c = model.config
+    if isinstance(model, GPT):
+        fields = {"n_head": c.n_head, "4 * n_embd (MLP width)": 4 * c.n_embd}
+    elif isinstance(model, MT5):
+        fields = {"num_heads": c.num_heads, "d_ff": c.d_ff}
+    else:
+        _plan_matches(model)  # raises TypeError for unknown models
+        fields = {}
+    fields["padded_vocab_size"] = c.padded_vocab_size
+    bad = [f"{name}={value}" for name, value in fields.items() if value % tp]
+    if bad:
+        hint = ""
+        if c.padded_vocab_size % tp:
+            hint = (
+                f"; pad the vocabulary for this TP with pad_vocab_size({c.vocab_size}, tp={tp}) = "
+                f"{pad_vocab_size(c.vocab_size, tp)} (from_preset(..., tp={tp}) does it)"
+            )
+        raise UsageError(
+            f"tensor parallel size {tp} does not divide {', '.join(bad)} of {type(model).__name__}: "
+            f"each rank must hold whole heads, an equal slice of the FFN and of the vocabulary; "
+            f"choose a TP that divides them or change the model config{hint}"
+        )
+
+
+def _install_region(module: nn.Module, region: Region, info: _TPInfo) -> None:
+    signature = inspect.signature(module.forward)
+
+    def pre_hook(mod, args, kwargs):
+        bound = signature.bind(*args, **kwargs)
+        device = None
+        for name in region.inputs:
+            t = bound.arguments.get(name)
+            if isinstance(t, torch.Tensor):
+                bound.arguments[name] = _Copy.apply(t, info.group)
+                device = t.device
+        if mod.training:
+            info.rng.enter(device if device is not None else torch.device("cpu"))
+        return bound.args, bound.kwargs
+
+    def post_hook(mod, args, output):
+        if mod.training:
+            info.rng.exit()
+
+    module.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    module.register_forward_hook(post_hook)
+
+
+def apply_tensor_parallel(
+    model: nn.Module, tp_group: dist.ProcessGroup | None, *, dropout_seed: int = 0
+) -> nn.Module:
+    """Shard `model` (GPT or MT5) in place over `tp_group` and return it; None = TP 1, model unchanged.
+
+    Build the full model with the same seed on every rank first. Dropout inside attention/FFN regions
+    then uses a per-rank RNG seeded with dropout_seed + 2718 + tp_rank.
+    """
+    _plan_matches(model)  # unknown model types fail the same way at TP 1 and TP > 1
+    if tp_group is None:
+        return model
+    if getattr(model, "_tp_info", None) is not None:
+        raise UsageError("apply_tensor_parallel was already applied to this model")
+    tp, rank = dist.get_world_size(tp_group), dist.get_rank(tp_group)
+    check_tensor_parallel(model, tp)
+    info = _TPInfo(tp_group, tp, rank, _RankRNG(dropout_seed + 2718 + rank))
+
+    # parameters shared by several names (GPT's tied wte / lm_head), to re-tie after sharding
+    by_id: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        by_id.setdefault(id(p), []).append(name)
+    tied = [names for names in by_id.values() if len(names) > 1]
+
+    for name, module, style in _plan_matches(model):
+        if isinstance(style, Region):
+            _install_region(module, style, info)
+            continue
+        if style in (COLWISE, VOCAB_HEAD):
+            new = ColumnParallelLinear(module, tp_group, copy_input=(style == VOCAB_HEAD))
+        elif style == ROWWISE:
+            new = RowParallelLinear(module, tp_group)
+        elif style == VOCAB_EMBEDDING:
+            new = VocabParallelEmbedding(module, tp_group)
+        elif style == HEAD_TABLE:
+            module.weight = _chunk_param(module.weight, 1, tp_group)
+            module.embedding_dim = module.weight.shape[1]
+            continue
+        else:
+            raise ValueError(f"unknown tensor-parallel style {style!r} for {name}")
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child, new)
+
+    for names in tied:
+        first = model.get_parameter(names[0])
+        for other in names[1:]:
+            owner, _, pname = other.rpartition(".")
+            setattr(model.get_submodule(owner), pname, first)
+    model._tp_info = info
+    return model
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loss, clipping
+
+
+class _VocabParallelCrossEntropy(torch.autograd.Function):
+    """Per-token loss from vocab-sharded logits (N, V/tp) and global targets (N,), all valid.
+
+    Memory-lean: one full-size buffer (logits - max, turned into the softmax in place and saved), one
+    all-reduce(MAX) and one all-reduce of stack([target logit, sum of exp]).
+    """
+
+    @staticmethod
+    def forward(ctx, logits, targets, group):
+        V_local = logits.shape[-1]
+        m = logits.max(dim=-1).values
+        dist.all_reduce(m, op=dist.ReduceOp.MAX, group=group)
+        z = logits - m.unsqueeze(-1)  # (N, V/tp), the only full-size allocation
+        local = targets - dist.get_rank(group) * V_local
+        owned = (local >= 0) & (local < V_local)
+        local = local.masked_fill(~owned, 0)
+        target_logit = z.gather(-1, local.unsqueeze(-1)).squeeze(-1).masked_fill(~owned, 0.0)
+        z.exp_()
+        stats = torch.stack([target_logit, z.sum(dim=-1)])  # (2, N)
+        dist.all_reduce(stats, group=group)
+        target_logit, sum_exp = stats
+        z.div_(sum_exp.unsqueeze(-1))  # softmax
+        ctx.save_for_backward(z, local, owned)
+        return sum_exp.log() - target_logit
+
+    @staticmethod
+    def backward(ctx, grad):
+        softmax, local, owned = ctx.saved_tensors
+        rows = torch.arange(softmax.shape[0], device=softmax.device)
+        softmax[rows, local] -= owned.to(softmax.dtype)  # d loss / d logits = softmax - onehot
+        softmax.mul_(grad.unsqueeze(-1))
+        return softmax, None, None
+
+
+def vocab_parallel_cross_entropy(
+    logits_local: torch.Tensor,
+    targets: torch.Tensor,
+    ignore_index: int = -100,
+    *,
+    tp_group: dist.ProcessGroup,
+) -> torch.Tensor:
+    """Mean cross-entropy over targets != ignore_index, from this rank's vocab slice (..., V/tp) of the
+    logits and global target ids (...). 0 when every target is ignored. Backward runs once."""
+    V_local = logits_local.shape[-1]
+    t = targets.reshape(-1)
+    valid = t != ignore_index
+    losses = _VocabParallelCrossEntropy.apply(
+        logits_local.reshape(-1, V_local), t.masked_fill(~valid, 0), tp_group
+    )
+    return losses.masked_fill(~valid, 0.0).sum() / valid.sum().clamp(min=1)
+
+
+def cross_entropy(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    ignore_index: int = -100,
+    tp_group: dist.ProcessGroup | None = None,
+) -> torch.Tensor:
+    """Mean token cross-entropy (0 if all ignored); vocab-parallel when tp_group is given."""
+    if tp_group is not None:
+        return vocab_parallel_cross_entropy(logits, targets, ignore_index, tp_group=tp_group)
+    t = targets.reshape(-1)
+    total = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), t, ignore_index=ignore_index, reduction="sum"
+    )
+    return total / (t != ignore_index).sum().clamp(min=1)
+
+
+def clip_grad_norm_(parameters, max_norm: float) -> torch.Tensor:
+    """Scale gradients so their global L2 norm (over all TP shards) is at most max_norm; return the norm.
+
+    Sharded parameters (marked by apply_tensor_parallel) add their squared norms across the TP group;
+    replicated ones, identical on every rank, count once. Accumulates in fp64 if any grad is fp64.
+    """
+    grads_sharded, grads_replicated, group = [], [], None
+    for p in parameters:
+        if p.grad is None:
+            continue
+        if getattr(p, "tp_group", None) is not None:
+            if group is not None and p.tp_group is not group:
+                raise ValueError("clip_grad_norm_ got parameters sharded over different TP groups")
+            group = p.tp_group
+            grads_sharded.append(p.grad)
+        else:
+            grads_replicated.append(p.grad)
+    grads = grads_sharded + grads_replicated
+    if not grads:
+        return torch.tensor(0.0)
+    acc = torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
+    device = grads[0].device
+
+    def sum_sq(gs):
+        if not gs:
+            return torch.zeros((), dtype=acc, device=device)
+        return torch.stack([torch.linalg.vector_norm(g, dtype=acc) for g in gs]).pow(2).sum()
+
+    sq = sum_sq(grads_sharded)
+    if group is not None:
+        dist.all_reduce(sq, group=group)
+    total = (sq + sum_sq(grads_replicated)).sqrt()
+    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    for g in grads:
+        g.mul_(coef.to(g.dtype))
+    return total
+
+
+# ---------------------------------------------------------------------------------------------------
+# Full (unsharded) state dicts
+
+
+def full_state_dict(
+    model: nn.Module, tp_group: dist.ProcessGroup | None
+) -> dict[str, torch.Tensor]:
+    """The TP=1 state dict on every rank: sharded tensors all-gathered and concatenated along shard_dims."""
+    sd = model.state_dict()
+    if tp_group is None:
+        return {k: v.detach().clone() for k, v in sd.items()}
+    dims, tp = shard_dims(model), dist.get_world_size(tp_group)
+    out, done = {}, {}  # done: tied tensors gathered once
+    for key, value in sd.items():
+        d = dims.get(key)
+        if d is None:
+            out[key] = value.detach().clone()
+        elif value.data_ptr() in done:
+            out[key] = done[value.data_ptr()]
+        else:
+            parts = [torch.empty_like(value) for _ in range(tp)]
+            dist.all_gather(parts, value.contiguous(), group=tp_group)
+            out[key] = done[value.data_ptr()] = torch.cat(parts, dim=d)
+    return out
+
+
+def load_full_state_dict(
+    model: nn.Module, state_dict: dict[str, torch.Tensor], tp_group: dist.ProcessGroup | None
+) -> None:
+    """Load a TP=1 state dict into a (possibly sharded) model, each rank taking its chunks."""
+    if tp_group is None:
+        model.load_state_dict(state_dict)
+        return
+    dims, tp, rank = shard_dims(model), dist.get_world_size(tp_group), dist.get_rank(tp_group)
+    local = {}
+    for key, value in state_dict.items():
+        d = dims.get(key)
+        local[key] = value if d is None else value.chunk(tp, dim=d)[rank]
+    model.load_state_dict(local)
