@@ -143,8 +143,11 @@ def random_spans_noise_mask(
     )
     noise_lengths = _random_segmentation(num_noise, num_spans, rng)
     clean_lengths = _random_segmentation(length - num_noise, num_spans, rng)
-    interleaved = np.stack([clean_lengths, noise_lengths], axis=1).reshape(-1)  # c0 n0 c1 n1 ...
-    is_noise = np.tile(np.array([False, True]), num_spans)
+    interleaved = np.empty(2 * num_spans, dtype=np.int64)  # c0 n0 c1 n1 ...
+    interleaved[0::2] = clean_lengths
+    interleaved[1::2] = noise_lengths
+    is_noise = np.zeros(2 * num_spans, dtype=bool)
+    is_noise[1::2] = True
     return np.repeat(is_noise, interleaved)[:orig_length]
 
 
@@ -175,21 +178,22 @@ def noise_spans_to_sentinels(
         raise ValueError(
             f"tokens {tokens.shape} and noise_mask {noise_mask.shape} must be equal 1-D shapes"
         )
-    ids = _check_sentinels(sentinel_ids)
-    if tokens.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    prev = np.concatenate([[False], noise_mask[:-1]])
-    first = noise_mask & ~prev  # first token of each span
-    subsequent = noise_mask & prev  # the rest of each span: dropped
-    span_index = np.cumsum(first) - 1  # span number of each position (-1 before the first span)
-    num_spans = int(span_index[-1]) + 1
+    return _replace_spans(tokens, noise_mask, _check_sentinels(sentinel_ids))
+
+
+def _replace_spans(tokens: np.ndarray, mask: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """noise_spans_to_sentinels without argument checks; ids is an int64 array."""
+    first = mask.copy()  # first token of each span
+    first[1:] &= ~mask[:-1]
+    num_spans = int(np.count_nonzero(first))
     if num_spans > ids.size:
         raise UsageError(
             f"{num_spans} noise spans but only {ids.size} sentinel ids: use a shorter seq length, "
             "a lower noise density or a longer mean noise span length"
         )
-    out = np.where(first, ids[np.maximum(span_index, 0)], tokens.astype(np.int64))
-    return out[~subsequent]
+    out = tokens.astype(np.int64)  # a copy
+    out[first] = ids[:num_spans]  # spans in order get sentinels in order
+    return out[~mask | first]  # drop the rest of each span
 
 
 def span_corrupt(
@@ -216,11 +220,14 @@ def span_corrupt(
 
 
 def _inputs_targets(
-    tokens: np.ndarray, mask: np.ndarray, sentinel_ids: Sequence[int], eos_id: int
+    tokens: np.ndarray, mask: np.ndarray, sentinel_ids: Sequence[int] | np.ndarray, eos_id: int
 ) -> tuple[np.ndarray, np.ndarray]:
+    ids = sentinel_ids if isinstance(sentinel_ids, np.ndarray) else _check_sentinels(sentinel_ids)
+    if tokens.shape != mask.shape or tokens.ndim != 1:
+        raise ValueError(f"tokens {tokens.shape} and noise_mask {mask.shape} must be 1-D, equal")
     eos = np.array([eos_id], dtype=np.int64)
-    inputs = noise_spans_to_sentinels(tokens, mask, sentinel_ids=sentinel_ids)
-    targets = noise_spans_to_sentinels(tokens, ~mask, sentinel_ids=sentinel_ids)
+    inputs = _replace_spans(tokens, mask, ids)
+    targets = _replace_spans(tokens, ~mask, ids)
     return np.concatenate([inputs, eos]), np.concatenate([targets, eos])
 
 
@@ -369,7 +376,7 @@ class T5Samples:
             rng=rng,
         )
         inputs, targets = _inputs_targets(tokens, mask, self.sentinel_ids, self.eos_id)
-        num_spans = int(np.count_nonzero(mask & ~np.concatenate([[False], mask[:-1]])))
+        num_spans = inputs.size - 1 - (mask.size - int(np.count_nonzero(mask)))  # - EOS - clean
         return T5Example(k, tokens, inputs, targets, mask, self.sentinel_ids[:num_spans].copy())
 
     def _check_index(self, k: int) -> int:
