@@ -1,0 +1,420 @@
+"""Training batches read straight from memory-mapped `.bin/.idx` datasets through dataprep's samplers.
+
+GPT: Megatron's GPTDataset windows (`dataprep.sampling.gpt`, formats.md §3): sample k has seq_length+1
+ids, `tokens = w[:-1]`, `labels = w[1:]`. T5: canonical span corruption (`dataprep.sampling.t5`,
+formats.md §4) over the documents of the split, sample order shuffled per epoch from the seed; inputs
+padded with pad 0 (masked out), labels padded with -100, decoder input = labels shifted right behind
+decoder start 0 (HF `_shift_right`).
+
+Which samples a step reads (Megatron's pretraining sampler): with global batch = micro x DP x accum,
+step s reads sample indices [s*GBS, (s+1)*GBS); micro-step m of DP rank d gets
+s*GBS + m*micro*DP + d*micro + [0, micro). TP ranks of one DP rank read the same samples. The data
+position is therefore just the step, so resuming is exact. A background thread prepares the next
+steps while the current one trains; `BatchLoader.wait_s` is the time the loop spent waiting for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+
+from dataprep.errors import DataprepError, UsageError
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100  # label value the loss skips (HF and our cross_entropy)
+
+
+@dataclass(frozen=True, slots=True)
+class GPTBatch:
+    tokens: torch.Tensor  # (B, T) int64 inputs
+    labels: torch.Tensor  # (B, T) int64, tokens shifted left by one
+    loss_mask: torch.Tensor  # (B, T) float32, 1 = counted in the loss
+
+    def to(self, device: torch.device) -> GPTBatch:
+        return GPTBatch(
+            *(t.to(device, non_blocking=True) for t in (self.tokens, self.labels, self.loss_mask))
+        )
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens the model reads (for tokens/s)."""
+        return int(self.tokens.numel())
+
+    def targets(self) -> torch.Tensor:
+        """Labels with IGNORE_INDEX where the loss mask is 0."""
+        return self.labels.masked_fill(self.loss_mask == 0, IGNORE_INDEX)
+
+
+@dataclass(frozen=True, slots=True)
+class T5Batch:
+    encoder_ids: torch.Tensor  # (B, Te) int64, padded with pad id 0
+    decoder_input_ids: torch.Tensor  # (B, Td) int64, [0] + labels[:-1], -100 -> 0
+    labels: torch.Tensor  # (B, Td) int64, padded with -100
+    encoder_mask: torch.Tensor  # (B, Te) bool, True = real token
+
+    def to(self, device: torch.device) -> T5Batch:
+        return T5Batch(
+            *(
+                t.to(device, non_blocking=True)
+                for t in (self.encoder_ids, self.decoder_input_ids, self.labels, self.encoder_mask)
+            )
+        )
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.encoder_ids.numel() + self.decoder_input_ids.numel())
+
+    def targets(self) -> torch.Tensor:
+        return self.labels
+
+
+Batch = GPTBatch | T5Batch
+
+
+# ------------------------------------------------------------------------------------------- collate
+def collate_gpt(windows: Sequence[np.ndarray]) -> GPTBatch:
+    """Stack GPT windows of seq_length+1 ids into a batch."""
+    w = torch.from_numpy(np.stack([np.asarray(x, dtype=np.int64) for x in windows]))
+    return GPTBatch(
+        w[:, :-1].contiguous(),
+        w[:, 1:].contiguous(),
+        torch.ones(w.shape[0], w.shape[1] - 1, dtype=torch.float32),
+    )
+
+
+def shift_right_np(labels: np.ndarray, *, decoder_start: int = 0, pad_id: int = 0) -> np.ndarray:
+    """HF `_shift_right`: prepend decoder_start, drop the last label, -100 -> pad."""
+    out = np.empty_like(labels)
+    out[..., 0] = decoder_start
+    out[..., 1:] = labels[..., :-1]
+    out[out == IGNORE_INDEX] = pad_id
+    return out
+
+
+def collate_t5(
+    examples: Sequence[Any], *, encoder_length: int, decoder_length: int, pad_id: int = 0
+) -> T5Batch:
+    """Pad T5 examples (`.inputs`, `.targets`, EOS included) to fixed lengths."""
+    B = len(examples)
+    enc = np.full((B, encoder_length), pad_id, dtype=np.int64)
+    lab = np.full((B, decoder_length), IGNORE_INDEX, dtype=np.int64)
+    mask = np.zeros((B, encoder_length), dtype=bool)
+    for i, ex in enumerate(examples):
+        x, y = np.asarray(ex.inputs), np.asarray(ex.targets)
+        if x.size > encoder_length or y.size > decoder_length:
+            raise DataprepError(
+                f"T5 sample {getattr(ex, 'index', i)} has {x.size} encoder / {y.size} decoder ids, more "
+                f"than --encoder-seq-length {encoder_length} / --decoder-seq-length {decoder_length}"
+            )
+        enc[i, : x.size] = x
+        mask[i, : x.size] = True
+        lab[i, : y.size] = y
+    dec = shift_right_np(lab, decoder_start=0, pad_id=pad_id)
+    return T5Batch(
+        torch.from_numpy(enc), torch.from_numpy(dec), torch.from_numpy(lab), torch.from_numpy(mask)
+    )
+
+
+# ------------------------------------------------------------------------------------------- indices
+def micro_batch_indices(
+    step: int, *, micro_batch_size: int, global_batch_size: int, dp_rank: int, dp_size: int
+) -> list[np.ndarray]:
+    """Sample indices of each micro-batch DP rank `dp_rank` trains on at `step` (module docstring)."""
+    per_micro = micro_batch_size * dp_size
+    if global_batch_size % per_micro:
+        raise UsageError(
+            f"--global-batch-size {global_batch_size} is not a multiple of --micro-batch-size "
+            f"{micro_batch_size} x data-parallel size {dp_size}"
+        )
+    base = step * global_batch_size + dp_rank * micro_batch_size
+    return [
+        base + m * per_micro + np.arange(micro_batch_size, dtype=np.int64)
+        for m in range(global_batch_size // per_micro)
+    ]
+
+
+def split_bounds(split: str, n: int, index: int) -> tuple[int, int]:
+    """Megatron's split string ("969,30,1") -> [begin, end) of part `index` over n items (formats.md §3.1)."""
+    parts = [float(x) for x in re.findall(r"[.0-9]+", split)]
+    if not parts or len(parts) > 3 or sum(parts) <= 0:
+        raise UsageError(f"--split {split!r}: expected up to 3 non-negative weights like 969,30,1")
+    parts += [0.0] * (3 - len(parts))
+    total = sum(parts)
+    edges = np.cumsum([0.0] + [p / total for p in parts])
+    return int(round(edges[index] * n)), int(round(edges[index + 1] * n))
+
+
+# ------------------------------------------------------------------------------------------- sources
+def parse_data_path(words: Sequence[str]) -> list[tuple[float, str]]:
+    """`p` | `w1 p1 w2 p2 ...` -> [(weight, prefix)], weights normalized (formats.md §3.4)."""
+    words = list(words)
+    if not words:
+        raise UsageError("--data-path is empty: give a dataset prefix or 'w1 p1 w2 p2 ...'")
+    if len(words) == 1:
+        return [(1.0, words[0])]
+    try:
+        weights = [float(w) for w in words[0::2]]
+        prefixes = words[1::2]
+        if len(words) % 2:
+            raise ValueError
+    except ValueError:
+        raise UsageError(
+            f"--data-path {' '.join(words)!r}: expected one prefix or pairs "
+            "'weight prefix weight prefix ...'"
+        ) from None
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise UsageError(f"--data-path weights {weights} must be >= 0 and not all 0")
+    s = sum(weights)
+    return [(w / s, p) for w, p in zip(weights, prefixes, strict=True)]
+
+
+def blend_indices(weights: Sequence[float], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Megatron's greedy blend: sample i comes from argmax_d(w_d * max(i,1) - count_d) (first max wins)."""
+    w = np.asarray(weights, dtype=np.float64)
+    dataset_index = np.empty(size, dtype=np.int16)
+    dataset_sample = np.empty(size, dtype=np.int64)
+    counts = np.zeros(w.size, dtype=np.int64)
+    for i in range(size):
+        d = int(np.argmax(w * max(i, 1) - counts))
+        dataset_index[i] = d
+        dataset_sample[i] = counts[d]
+        counts[d] += 1
+    return dataset_index, dataset_sample
+
+
+class GPTSource:
+    """GPT windows of the chosen split (`dataprep.sampling.gpt.build_gpt_samples`)."""
+
+    def __init__(
+        self,
+        data_path: Sequence[str],
+        *,
+        seq_length: int,
+        num_samples: int,
+        split: str,
+        seed: int,
+        cache_dir: str | None = None,
+    ) -> None:
+        from dataprep.sampling.gpt import build_gpt_samples
+
+        self.seq_length = seq_length
+        self.samples = build_gpt_samples(
+            list(data_path),
+            seq_length=seq_length,
+            num_samples=num_samples,
+            split=split,
+            split_name="train",
+            seed=seed,
+            cache_dir=cache_dir,
+        )
+        if len(self.samples) == 0:
+            raise DataprepError(
+                f"dataset {' '.join(data_path)}: the train split holds no window of seq length "
+                f"{seq_length} + 1 tokens: use more data, a shorter --seq-length or another --split"
+            )
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def get(self, k: int) -> np.ndarray:
+        return np.asarray(self.samples[int(k) % len(self.samples)])
+
+    def collate(self, items: Sequence[np.ndarray]) -> GPTBatch:
+        return collate_gpt(items)
+
+
+class T5Source:
+    """Span-corrupted samples over the documents of the split, shuffled per epoch; blended if weighted."""
+
+    def __init__(
+        self,
+        data_path: Sequence[str],
+        *,
+        encoder_length: int,
+        decoder_length: int,
+        num_samples: int,
+        split: str,
+        seed: int,
+        sentinel_ids: Sequence[int],
+        eos_id: int,
+        noise_density: float,
+        mean_noise_span_length: float,
+        pad_id: int = 0,
+    ) -> None:
+        from dataprep.indexed import IndexedDatasetReader
+        from dataprep.sampling.t5 import T5Samples
+
+        self.encoder_length, self.decoder_length, self.pad_id = (
+            encoder_length,
+            decoder_length,
+            pad_id,
+        )
+        self.seed = seed
+        blend = parse_data_path(data_path)
+        self.weights = [w for w, _ in blend]
+        self.datasets: list[Any] = []
+        for _, prefix in blend:
+            reader = IndexedDatasetReader(prefix)
+            beg, end = split_bounds(split, reader.num_documents, 0)
+            first_seq, last_seq = (
+                int(reader.document_indices[beg]),
+                int(reader.document_indices[end]),
+            )
+            item = reader.dtype.itemsize
+            start = (
+                int(reader.sequence_pointers[first_seq]) // item if first_seq < len(reader) else 0
+            )
+            stop = (
+                (
+                    int(reader.sequence_pointers[last_seq - 1]) // item
+                    + int(reader.sequence_lengths[last_seq - 1])
+                )
+                if last_seq > first_seq
+                else start
+            )
+            flat = reader.tokens()[start:stop]  # a view of the memory map: nothing is copied
+            try:
+                ds = T5Samples(
+                    flat,
+                    sentinel_ids=sentinel_ids,
+                    eos_id=eos_id,
+                    inputs_length=encoder_length,
+                    noise_density=noise_density,
+                    mean_noise_span_length=mean_noise_span_length,
+                    seed=seed,
+                )
+            except DataprepError as e:
+                raise DataprepError(
+                    f"dataset {prefix} (split {split!r}, documents {beg}..{end}): {e}"
+                ) from e
+            if ds.targets_length > decoder_length:
+                raise UsageError(
+                    f"--decoder-seq-length {decoder_length} is shorter than the {ds.targets_length} "
+                    f"target ids span corruption makes for --encoder-seq-length {encoder_length}"
+                )
+            self.datasets.append(ds)
+        self.targets_length = self.datasets[0].targets_length
+        self.blend = blend_indices(self.weights, num_samples) if len(self.datasets) > 1 else None
+
+    def __len__(self) -> int:
+        return sum(len(d) for d in self.datasets)
+
+    @lru_cache(maxsize=4)  # noqa: B019 (a few epochs' permutations, freed with the source)
+    def _order(self, d: int, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, d, epoch]).permutation(len(self.datasets[d]))
+
+    def get(self, k: int) -> Any:
+        k = int(k)
+        if self.blend is not None and k < self.blend[0].size:
+            d, j = int(self.blend[0][k]), int(self.blend[1][k])
+        else:
+            d, j = 0, k
+        n = len(self.datasets[d])
+        return self.datasets[d][int(self._order(d, j // n)[j % n])]
+
+    def collate(self, items: Sequence[Any]) -> T5Batch:
+        return collate_t5(
+            items,
+            encoder_length=self.encoder_length,
+            decoder_length=self.decoder_length,
+            pad_id=self.pad_id,
+        )
+
+
+# ------------------------------------------------------------------------------------------- loader
+@dataclass(frozen=True, slots=True)
+class StepBatches:
+    step: int  # 0-based step these micro-batches belong to
+    micro_batches: list  # [GPTBatch | T5Batch], in accumulation order
+
+
+class BatchLoader:
+    """Iterates steps [start_step, end_step) of one DP rank's micro-batches, prepared ahead in a thread."""
+
+    def __init__(
+        self,
+        source: Any,
+        *,
+        start_step: int,
+        end_step: int,
+        micro_batch_size: int,
+        global_batch_size: int,
+        dp_rank: int = 0,
+        dp_size: int = 1,
+        prefetch: int = 2,
+    ) -> None:
+        self.source = source
+        self.start_step, self.end_step = start_step, end_step
+        self.kw = dict(
+            micro_batch_size=micro_batch_size,
+            global_batch_size=global_batch_size,
+            dp_rank=dp_rank,
+            dp_size=dp_size,
+        )
+        micro_batch_indices(0, **self.kw)  # validates the batch sizes now, not in the thread
+        self.wait_s = 0.0
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def make_step(self, step: int) -> StepBatches:
+        """The micro-batches of one step, computed in this thread (no prefetch)."""
+        return StepBatches(
+            step,
+            [
+                self.source.collate([self.source.get(k) for k in idx])
+                for idx in micro_batch_indices(step, **self.kw)
+            ],
+        )
+
+    def _work(self) -> None:
+        try:
+            for step in range(self.start_step, self.end_step):
+                item: Any = self.make_step(step)
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+        except BaseException as e:  # handed to the training thread, raised there
+            self._queue.put(e)
+
+    def __iter__(self):
+        self._thread = threading.Thread(target=self._work, name="batch-prefetch", daemon=True)
+        self._thread.start()
+        try:
+            for _ in range(self.start_step, self.end_step):
+                t0 = time.perf_counter()
+                item = self._queue.get()
+                self.wait_s += time.perf_counter() - t0
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+
+def make_source(kind: str, **kw: Any) -> GPTSource | T5Source:
+    """`kind` "gpt" or "mt5"; keyword arguments as the source classes take."""
+    factories: dict[str, Callable[..., Any]] = {"gpt": GPTSource, "mt5": T5Source}
+    return factories[kind](**kw)

@@ -1,0 +1,244 @@
+"""Starting ranks and joining process groups: a small `torchrun --standalone`, and the TP x DP layout.
+
+`launch_local(nproc, target, payload)` starts `nproc` local processes the way torchrun does (env RANK,
+WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR=127.0.0.1, MASTER_PORT = a free port), each calling
+`target()` (a "module:function" string) which reads `payload` from the environment. If one rank exits
+non-zero the others are terminated, so a dying rank never leaves the rest waiting in a collective.
+
+`setup_distributed(tp)` joins the launched group (gloo on CPU, NCCL on GPU, with a timeout) and splits
+world = TP x DP with TP groups of consecutive ranks, as Megatron does. World size 1 makes no process group.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from dataprep.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+PAYLOAD_ENV = "DATAPREP_LAUNCH_PAYLOAD"
+_TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+@dataclass(frozen=True, slots=True)
+class DistEnv:
+    """What torchrun (or `launch_local`) told this process about its place in the job."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+
+
+def dist_env() -> DistEnv | None:
+    """The launcher's environment, or None when this process was started alone."""
+    if not all(v in os.environ for v in _TORCHRUN_VARS):
+        return None
+    try:
+        rank, world, local = (int(os.environ[v]) for v in _TORCHRUN_VARS)
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    except ValueError as e:
+        raise UsageError(
+            f"bad torchrun environment {[os.environ[v] for v in _TORCHRUN_VARS]}: {e}"
+        ) from e
+    return DistEnv(rank, world, local, local_world)
+
+
+def find_free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:  # runs in the child before exec (Linux only; elsewhere a no-op)
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def launch_local(
+    nproc: int,
+    target: str,
+    payload: str,
+    *,
+    threads_per_rank: int | None = None,
+    poll_s: float = 0.05,
+    grace_s: float = 5.0,
+) -> int:
+    """Run `target` ("module:function", returning an exit code) in `nproc` local ranks; their worst code.
+
+    The first rank to fail decides the code; the others get SIGTERM, then SIGKILL after `grace_s`.
+    """
+    if nproc < 1:
+        raise UsageError(f"--nproc-per-node must be >= 1, got {nproc}")
+    module, _, func = target.partition(":")
+    code = f"import sys, {module} as m; sys.exit(m.{func}())"
+    port = find_free_port()
+    if threads_per_rank is None:
+        threads_per_rank = max(1, (os.cpu_count() or 1) // nproc)
+    procs: list[subprocess.Popen] = []
+    for rank in range(nproc):
+        env = dict(os.environ)
+        env.update(
+            {
+                "RANK": str(rank),
+                "WORLD_SIZE": str(nproc),
+                "LOCAL_RANK": str(rank),
+                "LOCAL_WORLD_SIZE": str(nproc),
+                "GROUP_RANK": "0",
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port),
+                "OMP_NUM_THREADS": str(threads_per_rank),
+                PAYLOAD_ENV: payload,
+            }
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", code],
+                env=env,
+                preexec_fn=_die_with_parent if os.name == "posix" else None,
+            )
+        )
+    failed: int | None = None
+    try:
+        while True:
+            codes = [p.poll() for p in procs]
+            bad = [(r, c) for r, c in enumerate(codes) if c not in (None, 0)]
+            if bad:
+                rank, failed = bad[0]
+                if any(c is None for c in codes):
+                    log.error("rank %d exited with code %d; stopping the other ranks", rank, failed)
+                break
+            if all(c == 0 for c in codes):
+                return 0
+            time.sleep(poll_s)
+    except KeyboardInterrupt:
+        failed = 130
+    _stop(procs, grace_s)
+    return failed if failed and failed > 0 else 1
+
+
+def _stop(procs: list[subprocess.Popen], grace_s: float) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    deadline = time.monotonic() + grace_s
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+@dataclass(frozen=True)
+class Layout:
+    """This rank's place in world = TP x DP (TP groups are consecutive ranks)."""
+
+    rank: int = 0
+    world_size: int = 1
+    tp_size: int = 1
+    tp_rank: int = 0
+    dp_size: int = 1
+    dp_rank: int = 0
+    tp_group: Any = None  # torch ProcessGroup; None when tp_size == 1
+    dp_group: Any = None  # torch ProcessGroup; None when dp_size == 1
+    device: Any = None  # torch.device
+    distributed: bool = False  # a process group exists
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def check_world(world_size: int, tp_size: int) -> int:
+    """DP size for a world; a UsageError when TP does not divide it."""
+    if tp_size < 1:
+        raise UsageError(f"--tensor-model-parallel-size must be >= 1, got {tp_size}")
+    if world_size % tp_size:
+        raise UsageError(
+            f"world size {world_size} is not divisible by --tensor-model-parallel-size {tp_size}: "
+            f"start a multiple of {tp_size} ranks (e.g. --nproc-per-node {tp_size})"
+        )
+    return world_size // tp_size
+
+
+def setup_distributed(
+    tp_size: int, *, timeout_s: float = 600.0, env: DistEnv | None = None
+) -> Layout:
+    """Join the launched process group (if any) and build the TP and DP groups."""
+    import torch
+
+    env = env if env is not None else dist_env()
+    world = env.world_size if env else 1
+    rank = env.rank if env else 0
+    dp_size = check_world(world, tp_size)
+    cuda = torch.cuda.is_available()
+    if cuda:
+        local = env.local_rank if env else 0
+        torch.cuda.set_device(local % torch.cuda.device_count())
+        device = torch.device("cuda", torch.cuda.current_device())
+    else:
+        device = torch.device("cpu")
+    if world == 1:
+        return Layout(device=device)
+
+    import datetime
+
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(
+            backend="nccl" if cuda else "gloo",
+            rank=rank,
+            world_size=world,
+            timeout=datetime.timedelta(seconds=timeout_s),
+        )
+    tp_group = dp_group = None
+    for start in range(0, world, tp_size):  # every rank must create every group, in the same order
+        ranks = list(range(start, start + tp_size))
+        g = dist.new_group(ranks) if tp_size > 1 else None
+        if rank in ranks:
+            tp_group = g
+    for tp_rank in range(tp_size):
+        ranks = list(range(tp_rank, world, tp_size))
+        g = dist.new_group(ranks) if dp_size > 1 else None
+        if rank in ranks:
+            dp_group = g
+    return Layout(
+        rank=rank,
+        world_size=world,
+        tp_size=tp_size,
+        tp_rank=rank % tp_size,
+        dp_size=dp_size,
+        dp_rank=rank // tp_size,
+        tp_group=tp_group,
+        dp_group=dp_group,
+        device=device,
+        distributed=True,
+    )
+
+
+def teardown_distributed(layout: Layout) -> None:
+    """Barrier, then destroy the group (a destroy without the barrier sometimes aborts a rank)."""
+    if not layout.distributed:
+        return
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
