@@ -533,6 +533,7 @@ def test_read_stats_merge_and_to_dict():
         "files": 1,
     }
     assert json.loads(json.dumps(a.to_dict())) == a.to_dict()
+    assert ReadStats.from_dict(json.loads(json.dumps(a.to_dict()))) == a
 
 
 def test_document_is_frozen():
@@ -645,3 +646,12 @@ def test_decompression_bomb_stays_bounded(tmp_path):
         tracemalloc.stop()
     assert total == (40 << 20) + 13
     assert peak < 8 << 20
+
+
+def test_filter_values_are_whole_strings(tmp_path):
+    path = tmp_path / "a.jsonl"
+    records = [{"text": "a", "n": 1, "src": "Pile"}, {"text": "b", "n": 2, "src": "Pile-CC"}]
+    path.write_bytes(jsonl_bytes(records + [{"text": "c", "n": {"x": 1}, "src": "P"}]))
+    assert [d.text for d in read_all(path, filters={"src": "Pile-CC"})] == ["b"]
+    assert [d.text for d in read_all(path, filters={"n": [1]})] == ["a"]
+    assert [d.text for d in read_all(path, filters={"n": {"2"}})] == ["b"]

@@ -207,6 +207,11 @@ def iter_documents(
     json_keys = tuple(json_keys)
     if isinstance(languages, str):
         languages = [languages]
+    if filters:  # a bare string means one value, not its characters
+        filters = {
+            key: frozenset([allowed] if isinstance(allowed, str) else map(str, allowed))
+            for key, allowed in filters.items()
+        }
     yielded = 0
     try:
         language = mc4_language(path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -81,6 +82,18 @@ class ReadStats:
             self.files_skipped.setdefault(reason, []).extend(paths)
         self.empty_files.extend(other.empty_files)
         return self
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ReadStats:
+        """The inverse of `to_dict` (e.g. to resume a build from its saved state)."""
+        return cls(
+            documents=int(data.get("documents", 0)),
+            bytes=int(data.get("bytes", 0)),
+            skipped=dict(data.get("skipped", {})),
+            files_skipped={k: list(v) for k, v in data.get("files_skipped", {}).items()},
+            empty_files=list(data.get("empty_files", [])),
+            files=int(data.get("files", 0)),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serializable copy with sorted keys."""

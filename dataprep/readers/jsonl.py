@@ -159,7 +159,12 @@ def filter_value(key: str, metadata: Mapping[str, Any], record: Mapping[str, Any
 def matches(filters: Mapping[str, Collection[str]], metadata: Mapping, record: Mapping) -> bool:
     for key, allowed in filters.items():
         value = filter_value(key, metadata, record)
-        if value is _MISSING or not (value in allowed or str(value) in allowed):
+        if value is _MISSING:
+            return False
+        if isinstance(value, str):
+            if value not in allowed:
+                return False
+        elif str(value) not in allowed:  # e.g. a number compared with the strings given
             return False
     return True
 
