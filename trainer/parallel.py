@@ -1,18 +1,20 @@
 """Megatron-style tensor parallelism on plain tensors (reference/tensor-parallel.md §3).
 
-`apply_tensor_parallel(model, tp_group)` rewrites a GPT or MT5 in place following a per-model plan (module
-name pattern -> style, torchtitan v0.2 style): q/k/v and fc/wi_0/wi_1 become column-parallel, o/c_proj/wo
-row-parallel, the (padded) vocabulary is split across ranks in the embedding and the head, and mT5's
-relative-bias table is split by heads. Every sharded layer keeps its chunk of the full weight, so with the
-same seed the TP=2 weights are bit-identical chunks of the TP=1 model. The head returns this rank's slice of
-the logits; `cross_entropy(..., tp_group=)` computes the loss without gathering them.
+`apply_tensor_parallel(model, tp_group)` rewrites a GPT or MT5 in place following a per-model plan
+(module name pattern -> style, torchtitan v0.2 style): q/k/v and fc/wi_0/wi_1 become
+column-parallel, o/c_proj/wo row-parallel, the (padded) vocabulary is split across ranks in the
+embedding and the head, and mT5's relative-bias table is split by heads. Every sharded layer keeps
+its chunk of the full weight, so with the same seed the TP=2 weights are bit-identical chunks of the
+TP=1 model. The head returns this rank's slice of the logits; `cross_entropy(..., tp_group=)`
+computes the loss without gathering them.
 
-Collectives (gloo or NCCL) live only in `_Copy` (identity forward, all-reduce of the gradient), `_Reduce`
-(all-reduce forward, identity backward) and `_Gather` (all-gather on the last dim) and the cross-entropy.
-A `Region` is a module whose inputs are replicated activations: they are `_Copy`-ed once on entry (one
-gradient all-reduce for q, k and v together) and dropout inside runs on a per-rank RNG (seed + 2718 +
-tp_rank); dropout outside regions uses the global RNG, which the caller seeds equally on all TP ranks.
-TP = 1 (tp_group None) needs no process group: the model is left as it is.
+Collectives (gloo or NCCL) live only in `_Copy` (identity forward, all-reduce of the gradient),
+`_Reduce` (all-reduce forward, identity backward) and `_Gather` (all-gather on the last dim) and the
+cross-entropy. A `Region` is a module whose inputs are replicated activations: they are `_Copy`-ed
+once on entry (one gradient all-reduce for q, k and v together) and dropout inside runs on a
+per-rank RNG (seed + 2718 + tp_rank); dropout outside regions uses the global RNG, which the caller
+seeds equally on all TP ranks. TP = 1 (tp_group None) needs no process group: the model is left as
+it is.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ __all__ = [
 ]
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Collectives as autograd functions
 
 
@@ -82,7 +84,8 @@ class _Reduce(torch.autograd.Function):
 
 
 class _Gather(torch.autograd.Function):
-    """All-gather along the last dimension forward; backward keeps this rank's slice of the gradient."""
+    """All-gather along the last dimension forward; backward keeps this rank's slice of the
+    gradient."""
 
     @staticmethod
     def forward(ctx, x, group):
@@ -102,7 +105,7 @@ def gather_from_tp_region(x: torch.Tensor, tp_group: dist.ProcessGroup | None) -
     return x if tp_group is None else _Gather.apply(x, tp_group)
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Layers. Each is built from the full nn.Linear / nn.Embedding and keeps its own chunk.
 
 
@@ -137,7 +140,8 @@ class ColumnParallelLinear(nn.Module):
 
 
 class RowParallelLinear(nn.Module):
-    """y = sum_r x_r W_r^T + b with W_r the r-th block of columns (input features); b is replicated."""
+    """y = sum_r x_r W_r^T + b with W_r the r-th block of columns (input features); b is
+    replicated."""
 
     def __init__(self, full: nn.Linear, group: dist.ProcessGroup) -> None:
         super().__init__()
@@ -155,7 +159,8 @@ class RowParallelLinear(nn.Module):
 
 
 class VocabParallelEmbedding(nn.Module):
-    """Rank r holds rows [r * V/tp, (r+1) * V/tp); ids outside give zeros, then the ranks' rows are summed."""
+    """Rank r holds rows [r * V/tp, (r+1) * V/tp); ids outside give zeros, then the ranks' rows are
+    summed."""
 
     def __init__(self, full: nn.Embedding, group: dist.ProcessGroup) -> None:
         super().__init__()
@@ -175,7 +180,7 @@ class VocabParallelEmbedding(nn.Module):
         return f"{self.num_embeddings} (local, from {self.vocab_start}), {self.embedding_dim}"
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Per-rank dropout RNG inside TP regions (Megatron's "model-parallel RNG tracker", CPU and CUDA)
 
 
@@ -239,13 +244,14 @@ def set_rng_state(model: nn.Module, state: dict) -> None:
         info.rng.states = {k: v.clone() for k, v in state["tp"].items()}
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Plans: module-name pattern ("*" = one name component) -> style
 
 
 @dataclass(frozen=True)
 class Region:
-    """A module entered with replicated activations: `_Copy` the named forward inputs, per-rank dropout."""
+    """A module entered with replicated activations: `_Copy` the named forward inputs, per-rank
+    dropout."""
 
     inputs: tuple[str, ...] = ("x",)
 
@@ -302,7 +308,8 @@ _STYLE_DIMS = {
 
 
 def _plan_matches(model: nn.Module) -> list[tuple[str, nn.Module, object]]:
-    """(module name, module, style) for every module a plan pattern matches; each pattern must match."""
+    """(module name, module, style) for every module a plan pattern matches; each pattern must
+    match."""
     plan = next((p for cls, p in PLANS.items() if isinstance(model, cls)), None)
     if plan is None:
         raise TypeError(
@@ -355,7 +362,8 @@ def check_tensor_parallel(model: nn.Module, tp: int) -> None:
                 f"{pad_vocab_size(c.vocab_size, tp)} (from_preset(..., tp={tp}) does it)"
             )
         raise UsageError(
-            f"tensor parallel size {tp} does not divide {', '.join(bad)} of {type(model).__name__}: "
+            f"tensor parallel size {tp} does not divide {', '.join(bad)} of "
+            f"{type(model).__name__}: "
             f"each rank must hold whole heads, an equal slice of the FFN and of the vocabulary; "
             f"choose a TP that divides them or change the model config{hint}"
         )
@@ -387,10 +395,11 @@ def _install_region(module: nn.Module, region: Region, info: _TPInfo) -> None:
 def apply_tensor_parallel(
     model: nn.Module, tp_group: dist.ProcessGroup | None, *, dropout_seed: int = 0
 ) -> nn.Module:
-    """Shard `model` (GPT or MT5) in place over `tp_group` and return it; None = TP 1, model unchanged.
+    """Shard `model` (GPT or MT5) in place over `tp_group` and return it; None = TP 1, model
+    unchanged.
 
-    Build the full model with the same seed on every rank first. Dropout inside attention/FFN regions
-    then uses a per-rank RNG seeded with dropout_seed + 2718 + tp_rank.
+    Build the full model with the same seed on every rank first. Dropout inside attention/FFN
+    regions then uses a per-rank RNG seeded with dropout_seed + 2718 + tp_rank.
     """
     _plan_matches(model)  # unknown model types fail the same way at TP 1 and TP > 1
     if tp_group is None:
@@ -435,15 +444,15 @@ def apply_tensor_parallel(
     return model
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Loss, clipping
 
 
 class _VocabParallelCrossEntropy(torch.autograd.Function):
     """Per-token loss from vocab-sharded logits (N, V/tp) and global targets (N,), all valid.
 
-    Memory-lean: one full-size buffer (logits - max, turned into the softmax in place and saved), one
-    all-reduce(MAX) and one all-reduce of stack([target logit, sum of exp]).
+    Memory-lean: one full-size buffer (logits - max, turned into the softmax in place and saved),
+    one all-reduce(MAX) and one all-reduce of stack([target logit, sum of exp]).
     """
 
     @staticmethod
@@ -480,8 +489,8 @@ def vocab_parallel_cross_entropy(
     *,
     tp_group: dist.ProcessGroup,
 ) -> torch.Tensor:
-    """Mean cross-entropy over targets != ignore_index, from this rank's vocab slice (..., V/tp) of the
-    logits and global target ids (...). 0 when every target is ignored. Backward runs once."""
+    """Mean cross-entropy over targets != ignore_index, from this rank's vocab slice (..., V/tp) of
+    the logits and global target ids (...). 0 when every target is ignored. Backward runs once."""
     V_local = logits_local.shape[-1]
     t = targets.reshape(-1)
     valid = t != ignore_index
@@ -509,10 +518,12 @@ def cross_entropy(
 
 
 def clip_grad_norm_(parameters, max_norm: float) -> torch.Tensor:
-    """Scale gradients so their global L2 norm (over all TP shards) is at most max_norm; return the norm.
+    """Scale gradients so their global L2 norm (over all TP shards) is at most max_norm; return the
+    norm.
 
-    Sharded parameters (marked by apply_tensor_parallel) add their squared norms across the TP group;
-    replicated ones, identical on every rank, count once. Accumulates in fp64 if any grad is fp64.
+    Sharded parameters (marked by apply_tensor_parallel) add their squared norms across the TP
+    group; replicated ones, identical on every rank, count once. Accumulates in fp64 if any grad is
+    fp64.
     """
     grads_sharded, grads_replicated, group = [], [], None
     for p in parameters:
@@ -546,14 +557,15 @@ def clip_grad_norm_(parameters, max_norm: float) -> torch.Tensor:
     return total
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Full (unsharded) state dicts
 
 
 def full_state_dict(
     model: nn.Module, tp_group: dist.ProcessGroup | None
 ) -> dict[str, torch.Tensor]:
-    """The TP=1 state dict on every rank: sharded tensors all-gathered and concatenated along shard_dims."""
+    """The TP=1 state dict on every rank: sharded tensors all-gathered and concatenated along
+    shard_dims."""
     sd = model.state_dict()
     if tp_group is None:
         return {k: v.detach().clone() for k, v in sd.items()}

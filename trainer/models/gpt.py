@@ -1,14 +1,16 @@
 """GPT-2 decoder in plain PyTorch (reference/formats.md §6.2), nanoGPT-style, top down:
 attention -> MLP -> Block -> GPTConfig -> GPT.
 
-Architecture = HF `GPT2LMHeadModel`: learned positions, pre-LayerNorm blocks, tanh-GELU MLP (4x), attention
-scaled by 1/sqrt(head_dim), causal, input and output embeddings tied. Differences that do not change the
-function: q/k/v are three Linear layers (HF fuses them into one Conv1D `c_attn`; `checkpoint.export_hf`
-concatenates them) and the vocabulary is padded to `padded_vocab_size` rows (Megatron; the padded logits
-exist and take part in the softmax, as in Megatron, but no target ever points at them).
+Architecture = HF `GPT2LMHeadModel`: learned positions, pre-LayerNorm blocks, tanh-GELU MLP (4x),
+attention scaled by 1/sqrt(head_dim), causal, input and output embeddings tied. Differences that do
+not change the function: q/k/v are three Linear layers (HF fuses them into one Conv1D `c_attn`;
+`checkpoint.export_hf` concatenates them) and the vocabulary is padded to `padded_vocab_size` rows
+(Megatron; the padded logits exist and take part in the softmax, as in Megatron, but no target ever
+points at them).
 
-No `torch.distributed` here: `trainer/parallel.py` shards the named Linear/Embedding layers. Every shape
-below uses `-1` for the head count, so the same code runs on a rank that holds only some heads.
+No `torch.distributed` here: `trainer/parallel.py` shards the named Linear/Embedding layers. Every
+shape below uses `-1` for the head count, so the same code runs on a rank that holds only some
+heads.
 """
 
 from __future__ import annotations
@@ -64,8 +66,8 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(config)
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
         self.mlp = MLP(config)
-        # Residual dropout lives here, outside attn/mlp, because under tensor parallelism attn and mlp
-        # are the regions with a per-rank RNG and this dropout must be the same on every rank.
+        # Residual dropout lives here, outside attn/mlp, because under tensor parallelism attn and
+        # mlp are the regions with a per-rank RNG and this dropout must be the same on every rank.
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -110,7 +112,8 @@ class GPTConfig:
             object.__setattr__(self, "padded_vocab_size", pad_vocab_size(self.vocab_size))
         if self.padded_vocab_size < self.vocab_size:
             raise UsageError(
-                f"GPTConfig: padded_vocab_size={self.padded_vocab_size} < vocab_size={self.vocab_size}; "
+                f"GPTConfig: padded_vocab_size={self.padded_vocab_size} < "
+                f"vocab_size={self.vocab_size}; "
                 "use pad_vocab_size(vocab_size, tp) or 0 for the default"
             )
         for name in ("dropout", "attn_dropout"):
@@ -161,7 +164,8 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """Token ids (B, T) -> logits (B, T, padded_vocab_size), or this rank's vocab shard under TP."""
+        """Token ids (B, T) -> logits (B, T, padded_vocab_size), or this rank's vocab shard under
+        TP."""
         B, T = idx.shape
         if T > self.config.block_size:
             raise ValueError(
@@ -178,7 +182,8 @@ class GPT(nn.Module):
         return self.lm_head(x)
 
     def num_params(self, *, non_embedding: bool = False) -> int:
-        """Parameters held by this process (a TP rank holds its shards), tied weights counted once."""
+        """Parameters held by this process (a TP rank holds its shards), tied weights counted
+        once."""
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
             n -= self.transformer.wpe.weight.numel() + self.transformer.wte.weight.numel()

@@ -1,14 +1,15 @@
 """mT5 encoder-decoder in plain PyTorch, the HF `MT5ForConditionalGeneration` architecture exactly
 (reference/formats.md §6.1), with HF's module names so export is a renaming-free copy:
 
-RMSNorm (weight only, variance in fp32), gated-GELU(tanh) FFN `wo(dropout(gelu(wi_0 x) * wi_1 x))`, no biases,
-no 1/sqrt(d_kv) score scaling (folded into the init of q), a relative-position bias table only in the first
-self-attention layer of each stack and reused by every layer, cross-attention without position bias, one
-token embedding `shared` for encoder and decoder, an UNTIED `lm_head` and no d_model**-0.5 rescale of the
-decoder output. The vocabulary is padded to `padded_vocab_size` rows (formats.md §5).
+RMSNorm (weight only, variance in fp32), gated-GELU(tanh) FFN `wo(dropout(gelu(wi_0 x) * wi_1 x))`,
+no biases, no 1/sqrt(d_kv) score scaling (folded into the init of q), a relative-position bias table
+only in the first self-attention layer of each stack and reused by every layer, cross-attention
+without position bias, one token embedding `shared` for encoder and decoder, an UNTIED `lm_head` and
+no d_model**-0.5 rescale of the decoder output. The vocabulary is padded to `padded_vocab_size` rows
+(formats.md §5).
 
-No `torch.distributed` here; shapes use `-1` for the head count so a tensor-parallel rank can hold only some
-heads (and only its columns of the relative-bias table).
+No `torch.distributed` here; shapes use `-1` for the head count so a tensor-parallel rank can hold
+only some heads (and only its columns of the relative-bias table).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from trainer.models import pad_vocab_size
 
 
 class MT5LayerNorm(nn.Module):
-    """RMSNorm: x * rsqrt(mean(x**2) + eps) * w, no mean subtraction, no bias; statistics in >= fp32."""
+    """RMSNorm: x * rsqrt(mean(x**2) + eps) * w, no mean subtraction, no bias; statistics in >=
+    fp32."""
 
     def __init__(self, d: int, eps: float) -> None:
         super().__init__()
@@ -41,9 +43,11 @@ class MT5LayerNorm(nn.Module):
 def relative_position_bucket(
     relative_position: torch.Tensor, *, bidirectional: bool, num_buckets: int, max_distance: int
 ) -> torch.Tensor:
-    """T5's bucket of `key_pos - query_pos`: exact for small distances, log-spaced up to max_distance.
+    """T5's bucket of `key_pos - query_pos`: exact for small distances, log-spaced up to
+    max_distance.
 
-    Bidirectional: half the buckets for keys after the query. E.g. (32 buckets, 128): -1 -> 1, +1 -> 17,
+    Bidirectional: half the buckets for keys after the query. E.g. (32 buckets, 128): -1 -> 1, +1 ->
+    17,
     -20 -> 10, -200 -> 15 (the last bucket of the "before" half), +300 -> 31.
     """
     bucket = torch.zeros_like(relative_position)
@@ -164,7 +168,8 @@ class MT5Block(nn.Module):
 
 
 def _additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(B, S) with 1 = attend, 0 = padding -> (B, 1, 1, S) additive: 0 or dtype's minimum (as HF)."""
+    """(B, S) with 1 = attend, 0 = padding -> (B, 1, 1, S) additive: 0 or dtype's minimum (as
+    HF)."""
     return (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
 
 
@@ -184,7 +189,8 @@ class MT5Stack(nn.Module):
         self.dropout = nn.Dropout(config.dropout_rate)
 
     def position_bias(self, T: int, S: int, device: torch.device) -> torch.Tensor:
-        """(1, nh, T, S) from block 0's table; the decoder's is causal, the encoder's bidirectional."""
+        """(1, nh, T, S) from block 0's table; the decoder's is causal, the encoder's
+        bidirectional."""
         table = self.block[0].layer[0].SelfAttention.relative_attention_bias
         rel = torch.arange(S, device=device)[None, :] - torch.arange(T, device=device)[:, None]
         buckets = relative_position_bucket(
@@ -257,7 +263,8 @@ class MT5Config:
             object.__setattr__(self, "padded_vocab_size", pad_vocab_size(self.vocab_size))
         if self.padded_vocab_size < self.vocab_size:
             raise UsageError(
-                f"MT5Config: padded_vocab_size={self.padded_vocab_size} < vocab_size={self.vocab_size}; "
+                f"MT5Config: padded_vocab_size={self.padded_vocab_size} < "
+                f"vocab_size={self.vocab_size}; "
                 "use pad_vocab_size(vocab_size, tp) or 0 for the default"
             )
         if not 0.0 <= self.dropout_rate < 1.0:
@@ -275,8 +282,8 @@ class MT5Config:
 
 
 def shift_right(labels: torch.Tensor, decoder_start: int = 0, ignore: int = -100) -> torch.Tensor:
-    """Decoder inputs from labels (HF `_shift_right`): prepend `decoder_start`, drop the last label, and
-    replace `ignore` by 0 (pad). E.g. [[5, 6, 1, -100]] -> [[0, 5, 6, 1]]."""
+    """Decoder inputs from labels (HF `_shift_right`): prepend `decoder_start`, drop the last label,
+    and replace `ignore` by 0 (pad). E.g. [[5, 6, 1, -100]] -> [[0, 5, 6, 1]]."""
     out = labels.new_full(labels.shape, decoder_start)
     out[..., 1:] = labels[..., :-1]
     return out.masked_fill(out == ignore, 0)
@@ -331,9 +338,10 @@ class MT5(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def flops_per_token(self, enc_len: int = 512, dec_len: int = 114) -> float:
-        """Training (3 x forward) FLOPs of one (enc_len, dec_len) example divided by enc_len + dec_len, so
-        MFU = flops_per_token * (encoder + decoder tokens)/s / peak. Counts every matmul (2 FLOPs per
-        multiply-add), attention at full length, the encoder k/v projection in every cross-attention."""
+        """Training (3 x forward) FLOPs of one (enc_len, dec_len) example divided by enc_len +
+        dec_len, so MFU = flops_per_token * (encoder + decoder tokens)/s / peak. Counts every matmul
+        (2 FLOPs per multiply-add), attention at full length, the encoder k/v projection in every
+        cross-attention."""
         c = self.config
         d, inner, S, T = c.d_model, c.num_heads * c.d_kv, enc_len, dec_len
         ffn = 2 * 3 * d * c.d_ff
