@@ -348,6 +348,7 @@ def test_stdlib_and_orjson_accept_the_same_records(tmp_path, monkeypatch):
         b'{"text": "c", "text": "d"}\n',  # duplicate key: the last wins in both
         b'{"text": "\\ud83d\\ude00"}\n',  # a surrogate pair is one character
         b'{"text": "e", "url": "\\udfff"}\n',  # a lone surrogate anywhere is rejected
+        b'{"text": "\\uDBFFx"}\n',  # in either case of hex digits
     ]
     path = tmp_path / "a.jsonl"
     path.write_bytes(b"".join(lines))
@@ -358,7 +359,7 @@ def test_stdlib_and_orjson_accept_the_same_records(tmp_path, monkeypatch):
         results.append(
             ([d.text for d in read_all(path, on_error="skip", stats=stats)], stats.skipped)
         )
-    assert results[0] == results[1] == (["a", "b", "d", "\U0001f600"], {"lone_surrogate": 1})
+    assert results[0] == results[1] == (["a", "b", "d", "\U0001f600"], {"lone_surrogate": 2})
 
 
 # --- bad files ---------------------------------------------------------------------------------

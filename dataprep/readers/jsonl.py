@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import json
 import os
+import re
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ except ImportError:  # pragma: no cover - orjson is optional
     _fast_loads = None
 
 _MISSING = object()
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # \ud800-\udfff: half of a UTF-16 pair
 MetadataOf = Callable[[dict], dict[str, Any]]
 
 
@@ -94,7 +96,7 @@ def parse_line(raw: bytes, line: int) -> Any:
         ) from None
     except RecursionError:
         raise BadRecord("not_json", "not JSON: nested too deeply") from None
-    if "\\u" in text:
+    if _SURROGATE_ESCAPE.search(text):
         # the JSON escape of a lone surrogate ("\ud800") parses to a str that is not valid UTF-8
         try:
             json.dumps(value, ensure_ascii=False).encode("utf-8")
