@@ -45,6 +45,16 @@ class ReadError(DataprepError):
             where += f" (byte offset {offset})"
         super().__init__(f"{where}: {reason}")
 
+    def __reduce__(self):
+        # keep the structured fields when the error crosses a process boundary (worker pools)
+        return (_rebuild_read_error, (self.path, self.reason, self.line, self.offset, self.kind, self.args))
+
+
+def _rebuild_read_error(path, reason, line, offset, kind, args) -> ReadError:
+    error = ReadError(path, reason, line=line, offset=offset, kind=kind)
+    error.args = args
+    return error
+
 
 class IndexFormatError(DataprepError, ValueError):
     """A `.bin/.idx` pair that is not a valid MMIDIDX dataset."""
