@@ -1,8 +1,9 @@
 """Any Hugging Face `tokenizer.json`, run by the `tokenizers` library.
 
-Special ids come from the file's special added tokens when present (`<|endoftext|>`, `</s>`,
-`<pad>`, ...), else None. Encoding never adds the post-processor's special tokens: the build appends
-`eod_id` itself.
+Special tokens written in the text are ordinary text (`encode_special_tokens`), as for GPT-2: a
+literal "</s>" in a document never becomes the eos id. Special ids come from the file's special
+added tokens when present (`<|endoftext|>`, `</s>`, `<pad>`, ...), else None. Encoding never adds
+the post-processor's special tokens: the build appends `eod_id` itself.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class HFTokenizer(TokenizerBase):
 
     def __init__(self, tokenizer, *, spec: str, name: str, identity: str, where: str) -> None:
         self._tok = tokenizer  # tokenizers.Tokenizer
+        tokenizer.encode_special_tokens = True  # split special-token text like any other text
         self.spec = spec
         self.name = name
         self.identity = identity
