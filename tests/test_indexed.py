@@ -304,6 +304,35 @@ def test_token_that_does_not_fit_is_an_error_not_a_wrap(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize(
+    ("values", "src", "dst", "bad"),
+    [
+        ([1, -1], np.int8, np.uint16, -1),  # narrower signed input
+        ([1, -1], ">i8", np.uint16, -1),  # big-endian input
+        ([1, 70000], ">i8", np.uint16, 70000),
+        ([3, 300], np.uint16, np.uint8, 300),
+        ([3, -129], np.int16, np.int8, -129),
+        ([1, 2**32 - 1], np.uint32, np.int32, 2**32 - 1),
+        ([1, 2**63], np.uint64, np.int64, 2**63),
+    ],
+)
+def test_range_check_for_every_input_dtype(tmp_path, values, src, dst, bad):
+    w = IndexedDatasetWriter(str(tmp_path / "x"), dtype=dst)
+    with pytest.raises(DataprepError, match=f"token id {bad} does not fit"):
+        w.add_document(np.array(values, dtype=src))
+    w.add_document(np.array(values[:1], dtype=src))  # values in range still pass
+    w.abort()
+
+
+def test_values_in_range_are_converted_exactly(tmp_path):
+    prefix = str(tmp_path / "x")
+    with IndexedDatasetWriter(prefix, dtype=np.uint16) as w:
+        w.add_document(np.array([0, 65535, 7], ">i8"))
+        w.add_document(np.array([1, 2], np.int8))
+        w.add_document(np.array([True, False]))
+    assert IndexedDatasetReader(prefix).tokens().tolist() == [0, 65535, 7, 1, 2, 1, 0]
+
+
 def test_lengths_must_match_tokens(tmp_path):
     with IndexedDatasetWriter(str(tmp_path / "x"), dtype=np.uint16) as w:
         with pytest.raises(ValueError, match="sum to 3 but the document has 4 tokens"):

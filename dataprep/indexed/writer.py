@@ -10,6 +10,7 @@ earlier and carries on.
 
 from __future__ import annotations
 
+import array
 import logging
 import os
 import shutil
@@ -78,32 +79,31 @@ class WriterState:
 
 
 class _GrowingArray:
-    """An append-only int64 array: single values collect in a list, blocks in numpy chunks."""
+    """Append-only int64 array: single values go to an `array('q')` tail, blocks to numpy chunks."""
 
     def __init__(self, initial: np.ndarray | None = None) -> None:
         self._chunks: list[np.ndarray] = [] if initial is None else [np.asarray(initial, np.int64)]
-        self._pending: list[int] = []
-        self._size = 0 if initial is None else int(self._chunks[0].shape[0])
+        self._chunked = sum(c.shape[0] for c in self._chunks)
+        self._tail = array.array("q")
+        self.append = self._tail.append  # the hot path: one C call per value
 
     def __len__(self) -> int:
-        return self._size
+        return self._chunked + len(self._tail)
 
-    def append(self, value: int) -> None:
-        self._pending.append(value)
-        self._size += 1
-        if len(self._pending) >= 65536:
-            self._flush()
+    def extend_small(self, values: Sequence[int]) -> None:
+        self._tail.extend(values)
 
     def extend(self, values: np.ndarray) -> None:
         self._flush()
         values = np.array(values, dtype=np.int64)  # a copy: the caller may reuse its array
         self._chunks.append(values)
-        self._size += values.shape[0]
+        self._chunked += values.shape[0]
 
     def _flush(self) -> None:
-        if self._pending:
-            self._chunks.append(np.array(self._pending, dtype=np.int64))
-            self._pending = []
+        if self._tail:
+            self._chunks.append(np.frombuffer(self._tail, np.int64).copy())
+            self._chunked += len(self._tail)
+            del self._tail[:]  # keeps the same object, so `self.append` stays bound to it
 
     def to_array(self) -> np.ndarray:
         self._flush()
@@ -138,6 +138,7 @@ class IndexedDatasetWriter:
             self._range: tuple[int, int] | None = (int(info.min), int(info.max))
         else:
             self._range = None
+        self._needs_check: dict[np.dtype, bool] = {}  # input dtype -> must its values be checked
         self.keep_partial = keep_partial or resume_from is not None
         self._bin_tmp = bin_tmp_path(self.path_prefix)
         self._idx_tmp = idx_tmp_path(self.path_prefix)
@@ -205,30 +206,46 @@ class IndexedDatasetWriter:
     # ------------------------------------------------------------------ adding data
     def _as_tokens(self, tokens: np.ndarray | Sequence[int]) -> np.ndarray:
         """Tokens as a contiguous array of self.dtype; DataprepError if a value does not fit."""
-        arr = np.asarray(tokens)
+        arr = tokens if type(tokens) is np.ndarray else np.asarray(tokens)
         if arr.ndim != 1:
             raise ValueError(f"tokens must be one-dimensional, got shape {arr.shape}")
-        if arr.size == 0:
+        if arr.shape[0] == 0:
             return np.empty(0, self.dtype)
-        if self._range is not None:
-            if arr.dtype.kind not in "iub":
+        check = self._needs_check.get(arr.dtype)
+        if check is None:
+            if self._range is not None and arr.dtype.kind not in "iub":
                 raise DataprepError(
                     f"{self.path_prefix}: token ids must be integers, got an array of {arr.dtype}"
                 )
-            if not np.can_cast(arr.dtype, self.dtype):
-                lo, hi = int(arr.min()), int(arr.max())
-                bad = lo if lo < self._range[0] else hi if hi > self._range[1] else None
-                if bad is not None:
-                    raise DataprepError(
-                        f"{self.path_prefix}: token id {bad} does not fit the dataset dtype "
-                        f"{self.dtype.name} (range {self._range[0]}..{self._range[1]}); "
-                        "use dtype int32 (a vocabulary of 65500 or more needs it)"
-                    )
-        return np.ascontiguousarray(arr, dtype=self.dtype)
+            check = self._range is not None and not np.can_cast(arr.dtype, self.dtype)
+            self._needs_check[arr.dtype] = check
+        if check:
+            if self._range[0] == 0 and arr.dtype.kind == "i" and arr.itemsize >= self._itemsize:
+                # unsigned target, input at least as wide: one reduction over the bits read as
+                # unsigned catches negative values too (they become huge)
+                if arr.view(arr.dtype.str.replace("i", "u")).max() > self._range[1]:
+                    lo, hi = arr.min(), arr.max()
+                    self._range_error(int(lo) if lo < 0 else int(hi))
+            else:
+                lo, hi = arr.min(), arr.max()
+                if lo < self._range[0] or hi > self._range[1]:
+                    self._range_error(int(lo) if lo < self._range[0] else int(hi))
+        return arr.astype(self.dtype, order="C", copy=False)
+
+    def _range_error(self, value: int) -> None:
+        hint = (
+            "use dtype int32 (a vocabulary of 65500 or more needs it)"
+            if self.dtype.itemsize < 4 and value >= 0
+            else "check the tokenizer that produced these ids"
+        )
+        raise DataprepError(
+            f"{self.path_prefix}: token id {value} does not fit the dataset dtype "
+            f"{self.dtype.name} (range {self._range[0]}..{self._range[1]}); {hint}"
+        )
 
     def _write(self, arr: np.ndarray) -> None:
-        if arr.size:
-            self._bin.write(memoryview(arr).cast("B"))
+        if arr.shape[0]:
+            self._bin.write(arr.data)
             self._nbytes += arr.nbytes
 
     def _check_open(self) -> None:
@@ -255,18 +272,19 @@ class IndexedDatasetWriter:
             if arr.size:
                 self._lengths.append(arr.size)
         else:
-            lengths = np.asarray(sequence_lengths, dtype=np.int64).reshape(-1)
-            if lengths.size and (lengths.min() < 0 or lengths.max() > fmt.INT32_MAX):
+            lengths = (
+                sequence_lengths
+                if isinstance(sequence_lengths, list | tuple)
+                else np.asarray(sequence_lengths).reshape(-1).tolist()
+            )
+            if lengths and (min(lengths) < 0 or max(lengths) > fmt.INT32_MAX):
                 raise ValueError(f"sequence lengths must be in [0, {fmt.INT32_MAX}], got {lengths}")
-            if int(lengths.sum()) != arr.size:
+            if sum(lengths) != arr.shape[0]:
                 raise ValueError(
-                    f"sequence_lengths sum to {int(lengths.sum())} but the document has "
-                    f"{arr.size} tokens"
+                    f"sequence_lengths sum to {sum(lengths)} but the document has "
+                    f"{arr.shape[0]} tokens"
                 )
-            if lengths.size == 1:
-                self._lengths.append(int(lengths[0]))
-            elif lengths.size:
-                self._lengths.extend(lengths)
+            self._lengths.extend_small(lengths)
         self._write(arr)
         self._documents.append(len(self._lengths))
 
