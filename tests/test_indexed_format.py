@@ -5,6 +5,7 @@ Large datasets are simulated with a sparse file: a `.bin` of 8 GiB that occupies
 
 import os
 import struct
+import warnings
 
 import numpy as np
 import pytest
@@ -141,7 +142,15 @@ def _sparse_or_skip(path, size):
         pytest.skip("this file system does not support sparse files")
 
 
-def test_reader_and_writer_past_4_gib_with_a_sparse_bin(tmp_path):
+@pytest.fixture(scope="session")
+def megatron():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from megatron.core.datasets import indexed_dataset
+    return indexed_dataset
+
+
+def test_reader_and_writer_past_4_gib_with_a_sparse_bin(tmp_path, megatron):
     """A 'resumed' writer whose .bin already holds 2 x (2^31 - 1) uint16 tokens (8 GiB, sparse)."""
     prefix = str(tmp_path / "big")
     head = 2 * BIG * 2  # bytes before the document we really write: > 2^32
@@ -163,3 +172,8 @@ def test_reader_and_writer_past_4_gib_with_a_sparse_bin(tmp_path):
     assert r.get(1, offset=BIG - 2).tolist() == [0, 0]  # the hole reads as zeros
     assert r.tokens().shape == (2 * BIG + 3,)
     assert os.path.getsize(prefix + ".bin") == head + 6
+    # megatron-core reads the same file at the same > 4 GiB offsets
+    ds = megatron.IndexedDataset(prefix)
+    assert ds.index.sequence_pointers.tolist() == [0, 2 * BIG, head]
+    assert ds[2].tolist() == [11, 12, 13]
+    assert ds.get(1, offset=BIG - 2).tolist() == [0, 0]

@@ -37,7 +37,7 @@ def idx_tmp_path(path_prefix: str | os.PathLike) -> Path:
     return Path(os.fspath(path_prefix) + ".idx.tmp")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class WriterState:
     """Where a writer stood: enough to truncate `.bin.tmp` back to it and resume."""
 
