@@ -73,19 +73,24 @@ def decode_pieces(
 ) -> list[str]:
     """Text of ids[c_i:c_{i+1}] for consecutive cut points; the pieces join to decode(ids).
 
-    Each piece is the difference between decodes of two prefixes, so the spaces a SentencePiece or
-    byte-level tokenizer puts between tokens land where they belong (decoding a run alone would lose
-    the leading space of SentencePiece's first piece). If a prefix decode is not a prefix of the
-    next one (a multi-byte character cut in two), that piece falls back to decoding its run alone.
+    Each piece is cut from decode(ids) where the decode of the prefix up to the cut point ends, so
+    the spaces a SentencePiece or byte-level tokenizer puts between tokens land where they belong
+    (decoding a run alone would lose the leading space of SentencePiece's first piece). A character
+    whose bytes a cut splits (byte fallback) goes whole to the later piece.
     """
     ids = [int(i) for i in ids]
     bounds = sorted({0, len(ids), *(c for c in cuts if 0 < c < len(ids))})
-    pieces, prev_text = [], ""
-    for a, b in zip(bounds, bounds[1:], strict=False):
+    full = decode(ids)
+    offsets = [0]
+    for b in bounds[1:-1]:
         text = decode(ids[:b])
-        pieces.append(text[len(prev_text) :] if text.startswith(prev_text) else decode(ids[a:b]))
-        prev_text = text
-    return pieces
+        if full.startswith(text):
+            common = len(text)
+        else:  # the prefix ends inside a character: keep what it shares with the full text
+            common = len(os.path.commonprefix([text, full]))
+        offsets.append(max(common, offsets[-1]))
+    offsets.append(len(full))
+    return [full[a:b] for a, b in zip(offsets, offsets[1:], strict=False)] if ids else []
 
 
 def render_ids(
@@ -121,8 +126,11 @@ def render_ids(
     ):
         if ids[a] in marks and _b == a + 1:
             label, style = marks[ids[a]]
-            lead = text[: len(text) - len(text.lstrip())]
-            out.append(lead + highlight(label, style, color=color))
+            before, found, after = text.partition(label)  # e.g. " <extra_id_0>", or "" for EOS
+            if not found:
+                before, after = text, ""
+            mark = highlight(label, style, color=color)
+            out.append(escape_controls(before) + mark + escape_controls(after))
         else:
             out.append(highlight(escape_controls(text), styled.get(a, ""), color=color))
     return "".join(out)

@@ -22,12 +22,9 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def spm_model(tmp_path_factory):
-    """A tiny SentencePiece model in the mT5 convention (100 sentinels at the top of the vocab)."""
-    from dataprep.tokenizers.train import train_sentencepiece
-
-    d = tmp_path_factory.mktemp("spm")
-    return str(train_sentencepiece(None, d / "toy", vocab_size=420, texts=TEXTS * 30))
+def spm_model():
+    """The shipped mT5-convention SentencePiece (8000 ids, <extra_id_0> = 7999)."""
+    return "mt5-toy"
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +34,10 @@ def tok(spm_model):
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory, spm_model, tok):
-    """A dataset of 40 documents (EOS appended) with a build manifest naming the tokenizer."""
+    """A dataset of 200 documents (EOS appended) with a build manifest naming the tokenizer."""
     prefix = str(tmp_path_factory.mktemp("ds") / "toy_text_document")
     with IndexedDatasetWriter(prefix, dtype=np.uint16) as w:
-        for i in range(40):
+        for i in range(200):
             w.add_document(np.array(tok.encode(TEXTS[i % len(TEXTS)]) + [tok.eos_id]))
     write_json_atomic(manifest_path(prefix), {"tokenizer": {"spec": spm_model}})
     return prefix
@@ -135,7 +132,7 @@ def test_text_output_plain_and_colour(capsys, dataset, spm_model):
 
 def test_input_file_mode(capsys, tmp_path, spm_model, tok):
     path = tmp_path / "docs.jsonl"
-    path.write_text("".join(json.dumps({"body": t}) + "\n" for t in TEXTS * 10), encoding="utf-8")
+    path.write_text("".join(json.dumps({"body": t}) + "\n" for t in TEXTS * 20), encoding="utf-8")
     code, out, err = run_cli(
         capsys,
         "--input",
@@ -153,7 +150,7 @@ def test_input_file_mode(capsys, tmp_path, spm_model, tok):
         1,
     )
     assert code == 0, err
-    flat = np.concatenate([tok.encode(t) for t in TEXTS * 10])  # no separator between documents
+    flat = np.concatenate([tok.encode(t) for t in TEXTS * 20])  # no separator between documents
     samples = T5Samples(flat, sentinel_ids=tok.sentinel_ids, eos_id=tok.eos_id, inputs_length=32)
     recs = records(out)
     assert [r["index"] for r in recs] == [1, 2]
@@ -174,6 +171,8 @@ def test_prompt_mode(capsys, spm_model, tok):
     assert code == 0
     r = json.loads(out)
     x0 = tok.sentinel_ids[0]
+    assert x0 == tok.vocab_size - 1 == 7999  # <extra_id_0> is the last id of mt5-toy
+    assert r["inputs"][-3:] == [x0, tok.encode(".")[-1], tok.eos_id]  # "... <extra_id_0> . </s>"
     assert r["sentinels"] == [x0] and r["inputs"].count(x0) == 1 and r["inputs"][-1] == tok.eos_id
     assert r["pieces"] == [tok.id_to_piece(i) for i in r["inputs"]]
     assert tok.decode(r["inputs"]) == "La capitale de la France est <extra_id_0>."
@@ -262,6 +261,12 @@ def test_render_ids_keeps_the_decoded_text(tok):
         color=False,
     )
     assert plain == tok.decode(marked) + "</s>"
+    # a sentinel between the bytes of a byte-fallback character: the text is still decode's own
+    ids = tok.encode("a \U0001d11e b")  # ▁a ▁ <0xF0> <0x9D> <0x84> <0x9E> ▁b
+    assert sum(tok.id_to_piece(i).startswith("<0x") for i in ids) == 4
+    split = ids[:4] + [tok.sentinel_ids[0]] + ids[4:]
+    marks = {tok.sentinel_ids[0]: ("<extra_id_0>", "cyan")}
+    assert render_ids(tok.decode, split, marks=marks, color=False) == tok.decode(split)
     ranged = render_ids(tok.decode, ids, ranges=[(2, 6, "underline")], color=True)
     assert ranged.replace("\x1b[4m", "").replace("\x1b[0m", "") == tok.decode(ids)
     assert render_ids(lambda ids: "a\x1bb", [1], color=False) == "a\\x1bb"
