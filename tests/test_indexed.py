@@ -4,6 +4,7 @@ Byte equality with `IndexedDatasetBuilder`, reading each other's files, round tr
 range checks, cleanup on error and resumable writing.
 """
 
+import gc
 import os
 import pickle
 import struct
@@ -220,6 +221,9 @@ def test_reader_access(small):
         r.get_document(3)
     with pytest.raises(ValueError, match="do not fit sequence 0 of 5 tokens"):
         r.get(0, offset=4, length=2)
+    first = IndexedDatasetReader(small)[0]  # arrays stay valid after the reader is gone
+    gc.collect()
+    assert first.tolist() == [1, 2, 3, 4, 5]
     clone = pickle.loads(pickle.dumps(r))
     assert clone.get_document(2).tolist() == [6, 7, 8]
 

@@ -62,9 +62,8 @@ def test_merge_equals_megatron_add_index(tmp_path, megatron, dtype):
     assert (summary.num_documents, summary.num_sequences) == (r.num_documents, len(r))
     assert summary.num_tokens == r.num_tokens == sum(map(len, all_docs))
     assert [s.num_documents for s in summary.sources] == [25, 0, 25, 25]
-    assert megatron.IndexedDataset(str(tmp_path / "ours")).document_indices.tolist() == (
-        r.document_indices.tolist()
-    )
+    ds = megatron.IndexedDataset(str(tmp_path / "ours"))  # keep it alive: its __del__ unmaps
+    assert ds.document_indices.tolist() == r.document_indices.tolist()
 
 
 def test_merge_rejects_mismatched_dtypes_before_writing(tmp_path):
