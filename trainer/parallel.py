@@ -46,6 +46,7 @@ __all__ = [
     "pad_vocab_size",
     "set_rng_state",
     "shard_dims",
+    "vocab_parallel_keys",
     "vocab_parallel_cross_entropy",
 ]
 
@@ -340,6 +341,12 @@ def shard_dims(model: nn.Module) -> dict[str, int | None]:
         module_name, _, param_name = key.rpartition(".")
         dims[key] = module_dims.get(module_name, {}).get(param_name)
     return dims
+
+
+def vocab_parallel_keys(model: nn.Module) -> list[str]:
+    """State-dict keys whose dim 0 is the (padded) vocabulary: the token embedding and the head."""
+    names = {n for n, _, s in _plan_matches(model) if s in (VOCAB_EMBEDDING, VOCAB_HEAD)}
+    return [k for k in model.state_dict(keep_vars=True) if k.rpartition(".")[0] in names]
 
 
 def check_tensor_parallel(model: nn.Module, tp: int) -> None:

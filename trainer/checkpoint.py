@@ -1,0 +1,474 @@
+"""Checkpoints of tensor-parallel models: per-rank shards, resharding between TP sizes, HF export.
+
+The plain per-rank layout of reference/tensor-parallel.md §3 ("Manual, per-rank files"). A
+checkpoint is a directory written under a temporary name, then renamed, so it is complete or absent:
+
+    metadata.json                 format, version, model type and config, tp, dp, step, shard_dims
+    model_tp{r:02d}.pt            TP rank r: {"model": its state-dict shard, "optim": optimizer
+                                  state keyed by parameter name, exp_avg/exp_avg_sq sharded like
+                                  the parameter}
+    extra_tp{r:02d}_dp{d:03d}.pt  the caller's `extra` dict from every rank (step, RNG states, ...)
+
+`save_checkpoint(root, ..., step=s)` writes `root/iter_{s:07d}` and names it in `root/latest`.
+Loading at the saved TP reads one shard; at another TP it concatenates all shards along
+`shard_dims` (no process group needed) and each rank takes its chunks. `export_hf` renames a full
+state dict to HF `GPT2LMHeadModel` / `MT5ForConditionalGeneration` keys (reference/formats.md §6).
+The `.pt` files are pickles: load only checkpoints you trust.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from dataprep.errors import DataprepError
+from trainer.models import GPT, MT5, GPTConfig, MT5Config, pad_vocab_size
+from trainer.parallel import load_full_state_dict, shard_dims, vocab_parallel_keys
+
+log = logging.getLogger(__name__)
+
+FORMAT = "dataprep-trainer-checkpoint"
+VERSION = 1
+METADATA = "metadata.json"
+LATEST = "latest"
+MODEL_TYPES: dict[str, tuple[type, type]] = {"GPT": (GPT, GPTConfig), "MT5": (MT5, MT5Config)}
+# config fields that may change between save and load (dropout; the padding follows the TP size)
+RESUMABLE_FIELDS = {"dropout", "attn_dropout", "dropout_rate", "padded_vocab_size"}
+
+__all__ = [
+    "export_hf",
+    "find_latest",
+    "hf_config_kwargs",
+    "load_checkpoint",
+    "load_config",
+    "merge_checkpoint",
+    "read_metadata",
+    "save_checkpoint",
+]
+
+
+def _model_file(tp_rank: int) -> str:
+    return f"model_tp{tp_rank:02d}.pt"
+
+
+def _extra_file(tp_rank: int, dp_rank: int) -> str:
+    return f"extra_tp{tp_rank:02d}_dp{dp_rank:03d}.pt"
+
+
+def _tp_rank_size(tp_group: dist.ProcessGroup | None) -> tuple[int, int]:
+    if tp_group is None:
+        return 0, 1
+    return dist.get_rank(tp_group), dist.get_world_size(tp_group)
+
+
+def _barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+# ------------------------------------------------------------------------------------------------
+# Optimizer state keyed by parameter names (torch numbers parameters by position)
+
+
+def _optimizer_param_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[list[str]]:
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = []
+    for group in optimizer.param_groups:
+        missing = [tuple(p.shape) for p in group["params"] if id(p) not in names]
+        if missing:
+            raise ValueError(f"the optimizer holds parameters that are not in the model: {missing}")
+        groups.append([names[id(p)] for p in group["params"]])
+    return groups
+
+
+def named_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """`optimizer.state_dict()` with parameter names instead of positions."""
+    sd = optimizer.state_dict()
+    flat = [n for group in _optimizer_param_names(model, optimizer) for n in group]
+    return {
+        "state": {flat[i]: s for i, s in sd["state"].items()},
+        "param_groups": [
+            {**{k: v for k, v in g.items() if k != "params"}, "params": [flat[i] for i in ps]}
+            for g in sd["param_groups"]
+            for ps in [g["params"]]
+        ],
+    }
+
+
+def load_named_optimizer_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer, named: dict, *, where: str = "checkpoint"
+) -> None:
+    """Inverse of `named_optimizer_state`; the parameter groups must hold the same names."""
+    groups = _optimizer_param_names(model, optimizer)
+    saved = [g["params"] for g in named["param_groups"]]
+    if [sorted(g) for g in groups] != [sorted(g) for g in saved]:
+        raise DataprepError(
+            f"{where}: the optimizer's parameter groups differ from the saved ones "
+            f"({[len(g) for g in saved]} parameters per group saved, {[len(g) for g in groups]} "
+            "now); build the optimizer with the same parameter grouping"
+        )
+    index = {n: i for i, n in enumerate(n for g in groups for n in g)}
+    param_groups, offset = [], 0
+    for g_saved, g_now in zip(named["param_groups"], groups, strict=True):
+        hyper = {k: v for k, v in g_saved.items() if k != "params"}
+        # positions in the *current* order: torch maps saved positions onto params positionally
+        param_groups.append({**hyper, "params": list(range(offset, offset + len(g_now)))})
+        offset += len(g_now)
+    state = {index[n]: s for n, s in named["state"].items()}
+    optimizer.load_state_dict({"state": state, "param_groups": param_groups})
+
+
+# ------------------------------------------------------------------------------------------------
+# Save
+
+
+def save_checkpoint(
+    root: str | os.PathLike,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    step: int,
+    extra: dict | None = None,
+    tp_group: dist.ProcessGroup | None = None,
+    dp_rank: int = 0,
+) -> Path:
+    """Write `root/iter_{step:07d}` atomically and point `root/latest` at it; return its path.
+
+    Collective: every rank calls it (with its `extra`, e.g. its RNG states). DP rank 0 of each TP
+    rank writes the model/optimizer shard; global rank 0 writes the metadata and renames. The world
+    is assumed to be TP x DP.
+    """
+    root = Path(root)
+    final = root / f"iter_{step:07d}"
+    tmp = root / f".{final.name}.partial"
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    tp_rank, tp = _tp_rank_size(tp_group)
+    if rank == 0:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    _barrier()
+    if dp_rank == 0:
+        shard = {
+            "model": model.state_dict(),
+            "optim": None if optimizer is None else named_optimizer_state(model, optimizer),
+        }
+        torch.save(shard, tmp / _model_file(tp_rank))
+    torch.save(extra or {}, tmp / _extra_file(tp_rank, dp_rank))
+    _barrier()
+    if rank == 0:
+        meta = {
+            "format": FORMAT,
+            "version": VERSION,
+            "model_type": type(model).__name__,
+            "config": dataclasses.asdict(model.config),
+            "tp": tp,
+            "dp": max(1, world // tp),
+            "step": step,
+            "has_optimizer": optimizer is not None,
+            "shard_dims": shard_dims(model),
+            "torch_version": torch.__version__,
+        }
+        (tmp / METADATA).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        latest_tmp = root / f".{LATEST}.tmp"
+        latest_tmp.write_text(final.name + "\n", encoding="utf-8")
+        os.replace(latest_tmp, root / LATEST)
+        log.info("saved checkpoint %s (TP=%d)", final, tp)
+    _barrier()
+    return final
+
+
+# ------------------------------------------------------------------------------------------------
+# Inspect
+
+
+def find_latest(root: str | os.PathLike) -> str | None:
+    """The checkpoint to resume from: `root` itself if it is one, else the one `root/latest` names,
+    else the highest complete `iter_*`; None if there is none."""
+    root = Path(root)
+    if (root / METADATA).is_file():
+        return str(root)
+    latest = root / LATEST
+    if latest.is_file():
+        path = root / latest.read_text(encoding="utf-8").strip()
+        if not (path / METADATA).is_file():
+            raise DataprepError(
+                f"{latest} names {path.name}, which is not a complete checkpoint (no {METADATA}); "
+                f"delete {latest} to fall back to the newest complete iter_* directory"
+            )
+        return str(path)
+    done = sorted(p for p in root.glob("iter_*") if (p / METADATA).is_file())
+    return str(done[-1]) if done else None
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """metadata.json of a checkpoint directory, plus "extra": the `extra` dict saved by rank 0."""
+    path = Path(path)
+    meta_path = path / METADATA
+    if not meta_path.is_file():
+        raise DataprepError(
+            f"{path}: not a checkpoint directory (no {METADATA}); pass a directory written by "
+            "save_checkpoint, e.g. <save>/iter_0000100"
+        )
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DataprepError(f"{meta_path}: cannot read checkpoint metadata: {e}") from e
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise DataprepError(
+            f"{meta_path}: format {meta.get('format')!r} version {meta.get('version')!r}, expected "
+            f"{FORMAT!r} version {VERSION}"
+        )
+    if meta.get("model_type") not in MODEL_TYPES:
+        raise DataprepError(
+            f"{meta_path}: unknown model_type {meta.get('model_type')!r}, expected one of "
+            f"{sorted(MODEL_TYPES)}"
+        )
+    extra_path = path / _extra_file(0, 0)
+    meta["extra"] = torch.load(extra_path, weights_only=False) if extra_path.is_file() else {}
+    return meta
+
+
+def load_config(path: str | os.PathLike) -> GPTConfig | MT5Config:
+    """The model config a checkpoint was saved with (build the model from it to load exactly)."""
+    meta = read_metadata(path)
+    return MODEL_TYPES[meta["model_type"]][1](**meta["config"])
+
+
+def _check_compatible(meta: dict, model: nn.Module, path: Path) -> None:
+    here = type(model).__name__
+    if meta["model_type"] != here:
+        raise DataprepError(
+            f"{path}: the checkpoint holds a {meta['model_type']} model but this model is a "
+            f"{here}; "
+            f"build the model from trainer.checkpoint.load_config({str(path)!r})"
+        )
+    saved, now = meta["config"], dataclasses.asdict(model.config)
+    diffs = [
+        f"{k}={saved.get(k)!r} (checkpoint) vs {now.get(k)!r} (this model)"
+        for k in sorted(set(saved) | set(now))
+        if k not in RESUMABLE_FIELDS and saved.get(k) != now.get(k)
+    ]
+    if diffs:
+        raise DataprepError(
+            f"{path}: the checkpoint's {here} config differs: {'; '.join(diffs)}; build the model "
+            f"from trainer.checkpoint.load_config({str(path)!r})"
+        )
+
+
+def _load_shard(path: Path, tp_rank: int) -> dict:
+    file = path / _model_file(tp_rank)
+    if not file.is_file():
+        raise DataprepError(
+            f"{path}: missing {file.name}; the checkpoint is incomplete (a TP rank's shard was not "
+            "written or was deleted)"
+        )
+    return torch.load(file, map_location="cpu", weights_only=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# Merge and load
+
+
+def merge_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """(full model state dict, full optimizer state by name or None) of any checkpoint, in one
+    process without torch.distributed: shards concatenated along their shard_dims."""
+    path = Path(path)
+    meta = read_metadata(path)
+    dims = meta["shard_dims"]
+    shards = [_load_shard(path, r) for r in range(meta["tp"])]
+    model_sd = {}
+    for key, value in shards[0]["model"].items():
+        d = dims.get(key)
+        model_sd[key] = value if d is None else torch.cat([s["model"][key] for s in shards], dim=d)
+    optim = shards[0]["optim"]
+    if optim is None:
+        return model_sd, None
+    state = {}
+    for name, entry in optim["state"].items():
+        d = dims.get(name)
+        state[name] = {
+            k: (
+                torch.cat([s["optim"]["state"][name][k] for s in shards], dim=d)
+                if d is not None and torch.is_tensor(v) and v.dim() > 0
+                else v
+            )
+            for k, v in entry.items()
+        }
+    return model_sd, {"state": state, "param_groups": optim["param_groups"]}
+
+
+def _resize_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
+    if t.shape[0] >= rows:
+        return t[:rows]
+    return torch.cat([t, t.new_zeros((rows - t.shape[0], *t.shape[1:]))])
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    tp_group: dist.ProcessGroup | None = None,
+    dp_rank: int = 0,
+) -> dict:
+    """Load model (and optimizer) state saved at any TP into this (sharded) model; return this
+    rank's `extra` (that of TP rank 0 / DP rank 0 when the layout changed).
+
+    Same TP and padding: bit-exact. Another TP: shards merged then re-chunked, also exact. If the
+    padded vocabulary differs (it follows 128 * TP), the padded rows are cut or zero-filled and the
+    padded logits change slightly; build the model from `load_config(path)` to avoid that.
+    """
+    path = Path(path)
+    meta = read_metadata(path)
+    _check_compatible(meta, model, path)
+    if optimizer is not None and not meta.get("has_optimizer"):
+        raise DataprepError(f"{path}: the checkpoint has no optimizer state; pass optimizer=None")
+    tp_rank, tp = _tp_rank_size(tp_group)
+    saved_rows, rows = meta["config"]["padded_vocab_size"], model.config.padded_vocab_size
+    if meta["tp"] == tp and saved_rows == rows:
+        shard = _load_shard(path, tp_rank)
+        model.load_state_dict(shard["model"])
+        if optimizer is not None:
+            load_named_optimizer_state(model, optimizer, shard["optim"], where=str(path))
+    else:
+        model_sd, optim = merge_checkpoint(path)
+        if saved_rows != rows:
+            log.warning(
+                "%s: padded vocabulary %d -> %d rows; the padded logits change, so the loss is not "
+                "exactly the saved model's (build the model with trainer.checkpoint.load_config)",
+                path,
+                saved_rows,
+                rows,
+            )
+            for key in vocab_parallel_keys(model):
+                model_sd[key] = _resize_rows(model_sd[key], rows)
+                if optim is not None and key in optim["state"]:
+                    for k, v in optim["state"][key].items():
+                        if torch.is_tensor(v) and v.dim() > 0:
+                            optim["state"][key][k] = _resize_rows(v, rows)
+        load_full_state_dict(model, model_sd, tp_group)
+        if optimizer is not None:
+            dims = shard_dims(model)
+            for name, entry in optim["state"].items():
+                d = dims.get(name)
+                if d is None or tp == 1:
+                    continue
+                for k, v in entry.items():
+                    if torch.is_tensor(v) and v.dim() > 0:
+                        entry[k] = v.chunk(tp, dim=d)[tp_rank].clone()
+            load_named_optimizer_state(model, optimizer, optim, where=str(path))
+    same_layout = meta["tp"] == tp
+    extra_path = path / _extra_file(tp_rank if same_layout else 0, dp_rank)
+    if not extra_path.is_file():
+        extra_path = path / _extra_file(0, 0)
+    return torch.load(extra_path, weights_only=False) if extra_path.is_file() else {}
+
+
+# ------------------------------------------------------------------------------------------------
+# HF export (reference/formats.md §6)
+
+
+def _hf_mt5_vocab(config: MT5Config) -> int:
+    # HF mT5 configs keep the TP=1 padding (250100 -> 250112)
+    return min(config.padded_vocab_size, pad_vocab_size(config.vocab_size))
+
+
+def hf_config_kwargs(config: GPTConfig | MT5Config) -> dict[str, Any]:
+    """Keyword arguments for transformers' GPT2Config / MT5Config matching `config`.
+
+    transformers 5.x: MT5Config forces tie_word_embeddings=True (lm_head tied to `shared`); our mT5
+    has an untied head, so set `hf_config.tie_word_embeddings = False` on the built config before
+    creating MT5ForConditionalGeneration (formats.md §6.1).
+    """
+    if isinstance(config, GPTConfig):
+        return dict(
+            vocab_size=config.vocab_size,
+            n_positions=config.block_size,
+            n_embd=config.n_embd,
+            n_layer=config.n_layer,
+            n_head=config.n_head,
+            activation_function="gelu_new",
+            resid_pdrop=config.dropout,
+            embd_pdrop=config.dropout,
+            attn_pdrop=config.attn_dropout,
+            layer_norm_epsilon=config.layer_norm_epsilon,
+            tie_word_embeddings=True,
+        )
+    return dict(
+        vocab_size=_hf_mt5_vocab(config),
+        d_model=config.d_model,
+        d_kv=config.d_kv,
+        d_ff=config.d_ff,
+        num_layers=config.num_layers,
+        num_decoder_layers=config.num_decoder_layers,
+        num_heads=config.num_heads,
+        relative_attention_num_buckets=config.relative_attention_num_buckets,
+        relative_attention_max_distance=config.relative_attention_max_distance,
+        dropout_rate=config.dropout_rate,
+        layer_norm_epsilon=config.layer_norm_epsilon,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
+        pad_token_id=config.pad_token_id,
+        eos_token_id=config.eos_token_id,
+        decoder_start_token_id=config.decoder_start_token_id,
+    )
+
+
+def export_hf(model_sd: dict[str, torch.Tensor], config: GPTConfig | MT5Config) -> dict:
+    """A full (TP=1, e.g. from merge_checkpoint) state dict renamed to HF keys.
+
+    GPT -> GPT2LMHeadModel: q/k/v concatenated into Conv1D `c_attn` ([in, out], the transpose of
+    nn.Linear), every Linear transposed, vocabulary cut to `vocab_size`, lm_head = wte. MT5 ->
+    MT5ForConditionalGeneration: the same names, encoder/decoder.embed_tokens = shared, vocabulary
+    cut to the TP=1 padding.
+    """
+    sd = {k: v.detach() for k, v in model_sd.items()}
+    if isinstance(config, MT5Config):
+        V = _hf_mt5_vocab(config)
+        out = dict(sd)
+        out["shared.weight"] = sd["shared.weight"][:V].clone()
+        out["lm_head.weight"] = sd["lm_head.weight"][:V].clone()
+        out["encoder.embed_tokens.weight"] = out["shared.weight"]
+        out["decoder.embed_tokens.weight"] = out["shared.weight"]
+        return out
+    if not isinstance(config, GPTConfig):
+        raise TypeError(f"export_hf expects a GPTConfig or MT5Config, got {type(config).__name__}")
+
+    def bias(key: str, n: int, like: torch.Tensor) -> torch.Tensor:  # bias=False -> HF zeros
+        return sd[key] if key in sd else like.new_zeros(n)
+
+    C = config.n_embd
+    w = sd["transformer.wte.weight"]
+    out = {
+        "transformer.wte.weight": w[: config.vocab_size].clone(),
+        "transformer.wpe.weight": sd["transformer.wpe.weight"],
+    }
+    for i in range(config.n_layer):
+        p = f"transformer.h.{i}."
+        for ln in ("ln_1", "ln_2"):
+            out[p + ln + ".weight"] = sd[p + ln + ".weight"]
+            out[p + ln + ".bias"] = bias(p + ln + ".bias", C, w)
+        qkv = [p + f"attn.{x}" for x in ("q", "k", "v")]
+        out[p + "attn.c_attn.weight"] = torch.cat([sd[k + ".weight"] for k in qkv]).t().contiguous()
+        out[p + "attn.c_attn.bias"] = torch.cat([bias(k + ".bias", C, w) for k in qkv])
+        for name, n_out in (("attn.c_proj", C), ("mlp.c_fc", 4 * C), ("mlp.c_proj", C)):
+            out[p + name + ".weight"] = sd[p + name + ".weight"].t().contiguous()
+            out[p + name + ".bias"] = bias(p + name + ".bias", n_out, w)
+    out["transformer.ln_f.weight"] = sd["transformer.ln_f.weight"]
+    out["transformer.ln_f.bias"] = bias("transformer.ln_f.bias", C, w)
+    out["lm_head.weight"] = out["transformer.wte.weight"]
+    return out
