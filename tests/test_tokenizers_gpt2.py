@@ -233,3 +233,19 @@ def test_random_apostrophe_whitespace_strings_equal_hf(tok, hf_ref, text):
 def test_random_unicode_equal_hf_and_round_trip(tok, hf_ref, text):
     assert tok.encode(text) == hf_ref.encode(text, add_special_tokens=False).ids
     assert tok.decode(tok.encode(text)) == text
+
+
+@pytest.mark.slow
+def test_toy_corpora_equal_hf_tokenizers(tok, hf_ref):
+    # real documents (English prose and code in Pile format, 10 languages in mC4 format): the kind of
+    # text on which encoders that pass hand-picked strings have been seen to disagree
+    from pathlib import Path
+
+    from dataprep.readers import expand_inputs, iter_documents
+
+    toy = Path(__file__).resolve().parents[1] / "pipelines" / "toy"
+    paths = expand_inputs([toy / "mc4", toy / "pile" / "00.jsonl.zst"])
+    texts = [d.text for p in paths for d in iter_documents(p)]
+    assert sum(len(t.encode()) for t in texts) > 3_000_000
+    ours, ref = tok.encode_batch(texts), hf_ids(hf_ref, texts)
+    assert sum(a == b for a, b in zip(ours, ref, strict=True)) == len(texts)

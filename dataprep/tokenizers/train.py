@@ -158,10 +158,10 @@ def append_sentinels(
 def _read_model_proto(model_path: Path):
     try:
         from sentencepiece import sentencepiece_model_pb2
-    except ImportError as e:  # the generated module needs the protobuf package
+    except Exception as e:  # protobuf missing (ImportError) or older than the generated code
         raise DataprepError(
-            f"editing a SentencePiece model needs the 'protobuf' package ({e}); "
-            "pip install protobuf"
+            f"editing a SentencePiece model needs a protobuf package matching sentencepiece's "
+            f"generated code ({type(e).__name__}: {e}); pip install --upgrade protobuf"
         ) from e
     proto = sentencepiece_model_pb2.ModelProto()
     try:
