@@ -237,8 +237,8 @@ def test_random_unicode_equal_hf_and_round_trip(tok, hf_ref, text):
 
 @pytest.mark.slow
 def test_toy_corpora_equal_hf_tokenizers(tok, hf_ref):
-    # real documents (English prose and code in Pile format, 10 languages in mC4 format): the kind of
-    # text on which encoders that pass hand-picked strings have been seen to disagree
+    # real documents (English prose and code in Pile format, 10 languages in mC4 format): the
+    # kind of text on which encoders that pass hand-picked strings have been seen to disagree
     from pathlib import Path
 
     from dataprep.readers import expand_inputs, iter_documents
