@@ -40,6 +40,14 @@ def test_unknown_spec_lists_the_choices():
     assert "gpt3" in str(e.value)
 
 
+def test_missing_shipped_files_are_reported(tmp_path, monkeypatch):
+    import dataprep.tokenizers.base as base
+
+    monkeypatch.setattr(base, "ASSETS_DIR", tmp_path)
+    with pytest.raises(DataprepError, match="shipped tokenizer files are missing"):
+        load_tokenizer("mt5-toy")
+
+
 def test_bad_paths(tmp_path):
     with pytest.raises(UsageError, match="holds none of tokenizer.json"):
         load_tokenizer(tmp_path)

@@ -120,12 +120,21 @@ def check_ids(tokenizer: TokenizerBase, ids: Sequence[int]) -> list[int]:
 
 
 def load_tokenizer(spec: str | os.PathLike) -> Tokenizer:
-    """Load a tokenizer from a shipped name or a path; see SPEC_CHOICES for what is accepted."""
+    """Load a tokenizer from a shipped name or a path; see SPEC_CHOICES for what is accepted.
+
+    In a directory, tokenizer.json wins over vocab.json + merges.txt (which are read as GPT-2-style
+    byte-level BPE with the GPT-2 split pattern, through tiktoken).
+    """
     from dataprep.tokenizers.gpt2 import GPT2BPETokenizer
     from dataprep.tokenizers.hf import HFTokenizer
     from dataprep.tokenizers.spm import SentencePieceTokenizer
 
     spec_str = os.fspath(spec)
+    if spec_str in SHIPPED and not (ASSETS_DIR / spec_str).is_dir():
+        raise DataprepError(
+            f"the shipped tokenizer files are missing: no directory {ASSETS_DIR / spec_str}; "
+            "dataprep reads them from its source checkout (install with pip install -e)"
+        )
     if spec_str == "gpt2":
         d = ASSETS_DIR / "gpt2"
         return GPT2BPETokenizer.from_files(
