@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from dataprep import __version__
-from dataprep.errors import DataprepError, UsageError
+from dataprep.errors import UsageError
 from dataprep.manifest import manifest_path, provenance_path, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -45,24 +45,24 @@ LONG_DOCUMENT_PIECE = 1_000_000
 
 @dataclass(frozen=True, slots=True)
 class BuildConfig:
-    inputs: tuple[str, ...]                  # files, directories, globs or @list.txt
-    output_prefix: str                       # outputs are {output_prefix}_{key}_{level}.bin/.idx
-    tokenizer: str = "gpt2"                  # a spec for dataprep.tokenizers.load_tokenizer
-    json_keys: tuple[str, ...] = ("text",)   # one dataset per key
-    append_eod: bool = False                 # append the tokenizer's end-of-document id to each document
-    split_sentences: bool = False            # one sequence per sentence (level "sentence")
-    keep_newlines: bool = False              # with split_sentences: keep the newline at a sentence's end
-    workers: int = 1                         # tokenizer processes; 1 = tokenize in this process
-    fmt: str | None = None                   # reader format; None = detect from magic bytes and name
-    filters: tuple[tuple[str, tuple[str, ...]], ...] = ()   # (metadata key, accepted values)
-    languages: tuple[str, ...] | None = None                # mC4 languages to keep; None = all
-    skip_bad_records: bool = False           # count malformed records as skips instead of stopping
-    skip_bad_files: bool = False             # count corrupt/truncated input files as skips
-    overwrite: bool = False                  # replace existing outputs
-    resume: bool = False                     # continue an interrupted build of the same configuration
-    chunk_bytes: int = 1 << 20               # text per tokenizer task
-    progress: bool = True                    # tqdm bar on stderr (only when stderr is a terminal)
-    log_interval: int = 0                    # log a progress line every N documents when there is no bar
+    inputs: tuple[str, ...]  # files, directories, globs or @list.txt
+    output_prefix: str  # outputs are {output_prefix}_{key}_{level}.bin/.idx
+    tokenizer: str = "gpt2"  # a spec for dataprep.tokenizers.load_tokenizer
+    json_keys: tuple[str, ...] = ("text",)  # one dataset per key
+    append_eod: bool = False  # append the tokenizer's end-of-document id to each document
+    split_sentences: bool = False  # one sequence per sentence (level "sentence")
+    keep_newlines: bool = False  # with split_sentences: keep the newline at a sentence's end
+    workers: int = 1  # tokenizer processes; 1 = tokenize in this process
+    fmt: str | None = None  # reader format; None = detect from magic bytes and name
+    filters: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (metadata key, accepted values)
+    languages: tuple[str, ...] | None = None  # mC4 languages to keep; None = all
+    skip_bad_records: bool = False  # count malformed records as skips instead of stopping
+    skip_bad_files: bool = False  # count corrupt/truncated input files as skips
+    overwrite: bool = False  # replace existing outputs
+    resume: bool = False  # continue an interrupted build of the same configuration
+    chunk_bytes: int = 1 << 20  # text per tokenizer task
+    progress: bool = True  # tqdm bar on stderr (only when stderr is a terminal)
+    log_interval: int = 0  # log a progress line every N documents when there is no bar
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -89,8 +89,11 @@ class BuildConfig:
 
     def fingerprint(self, inputs: Sequence[dict[str, Any]], tokenizer_identity: str) -> str:
         """What must match for --resume to continue an earlier build."""
-        keep = {k: v for k, v in dataclasses.asdict(self).items()
-                if k not in ("overwrite", "resume", "workers", "progress", "log_interval")}
+        keep = {
+            k: v
+            for k, v in dataclasses.asdict(self).items()
+            if k not in ("overwrite", "resume", "workers", "progress", "log_interval")
+        }
         keep["inputs"] = [i["path"] for i in inputs]
         keep["tokenizer_identity"] = tokenizer_identity
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
@@ -110,9 +113,9 @@ class KeyStats:
 
 @dataclass
 class BuildSummary:
-    outputs: dict[str, str]                  # key -> dataset prefix
+    outputs: dict[str, str]  # key -> dataset prefix
     stats: dict[str, KeyStats]
-    read: dict[str, Any]                     # ReadStats.to_dict()
+    read: dict[str, Any]  # ReadStats.to_dict()
     inputs: list[dict[str, Any]]
     seconds: float
     text_bytes: int
@@ -121,13 +124,17 @@ class BuildSummary:
         lines = []
         mb = self.text_bytes / 1e6
         rate = mb / self.seconds if self.seconds > 0 else float("inf")
-        lines.append(f"read {len(self.inputs)} input file(s), {self.read.get('documents', 0):,} records, "
-                     f"{mb:,.1f} MB of text in {self.seconds:,.1f} s ({rate:,.2f} MB/s)")
+        lines.append(
+            f"read {len(self.inputs)} input file(s), {self.read.get('documents', 0):,} records, "
+            f"{mb:,.1f} MB of text in {self.seconds:,.1f} s ({rate:,.2f} MB/s)"
+        )
         for key, prefix in self.outputs.items():
             s = self.stats[key]
             tok_rate = s.tokens / self.seconds if self.seconds > 0 else float("inf")
-            lines.append(f"{prefix}.bin/.idx: {s.documents:,} documents, {s.sequences:,} sequences, "
-                         f"{s.tokens:,} tokens ({tok_rate:,.0f} tokens/s), largest id {s.max_token_id}")
+            lines.append(
+                f"{prefix}.bin/.idx: {s.documents:,} documents, {s.sequences:,} sequences, "
+                f"{s.tokens:,} tokens ({tok_rate:,.0f} tokens/s), largest id {s.max_token_id}"
+            )
             if s.skipped:
                 reasons = ", ".join(f"{r}={n:,}" for r, n in sorted(s.skipped.items()))
                 lines.append(f"  skipped documents: {reasons}")
@@ -157,7 +164,9 @@ def _split_long(text: str) -> list[str]:
     while len(text) - start > LONG_DOCUMENT_PIECE:
         cut = start + LONG_DOCUMENT_PIECE
         while cut < len(text) and not (
-            text[cut] == " " and not text[cut - 1].isspace() and cut + 1 < len(text)
+            text[cut] == " "
+            and not text[cut - 1].isspace()
+            and cut + 1 < len(text)
             and not text[cut + 1].isspace()
         ):
             cut += 1
@@ -241,7 +250,14 @@ def _describe_inputs(files: Sequence[Path]) -> list[dict[str, Any]]:
     out = []
     for p in files:
         st = p.stat()
-        out.append({"name": p.name, "path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+        out.append(
+            {
+                "name": p.name,
+                "path": str(p.resolve()),
+                "size": st.st_size,
+                "mtime_ns": st.st_mtime_ns,
+            }
+        )
     return out
 
 
@@ -267,8 +283,14 @@ class _Progress:
         if enabled and sys.stderr.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(unit="B", unit_scale=True, unit_divisor=1000, dynamic_ncols=True,
-                            desc="build-index", file=sys.stderr)
+            self.bar = tqdm(
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1000,
+                dynamic_ncols=True,
+                desc="build-index",
+                file=sys.stderr,
+            )
 
     def update(self, file_index: int, docs: int, tokens: int, nbytes: int) -> None:
         self.docs += docs
@@ -277,21 +299,31 @@ class _Progress:
         elapsed = max(time.perf_counter() - self.start, 1e-9)
         if self.bar is not None:
             self.bar.set_description(f"file {file_index + 1}/{self.total_files}", refresh=False)
-            self.bar.set_postfix_str(f"{self.docs / elapsed:,.0f} docs/s, {self.tokens / elapsed:,.0f} tok/s",
-                                     refresh=False)
+            self.bar.set_postfix_str(
+                f"{self.docs / elapsed:,.0f} docs/s, {self.tokens / elapsed:,.0f} tok/s",
+                refresh=False,
+            )
             self.bar.update(nbytes)
         elif self.log_interval and self.docs >= self._next_log:
             self._next_log = (self.docs // self.log_interval + 1) * self.log_interval
-            log.info("processed %d documents (%.0f docs/s, %.2f MB/s, %.0f tokens/s), file %d/%d",
-                     self.docs, self.docs / elapsed, self.bytes / elapsed / 1e6, self.tokens / elapsed,
-                     file_index + 1, self.total_files)
+            log.info(
+                "processed %d documents (%.0f docs/s, %.2f MB/s, %.0f tokens/s), file %d/%d",
+                self.docs,
+                self.docs / elapsed,
+                self.bytes / elapsed / 1e6,
+                self.tokens / elapsed,
+                file_index + 1,
+                self.total_files,
+            )
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
 
 
-def _iter_chunks(docs: Iterator, keys: Sequence[str], chunk_bytes: int, stats_by_key: dict[str, KeyStats]):
+def _iter_chunks(
+    docs: Iterator, keys: Sequence[str], chunk_bytes: int, stats_by_key: dict[str, KeyStats]
+):
     """Group documents into tokenizer tasks; empty texts are counted here and never sent."""
     texts: dict[str, list[str]] = {k: [] for k in keys}
     lines: dict[str, list[int]] = {k: [] for k in keys}
@@ -318,6 +350,7 @@ def build_index(config: BuildConfig) -> BuildSummary:
     """Run a whole build; raises DataprepError subclasses for user mistakes and bad data."""
     from dataprep.indexed import IndexedDatasetWriter
     from dataprep.indexed.format import optimal_dtype
+    from dataprep.indexed.writer import WriterState
     from dataprep.readers import ReadStats, expand_inputs, iter_documents
     from dataprep.tokenizers import load_tokenizer
 
@@ -337,11 +370,25 @@ def build_index(config: BuildConfig) -> BuildSummary:
 
     existing = _existing_outputs(list(outputs.values()))
     if existing and not config.overwrite:
-        raise UsageError(f"output already exists: {', '.join(existing)}; pass --overwrite to replace it")
+        raise UsageError(
+            f"output already exists: {', '.join(existing)}; pass --overwrite to replace it"
+        )
+    if existing and config.overwrite and not config.resume:
+        # an interrupted --overwrite build must not leave the old dataset beside a new manifest
+        for prefix in outputs.values():
+            for path in (
+                prefix + ".bin",
+                prefix + ".idx",
+                manifest_path(prefix),
+                provenance_path(prefix),
+            ):
+                Path(path).unlink(missing_ok=True)
     if work.exists() and not config.resume:
         if state_file.exists() and not config.overwrite:
-            raise UsageError(f"an interrupted build left {work}; pass --resume to continue it "
-                             "or --overwrite to start again")
+            raise UsageError(
+                f"an interrupted build left {work}; pass --resume to continue it "
+                "or --overwrite to start again"
+            )
         shutil.rmtree(work)
 
     # --- resume state
@@ -355,24 +402,32 @@ def build_index(config: BuildConfig) -> BuildSummary:
             raise UsageError(f"--resume: no interrupted build found at {work}")
         state = json.loads(state_file.read_text())
         if state["fingerprint"] != fingerprint:
-            raise UsageError(f"--resume: {work} belongs to a build with other inputs, flags or tokenizer; "
-                             "rerun with the same arguments, or use --overwrite to start again")
+            raise UsageError(
+                f"--resume: {work} belongs to a build with other inputs, flags or tokenizer; "
+                "rerun with the same arguments, or use --overwrite to start again"
+            )
         done_files = state["done_files"]
         for old, new in zip(state["inputs"][:done_files], inputs, strict=False):
             if (old["size"], old["mtime_ns"]) != (new["size"], new["mtime_ns"]):
-                raise UsageError(f"--resume: {new['path']} changed since it was processed; "
-                                 "use --overwrite to start again")
+                raise UsageError(
+                    f"--resume: {new['path']} changed since it was processed; "
+                    "use --overwrite to start again"
+                )
         for key in config.json_keys:
             stats[key] = KeyStats(**state["stats"][key])
             provenance[key] = [np.load(work / f"{key}.provenance.npy")]
-            writer_states[key] = IndexedDatasetWriter.load_state(work / f"{key}.writer")
-        read_stats = ReadStats.from_dict(state["read"]) if hasattr(ReadStats, "from_dict") else read_stats
+            writer_states[key] = WriterState.load(work / f"{key}.writer.npz")
+        read_stats = (
+            ReadStats.from_dict(state["read"]) if hasattr(ReadStats, "from_dict") else read_stats
+        )
         inputs[:done_files] = state["inputs"][:done_files]
         log.info("resuming: %d of %d input files already done", done_files, len(files))
     work.mkdir(parents=True, exist_ok=True)
 
     writers = {
-        key: IndexedDatasetWriter(prefix, dtype=dtype, keep_partial=True, resume_from=writer_states[key])
+        key: IndexedDatasetWriter(
+            prefix, dtype=dtype, keep_partial=True, resume_from=writer_states[key]
+        )
         for key, prefix in outputs.items()
     }
     filters = {k: set(v) for k, v in config.filters} or None
@@ -388,7 +443,10 @@ def build_index(config: BuildConfig) -> BuildSummary:
             path = files[file_index]
             file_stats = ReadStats()
             docs = iter_documents(
-                path, fmt=config.fmt, json_keys=config.json_keys, filters=filters,
+                path,
+                fmt=config.fmt,
+                json_keys=config.json_keys,
+                filters=filters,
                 languages=config.languages,
                 on_error="skip" if config.skip_bad_records else "raise",
                 on_bad_file="skip" if config.skip_bad_files else "raise",
@@ -420,14 +478,19 @@ def build_index(config: BuildConfig) -> BuildSummary:
                             for nseq in r["seqs_per_doc"]:
                                 lens = r["seq_lengths"][seq_pos : seq_pos + nseq]
                                 n = int(lens.sum())
-                                w.add_document(r["tokens"][tok_pos : tok_pos + n], sequence_lengths=lens)
+                                w.add_document(
+                                    r["tokens"][tok_pos : tok_pos + n], sequence_lengths=lens
+                                )
                                 seq_pos += nseq
                                 tok_pos += n
                         else:
                             w.add_documents(r["tokens"], r["doc_lengths"])
                         kept_lines = np.asarray(lines[key], dtype=np.int64)[keep]
                         provenance[key].append(
-                            np.stack([np.full(kept_lines.size, file_index, np.int64), kept_lines], axis=1))
+                            np.stack(
+                                [np.full(kept_lines.size, file_index, np.int64), kept_lines], axis=1
+                            )
+                        )
                         s.documents += int(kept_lines.size)
                         s.sequences += int(r["seq_lengths"].size)
                         s.tokens += int(r["tokens"].size)
@@ -438,8 +501,12 @@ def build_index(config: BuildConfig) -> BuildSummary:
                     progress.update(file_index, ndocs, ntok, nbytes)
 
             for texts, lines in _iter_chunks(docs, config.json_keys, config.chunk_bytes, stats):
-                task = {"texts": texts, "split_sentences": config.split_sentences,
-                        "keep_newlines": config.keep_newlines, "append_eod": config.append_eod}
+                task = {
+                    "texts": texts,
+                    "split_sentences": config.split_sentences,
+                    "keep_newlines": config.keep_newlines,
+                    "append_eod": config.append_eod,
+                }
                 nbytes = sum(len(t) for ts in texts.values() for t in ts)
                 if pool is None:
                     pending.append((encode_chunk(task, tokenizer), lines, nbytes))
@@ -452,11 +519,15 @@ def build_index(config: BuildConfig) -> BuildSummary:
             read_stats.merge(file_stats)
             inputs[file_index]["documents"] = file_stats.documents
             inputs[file_index]["sha256"] = _sha256(path)
-            _save_state(work, fingerprint, file_index + 1, stats, read_stats, inputs, provenance, writers)
+            _save_state(
+                work, fingerprint, file_index + 1, stats, read_stats, inputs, provenance, writers
+            )
         seconds = time.perf_counter() - start
         for key, w in writers.items():
             w.close()
     finally:
+        for w in writers.values():
+            w.abort()  # no-op for closed writers; keeps .bin.tmp of unfinished ones for --resume
         progress.close()
         if pool is not None:
             pool.terminate()
@@ -469,44 +540,64 @@ def build_index(config: BuildConfig) -> BuildSummary:
         np.save(tmp, prov)
         os.replace(tmp, provenance_path(prefix))
         s = stats[key]
-        write_json_atomic(manifest_path(prefix), {
-            "dataprep_version": __version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "prefix": os.path.basename(prefix),
-            "json_key": key,
-            "level": config.level,
-            "dtype": dtype.name,
-            "append_eod": config.append_eod,
-            "documents": s.documents,
-            "sequences": s.sequences,
-            "tokens": s.tokens,
-            "max_token_id": s.max_token_id,
-            "skipped_documents": dict(sorted(s.skipped.items())),
-            "read": read_dict,
-            "inputs": [{k: v for k, v in i.items() if k != "mtime_ns"} for i in inputs],
-            "tokenizer": tokenizer.describe(),
-            "filters": {k: list(v) for k, v in config.filters},
-            "languages": list(config.languages) if config.languages else None,
-            "provenance": provenance_path(prefix).name,
-        })
+        write_json_atomic(
+            manifest_path(prefix),
+            {
+                "dataprep_version": __version__,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "prefix": os.path.basename(prefix),
+                "json_key": key,
+                "level": config.level,
+                "dtype": dtype.name,
+                "append_eod": config.append_eod,
+                "documents": s.documents,
+                "sequences": s.sequences,
+                "tokens": s.tokens,
+                "max_token_id": s.max_token_id,
+                "skipped_documents": dict(sorted(s.skipped.items())),
+                "read": read_dict,
+                "inputs": [{k: v for k, v in i.items() if k != "mtime_ns"} for i in inputs],
+                "tokenizer": tokenizer.describe(),
+                "filters": {k: list(v) for k, v in config.filters},
+                "languages": list(config.languages) if config.languages else None,
+                "provenance": provenance_path(prefix).name,
+            },
+        )
     shutil.rmtree(work, ignore_errors=True)
-    return BuildSummary(outputs=outputs, stats=stats, read=read_dict, inputs=inputs, seconds=seconds,
-                        text_bytes=text_bytes)
+    return BuildSummary(
+        outputs=outputs,
+        stats=stats,
+        read=read_dict,
+        inputs=inputs,
+        seconds=seconds,
+        text_bytes=text_bytes,
+    )
 
 
-def _save_state(work: Path, fingerprint: str, done_files: int, stats: dict[str, KeyStats], read_stats,
-                inputs: list[dict[str, Any]], provenance: dict[str, list[np.ndarray]], writers) -> None:
+def _save_state(
+    work: Path,
+    fingerprint: str,
+    done_files: int,
+    stats: dict[str, KeyStats],
+    read_stats,
+    inputs: list[dict[str, Any]],
+    provenance: dict[str, list[np.ndarray]],
+    writers,
+) -> None:
     """Checkpoint after a finished input file: writers flushed, arrays saved, state.json renamed last."""
     for key, w in writers.items():
-        w.save_state(work / f"{key}.writer")
+        w.state().save(work / f"{key}.writer.npz")
         prov = np.concatenate(provenance[key]) if provenance[key] else np.zeros((0, 2), np.int64)
         provenance[key] = [prov]
         np.save(work / f"{key}.provenance.tmp.npy", prov)
         os.replace(work / f"{key}.provenance.tmp.npy", work / f"{key}.provenance.npy")
-    write_json_atomic(work / "state.json", {
-        "fingerprint": fingerprint,
-        "done_files": done_files,
-        "stats": {k: dataclasses.asdict(v) for k, v in stats.items()},
-        "read": read_stats.to_dict(),
-        "inputs": inputs,
-    })
+    write_json_atomic(
+        work / "state.json",
+        {
+            "fingerprint": fingerprint,
+            "done_files": done_files,
+            "stats": {k: dataclasses.asdict(v) for k, v in stats.items()},
+            "read": read_stats.to_dict(),
+            "inputs": inputs,
+        },
+    )

@@ -27,63 +27,132 @@ corrupt compressed files likewise (--skip-bad-files). Outputs appear only when c
 build continues with --resume and ends with the same bytes as an uninterrupted one."""
 
 # Megatron --tokenizer-type values we can map onto our tokenizer specs
-_MEGATRON_TYPES = ("GPT2BPETokenizer", "SentencePieceTokenizer", "GPTSentencePieceTokenizer",
-                   "HuggingFaceTokenizer")
+_MEGATRON_TYPES = (
+    "GPT2BPETokenizer",
+    "SentencePieceTokenizer",
+    "GPTSentencePieceTokenizer",
+    "HuggingFaceTokenizer",
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("input")
-    g.add_argument("--input", nargs="+", required=True, metavar="PATH",
-                   help="input files, directories, globs (quote them) or @list.txt; read in sorted order")
-    g.add_argument("--json-keys", nargs="+", default=["text"], metavar="KEY",
-                   help="record keys to tokenize, one output dataset per key (default: text)")
-    g.add_argument("--format", dest="fmt", choices=["pile", "mc4", "jsonl", "parquet"],
-                   help="input format (default: detected from magic bytes and file name)")
-    g.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
-                   help="keep only records whose metadata KEY equals VALUE, e.g. pile_set_name=Pile-CC "
-                        "(repeatable; several values for one key are OR-ed); the rest are counted as filtered")
-    g.add_argument("--languages", metavar="LANG[,LANG]",
-                   help="mC4: keep only these languages (from c4-<lang> in the file name), e.g. ja,ru")
-    g.add_argument("--skip-bad-records", action="store_true",
-                   help="count malformed records (bad JSON, missing/null/non-string text, bad UTF-8) as skips "
-                        "instead of stopping with file:line")
-    g.add_argument("--skip-bad-files", action="store_true",
-                   help="count corrupt or truncated compressed files as skips instead of stopping")
+    g.add_argument(
+        "--input",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="input files, directories, globs (quote them) or @list.txt; read in sorted order",
+    )
+    g.add_argument(
+        "--json-keys",
+        nargs="+",
+        default=["text"],
+        metavar="KEY",
+        help="record keys to tokenize, one output dataset per key (default: text)",
+    )
+    g.add_argument(
+        "--format",
+        dest="fmt",
+        choices=["pile", "mc4", "jsonl", "parquet"],
+        help="input format (default: detected from magic bytes and file name)",
+    )
+    g.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keep only records whose metadata KEY equals VALUE, e.g. pile_set_name=Pile-CC "
+        "(repeatable; several values for one key are OR-ed); the rest are counted as filtered",
+    )
+    g.add_argument(
+        "--languages",
+        metavar="LANG[,LANG]",
+        help="mC4: keep only these languages (from c4-<lang> in the file name), e.g. ja,ru",
+    )
+    g.add_argument(
+        "--skip-bad-records",
+        action="store_true",
+        help="count malformed records (bad JSON, missing/null/non-string text, bad UTF-8) as skips "
+        "instead of stopping with file:line",
+    )
+    g.add_argument(
+        "--skip-bad-files",
+        action="store_true",
+        help="count corrupt or truncated compressed files as skips instead of stopping",
+    )
 
     g = p.add_argument_group("tokenizer")
-    g.add_argument("--tokenizer", default=None, metavar="NAME_OR_PATH",
-                   help="gpt2 (shipped GPT-2 BPE), mt5-toy (shipped SentencePiece), a SentencePiece .model, "
-                        "a HF tokenizer.json, or a directory holding one (default: gpt2)")
-    g.add_argument("--tokenizer-type", choices=_MEGATRON_TYPES,
-                   help="Megatron-style alternative to --tokenizer, with --vocab-file/--merge-file or "
-                        "--tokenizer-model")
+    g.add_argument(
+        "--tokenizer",
+        default=None,
+        metavar="NAME_OR_PATH",
+        help="gpt2 (shipped GPT-2 BPE), mt5-toy (shipped SentencePiece), a SentencePiece .model, "
+        "a HF tokenizer.json, or a directory holding one (default: gpt2)",
+    )
+    g.add_argument(
+        "--tokenizer-type",
+        choices=_MEGATRON_TYPES,
+        help="Megatron-style alternative to --tokenizer, with --vocab-file/--merge-file or "
+        "--tokenizer-model",
+    )
     g.add_argument("--vocab-file", help="Megatron-style: GPT-2 vocab.json (with --merge-file)")
     g.add_argument("--merge-file", help="Megatron-style: GPT-2 merges.txt (with --vocab-file)")
-    g.add_argument("--tokenizer-model", help="Megatron-style: SentencePiece model or HF tokenizer path")
+    g.add_argument(
+        "--tokenizer-model", help="Megatron-style: SentencePiece model or HF tokenizer path"
+    )
 
     g = p.add_argument_group("output")
-    g.add_argument("--output-prefix", required=True,
-                   help="outputs are {prefix}_{key}_{document|sentence}.bin/.idx (+ .json manifest)")
-    g.add_argument("--append-eod", action="store_true",
-                   help="append the end-of-document id (GPT-2: 50256) to every document; a literal "
-                        "<|endoftext|> in the text stays ordinary text")
-    g.add_argument("--split-sentences", action="store_true",
-                   help="one sequence per sentence (rule-based multilingual splitter), level 'sentence'")
-    g.add_argument("--keep-newlines", action="store_true",
-                   help="with --split-sentences: keep the newline that ends a sentence")
+    g.add_argument(
+        "--output-prefix",
+        required=True,
+        help="outputs are {prefix}_{key}_{document|sentence}.bin/.idx (+ .json manifest)",
+    )
+    g.add_argument(
+        "--append-eod",
+        action="store_true",
+        help="append the end-of-document id (GPT-2: 50256) to every document; a literal "
+        "<|endoftext|> in the text stays ordinary text",
+    )
+    g.add_argument(
+        "--split-sentences",
+        action="store_true",
+        help="one sequence per sentence (rule-based multilingual splitter), level 'sentence'",
+    )
+    g.add_argument(
+        "--keep-newlines",
+        action="store_true",
+        help="with --split-sentences: keep the newline that ends a sentence",
+    )
     g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    g.add_argument("--resume", action="store_true",
-                   help="continue an interrupted build (same arguments), skipping finished input files")
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted build (same arguments), skipping finished input files",
+    )
 
     g = p.add_argument_group("execution")
-    g.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help="tokenizer processes (default: number of CPUs); the output bytes do not depend on it")
-    g.add_argument("--partitions", type=int, default=1,
-                   help="accepted for preprocess_data.py compatibility; dataprep needs no partitions")
-    g.add_argument("--log-interval", type=int, default=10000,
-                   help="when stderr is not a terminal, log progress every N documents (default: 10000)")
-    g.add_argument("--chunk-mb", type=float, default=1.0,
-                   help="MB of text per tokenizer task (default: 1)")
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="tokenizer processes (default: number of CPUs); the output bytes do not depend on it",
+    )
+    g.add_argument(
+        "--partitions",
+        type=int,
+        default=1,
+        help="accepted for preprocess_data.py compatibility; dataprep needs no partitions",
+    )
+    g.add_argument(
+        "--log-interval",
+        type=int,
+        default=10000,
+        help="when stderr is not a terminal, log progress every N documents (default: 10000)",
+    )
+    g.add_argument(
+        "--chunk-mb", type=float, default=1.0, help="MB of text per tokenizer task (default: 1)"
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -104,12 +173,17 @@ def tokenizer_spec(args: argparse.Namespace) -> str:
         from pathlib import Path
 
         shipped = Path(__file__).resolve().parents[2] / "tokenizer_assets" / "gpt2"
-        for mine, theirs in ((args.vocab_file, shipped / "vocab.json"), (args.merge_file, shipped / "merges.txt")):
+        for mine, theirs in (
+            (args.vocab_file, shipped / "vocab.json"),
+            (args.merge_file, shipped / "merges.txt"),
+        ):
             if not os.path.exists(mine):
                 raise UsageError(f"{mine}: no such file")
             if theirs.exists() and _sha256(mine) != _sha256(str(theirs)):
-                raise UsageError(f"{mine} differs from the real GPT-2 files; put your vocab.json and "
-                                 "merges.txt in one directory and pass --tokenizer DIR")
+                raise UsageError(
+                    f"{mine} differs from the real GPT-2 files; put your vocab.json and "
+                    "merges.txt in one directory and pass --tokenizer DIR"
+                )
         return "gpt2"
     if not args.tokenizer_model:
         raise UsageError(f"--tokenizer-type {args.tokenizer_type} needs --tokenizer-model PATH")
@@ -160,12 +234,17 @@ def run(args: argparse.Namespace) -> int:
         summary = build_index(config)
     except DataprepError as e:
         if config.work_dir.exists():
-            e.args = (f"{e}\n(the build stopped; finished input files are kept in {config.work_dir}: fix the "
-                      "input and rerun with --resume, or use --overwrite to start again)",)
+            e.args = (
+                f"{e}\n(the build stopped; finished input files are kept in {config.work_dir}: fix the "
+                "input and rerun with --resume, or use --overwrite to start again)",
+            )
         raise
     except KeyboardInterrupt:
         if config.work_dir.exists():
-            print(f"interrupted; rerun with --resume to continue from {config.work_dir}", file=sys.stderr)
+            print(
+                f"interrupted; rerun with --resume to continue from {config.work_dir}",
+                file=sys.stderr,
+            )
         raise
     print(summary.format())
     return 0

@@ -10,7 +10,9 @@ import numpy as np
 
 from dataprep.errors import UsageError
 
-HELP = "show counts, dtype, length percentiles, the build manifest, and decode documents of a dataset"
+HELP = (
+    "show counts, dtype, length percentiles, the build manifest, and decode documents of a dataset"
+)
 DESCRIPTION = """\
 Summarise a Megatron indexed dataset {PREFIX}.bin/.idx: documents, sequences, tokens, dtype, sequence and
 document length percentiles, and the build manifest written by build-index (inputs, tokenizer, skips).
@@ -23,10 +25,20 @@ examples:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("prefix", metavar="PREFIX", help="dataset prefix (PREFIX.bin and PREFIX.idx)")
-    p.add_argument("--doc", type=int, action="append", default=[], metavar="I",
-                   help="decode document I (negative counts from the end; repeatable)")
-    p.add_argument("--max-chars", type=int, default=2000,
-                   help="truncate decoded text to this many characters (default: 2000; 0 = no limit)")
+    p.add_argument(
+        "--doc",
+        type=int,
+        action="append",
+        default=[],
+        metavar="I",
+        help="decode document I (negative counts from the end; repeatable)",
+    )
+    p.add_argument(
+        "--max-chars",
+        type=int,
+        default=2000,
+        help="truncate decoded text to this many characters (default: 2000; 0 = no limit)",
+    )
     p.add_argument("--tokenizer", help="tokenizer for decoding (default: from the build manifest)")
     p.add_argument("--manifest", action="store_true", help="print the whole build manifest")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -42,7 +54,10 @@ def summarize(reader) -> dict:
     def percentiles(a: np.ndarray) -> dict[str, int]:
         if a.size == 0:
             return {}
-        return {f"p{q}": int(v) for q, v in zip(pct, np.percentile(a, pct, method="nearest"), strict=True)}
+        return {
+            f"p{q}": int(v)
+            for q, v in zip(pct, np.percentile(a, pct, method="nearest"), strict=True)
+        }
 
     return {
         "prefix": reader.path_prefix,
@@ -69,17 +84,27 @@ def run(args: argparse.Namespace) -> int:
 
         spec = args.tokenizer or (manifest or {}).get("tokenizer", {}).get("spec")
         if spec is None:
-            raise UsageError(f"{args.prefix} has no build manifest; pass --tokenizer to decode documents")
+            raise UsageError(
+                f"{args.prefix} has no build manifest; pass --tokenizer to decode documents"
+            )
         tok = load_tokenizer(spec)
-        prov = np.load(provenance_path(args.prefix), mmap_mode="r") if provenance_path(args.prefix).exists() \
+        prov = (
+            np.load(provenance_path(args.prefix), mmap_mode="r")
+            if provenance_path(args.prefix).exists()
             else None
+        )
         for i in args.doc:
             n = info["documents"]
             j = i + n if i < 0 else i
             if not 0 <= j < n:
                 raise UsageError(f"--doc {i}: the dataset has {n} documents (0..{n - 1})")
             ids = reader.get_document(j)
-            entry = {"document": j, "num_tokens": int(ids.size), "ids": ids.tolist(), "text": tok.decode(ids)}
+            entry = {
+                "document": j,
+                "num_tokens": int(ids.size),
+                "ids": ids.tolist(),
+                "text": tok.decode(ids),
+            }
             if prov is not None and manifest is not None and j < len(prov):
                 file_index, line = (int(x) for x in prov[j])
                 entry["source"] = {"file": manifest["inputs"][file_index]["name"], "line": line}
@@ -90,17 +115,26 @@ def run(args: argparse.Namespace) -> int:
             out["decoded"] = documents
         print(json.dumps(out, ensure_ascii=False))
         return 0
-    print(f"{info['prefix']}: {info['documents']:,} documents, {info['sequences']:,} sequences, "
-          f"{info['tokens']:,} tokens, dtype {info['dtype']}, .bin {info['bin_bytes'] / 1e6:,.1f} MB")
+    print(
+        f"{info['prefix']}: {info['documents']:,} documents, {info['sequences']:,} sequences, "
+        f"{info['tokens']:,} tokens, dtype {info['dtype']}, .bin {info['bin_bytes'] / 1e6:,.1f} MB"
+    )
     for name in ("sequence_length", "document_length"):
         p = info[name]
         if p:
-            print(f"  {name.replace('_', ' ')} (tokens): " + ", ".join(f"{k} {v:,}" for k, v in p.items()))
+            print(
+                f"  {name.replace('_', ' ')} (tokens): "
+                + ", ".join(f"{k} {v:,}" for k, v in p.items())
+            )
     if manifest:
         tok = manifest.get("tokenizer", {})
-        print(f"  tokenizer: {tok.get('spec')} (vocab {tok.get('vocab_size')}, {tok.get('identity')})")
-        print(f"  built {manifest.get('created')} from {len(manifest.get('inputs', []))} input file(s); "
-              f"largest token id {manifest.get('max_token_id')}")
+        print(
+            f"  tokenizer: {tok.get('spec')} (vocab {tok.get('vocab_size')}, {tok.get('identity')})"
+        )
+        print(
+            f"  built {manifest.get('created')} from {len(manifest.get('inputs', []))} input file(s); "
+            f"largest token id {manifest.get('max_token_id')}"
+        )
         skipped = manifest.get("skipped_documents") or {}
         if skipped:
             print("  skipped documents: " + ", ".join(f"{k}={v:,}" for k, v in skipped.items()))
@@ -112,6 +146,9 @@ def run(args: argparse.Namespace) -> int:
         src = f" from {d['source']['file']}:{d['source']['line']}" if "source" in d else ""
         text = d["text"]
         if args.max_chars and len(text) > args.max_chars:
-            text = text[: args.max_chars] + f"... [{len(d['text']) - args.max_chars:,} more characters]"
+            text = (
+                text[: args.max_chars]
+                + f"... [{len(d['text']) - args.max_chars:,} more characters]"
+            )
         print(f"\n--- document {d['document']} ({d['num_tokens']:,} tokens){src}\n{text}")
     return 0
