@@ -1,5 +1,5 @@
-"""Tensor parallelism (trainer/parallel.py): TP=2 over 2 gloo ranks against the plain TP=1 model, and TP=1
-without any process group."""
+"""Tensor parallelism (trainer/parallel.py): TP=2 over 2 gloo ranks against the plain TP=1 model,
+and TP=1 without any process group."""
 
 from __future__ import annotations
 

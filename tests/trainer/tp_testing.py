@@ -1,5 +1,5 @@
-"""Helpers for the trainer model / tensor-parallel / checkpoint tests: tiny configs, synthetic batches,
-a training step, and a 2-rank gloo launcher (`torch.multiprocessing.spawn`).
+"""Helpers for the trainer model / tensor-parallel / checkpoint tests: tiny configs, synthetic
+batches, a training step, and a 2-rank gloo launcher (`torch.multiprocessing.spawn`).
 
 Worker functions passed to `run_distributed` must live at module level of an importable module (the
 spawned children import them by name).
@@ -101,7 +101,8 @@ def _entry(rank: int, fn, port: int, world: int, marker_dir: str, args: tuple) -
 
 
 def run_distributed(fn, *args, tmp_path: Path, nprocs: int = 2) -> None:
-    """Run fn(rank, *args) on `nprocs` gloo ranks; a failing rank fails the test with its traceback."""
+    """Run fn(rank, *args) on `nprocs` gloo ranks; a failing rank fails the test with its
+    traceback."""
     markers = tmp_path / "markers"
     markers.mkdir(exist_ok=True)
     mp.spawn(_entry, args=(fn, free_port(), nprocs, str(markers), args), nprocs=nprocs, join=True)
