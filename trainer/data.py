@@ -16,8 +16,8 @@ steps while the current one trains; `BatchLoader.wait_s` is the time the loop sp
 from __future__ import annotations
 
 import logging
+import math
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -145,14 +145,11 @@ def micro_batch_indices(
 
 
 def split_bounds(split: str, n: int, index: int) -> tuple[int, int]:
-    """Megatron's split string ("969,30,1") -> [begin, end) of part `index` over n items (formats.md §3.1)."""
-    parts = [float(x) for x in re.findall(r"[.0-9]+", split)]
-    if not parts or len(parts) > 3 or sum(parts) <= 0:
-        raise UsageError(f"--split {split!r}: expected up to 3 non-negative weights like 969,30,1")
-    parts += [0.0] * (3 - len(parts))
-    total = sum(parts)
-    edges = np.cumsum([0.0] + [p / total for p in parts])
-    return int(round(edges[index] * n)), int(round(edges[index + 1] * n))
+    """[begin, end) of part `index` (0 train, 1 valid, 2 test) of Megatron's split over n items."""
+    from dataprep.sampling.split import split_ranges
+
+    span = split_ranges(split, n)[index]
+    return (0, 0) if span is None else span
 
 
 # ------------------------------------------------------------------------------------------- sources
@@ -194,7 +191,10 @@ def blend_indices(weights: Sequence[float], size: int) -> tuple[np.ndarray, np.n
 
 
 class GPTSource:
-    """GPT windows of the chosen split (`dataprep.sampling.gpt.build_gpt_samples`)."""
+    """GPT windows of the train split (`dataprep.sampling.gpt.GPTSamples`), blended if weighted.
+
+    A blend asks each dataset for ceil(ceil(num_samples * w) * 1.005) samples, as megatron-core.
+    """
 
     def __init__(
         self,
@@ -206,29 +206,32 @@ class GPTSource:
         seed: int,
         cache_dir: str | None = None,
     ) -> None:
-        from dataprep.sampling.gpt import build_gpt_samples
+        from dataprep.sampling.gpt import GPTSamples, GPTSamplesConfig
 
         self.seq_length = seq_length
-        self.samples = build_gpt_samples(
-            list(data_path),
-            seq_length=seq_length,
-            num_samples=num_samples,
-            split=split,
-            split_name="train",
-            seed=seed,
-            cache_dir=cache_dir,
-        )
-        if len(self.samples) == 0:
-            raise DataprepError(
-                f"dataset {' '.join(data_path)}: the train split holds no window of seq length "
-                f"{seq_length} + 1 tokens: use more data, a shorter --seq-length or another --split"
+        blend = parse_data_path(data_path)
+        config = GPTSamplesConfig(seq_length=seq_length, seed=seed, split=split, cache_dir=cache_dir)
+        self.datasets = []
+        for w, prefix in blend:
+            want = num_samples if len(blend) == 1 else math.ceil(math.ceil(num_samples * w) * 1.005)
+            self.datasets.append(
+                GPTSamples(prefix, num_samples=want, split_name="train", config=config)
             )
+        self.blend = (
+            blend_indices([w for w, _ in blend], num_samples) if len(blend) > 1 else None
+        )
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return sum(len(d) for d in self.datasets)
 
     def get(self, k: int) -> np.ndarray:
-        return np.asarray(self.samples[int(k) % len(self.samples)])
+        k = int(k)
+        if self.blend is not None and k < self.blend[0].size:
+            d, j = int(self.blend[0][k]), int(self.blend[1][k])
+        else:
+            d, j = 0, k
+        ds = self.datasets[d]
+        return np.asarray(ds[j % len(ds)])
 
     def collate(self, items: Sequence[np.ndarray]) -> GPTBatch:
         return collate_gpt(items)

@@ -77,7 +77,7 @@ def test_shift_right_matches_the_model_helper():
     assert shift_right_np(labels).tolist() == shift_right(torch.from_numpy(labels)).tolist()
 
 
-@pytest.mark.parametrize("split", ["969,30,1", "98,2,0", "1", "50,50", "0.7 0.2 0.1"])
+@pytest.mark.parametrize("split", ["969,30,1", "98,2,0", "1", "50,50", "0.7,0.2,0.1"])
 @pytest.mark.parametrize("n", [1, 10, 997])
 def test_split_bounds_match_megatron_core(split, n):
     from megatron.core.datasets.blended_megatron_dataset_config import (
@@ -85,7 +85,7 @@ def test_split_bounds_match_megatron_core(split, n):
         parse_and_normalize_split,
     )
 
-    matrix = convert_split_vector_to_split_matrix(parse_and_normalize_split(split.replace(" ", ",")))
+    matrix = convert_split_vector_to_split_matrix(parse_and_normalize_split(split))
     for i, bookends in enumerate(matrix):
         expected = (0, 0) if bookends is None else (int(round(bookends[0] * n)),
                                                     int(round(bookends[1] * n)))
