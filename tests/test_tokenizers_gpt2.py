@@ -2,6 +2,7 @@
 
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -249,3 +250,26 @@ def test_toy_corpora_equal_hf_tokenizers(tok, hf_ref):
     assert sum(len(t.encode()) for t in texts) > 3_000_000
     ours, ref = tok.encode_batch(texts), hf_ids(hf_ref, texts)
     assert sum(a == b for a, b in zip(ours, ref, strict=True)) == len(texts)
+
+
+def test_fast_rank_loading_equals_tiktoken_merge_replay():
+    import json
+
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+
+    from dataprep.tokenizers.gpt2 import ranks_from_vocab
+
+    d = Path(__file__).resolve().parents[1] / "tokenizer_assets" / "gpt2"
+    vocab = json.loads((d / "vocab.json").read_text(encoding="utf-8"))
+    expected = data_gym_to_mergeable_bpe_ranks(str(d / "merges.txt"), str(d / "vocab.json"))
+    assert ranks_from_vocab(vocab) == expected
+
+
+def test_encode_numpy_equals_encode():
+    from dataprep.tokenizers import load_tokenizer
+
+    tok = load_tokenizer("gpt2")
+    texts = ["Hello world", "", "a <|endoftext|> b", "日本語 👩‍👩‍👧 \r\n\t  x", "'s 'll\t'thou"]
+    arrays = tok.encode_numpy(texts)
+    assert [a.tolist() for a in arrays] == [tok.encode(t) for t in texts]
+    assert all(a.dtype.kind in "iu" for a in arrays)

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
+
 from dataprep.errors import DataprepError, UsageError
 
 ASSETS_DIR = Path(__file__).resolve().parents[2] / "tokenizer_assets"
@@ -49,6 +51,8 @@ class Tokenizer(Protocol):
     def encode(self, text: str) -> list[int]: ...
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]: ...
+
+    def encode_numpy(self, texts: Sequence[str]) -> list[np.ndarray]: ...
 
     def decode(self, ids: Sequence[int]) -> str: ...
 
@@ -86,6 +90,10 @@ class TokenizerBase:
             "bos_id": self.bos_id,
             "n_sentinels": len(self.sentinel_ids),
         }
+
+    def encode_numpy(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Encode many texts into integer arrays (the build's hot path); backends may override."""
+        return [np.asarray(ids, dtype=np.int64) for ids in self.encode_batch(texts)]
 
     def __repr__(self) -> str:
         return (
