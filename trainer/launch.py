@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,10 +77,12 @@ def launch_local(
     threads_per_rank: int | None = None,
     poll_s: float = 0.05,
     grace_s: float = 5.0,
+    check: Callable[[], None] | None = None,
 ) -> int:
     """Run `target` ("module:function", returning an exit code) in `nproc` local ranks; their worst code.
 
     The first rank to fail decides the code; the others get SIGTERM, then SIGKILL after `grace_s`.
+    `check()` runs in this process once the ranks are started; if it raises, they are stopped.
     """
     if nproc < 1:
         raise UsageError(f"--nproc-per-node must be >= 1, got {nproc}")
@@ -113,6 +116,8 @@ def launch_local(
         )
     failed: int | None = None
     try:
+        if check is not None:  # runs while the ranks import torch; its exception stops them
+            check()
         while True:
             codes = [p.poll() for p in procs]
             bad = [(r, c) for r, c in enumerate(codes) if c not in (None, 0)]
@@ -126,6 +131,9 @@ def launch_local(
             time.sleep(poll_s)
     except KeyboardInterrupt:
         failed = 130
+    except BaseException:
+        _stop(procs, grace_s)
+        raise
     _stop(procs, grace_s)
     return failed if failed and failed > 0 else 1
 

@@ -292,12 +292,15 @@ def run(config: TrainConfig) -> int:
     if nproc is None:
         nproc = 1 if dist_env() is not None else config.tensor_model_parallel_size
     if nproc > 1 and dist_env() is None:
-        _validate_before_launch(config, nproc)
+        from trainer.launch import check_world
+
+        check_world(nproc, config.tensor_model_parallel_size)
         return launch_local(
             nproc,
             "trainer.train:worker_main",
             config.to_json(),
             threads_per_rank=config.num_threads,
+            check=lambda: _validate_before_launch(config, nproc),
         )
     train(config)
     return 0
@@ -325,8 +328,10 @@ def _validate_before_launch(config: TrainConfig, nproc: int) -> None:
     from trainer.launch import check_world
 
     check_world(nproc, config.tensor_model_parallel_size)
-    kind, model_config = resolve_model_config(config, vocab_size=None)
+    info = inspect_data(config)
+    kind, model_config = resolve_model_config(config, vocab_size=info.vocab_size)
     check_tp_layout(kind, model_config, config.tensor_model_parallel_size)
+    _check_lengths(config, kind, model_config)
 
 
 # ------------------------------------------------------------------------------------------ model config
