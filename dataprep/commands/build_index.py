@@ -151,7 +151,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="when stderr is not a terminal, log progress every N documents (default: 10000)",
     )
     g.add_argument(
-        "--chunk-mb", type=float, default=1.0, help="MB of text per tokenizer task (default: 1)"
+        "--chunk-mb", type=float, default=0.25, help="MB of text per tokenizer task (default: 0.25)"
     )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
