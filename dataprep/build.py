@@ -520,7 +520,8 @@ def build_index(config: BuildConfig) -> BuildSummary:
                     pending.append((pool.apply_async(encode_chunk, (task,)), lines, nbytes))
                 drain(max_pending)
             drain(0)
-            if file_docs == 0 and not file_stats.empty_files:
+            skipped_whole = file_stats.empty_files or any(file_stats.files_skipped.values())
+            if file_docs == 0 and not skipped_whole:
                 log.warning("%s: no documents written from this file", path)
             read_stats.merge(file_stats)
             inputs[file_index]["documents"] = file_stats.documents
