@@ -170,9 +170,9 @@ def tokenizer_spec(args: argparse.Namespace) -> str:
     if args.tokenizer_type == "GPT2BPETokenizer":
         if not (args.vocab_file and args.merge_file):
             return "gpt2"
-        from pathlib import Path
+        from dataprep.tokenizers.base import ASSETS_DIR
 
-        shipped = Path(__file__).resolve().parents[2] / "tokenizer_assets" / "gpt2"
+        shipped = ASSETS_DIR / "gpt2"
         for mine, theirs in (
             (args.vocab_file, shipped / "vocab.json"),
             (args.merge_file, shipped / "merges.txt"),

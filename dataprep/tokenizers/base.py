@@ -20,7 +20,13 @@ import numpy as np
 
 from dataprep.errors import DataprepError, UsageError
 
-ASSETS_DIR = Path(__file__).resolve().parents[2] / "tokenizer_assets"
+def _assets_dir() -> Path:
+    """tokenizer_assets/ of the checkout, or its copy installed as dataprep/_assets (wheel installs)."""
+    checkout = Path(__file__).resolve().parents[2] / "tokenizer_assets"
+    return checkout if checkout.is_dir() else Path(__file__).resolve().parents[1] / "_assets"
+
+
+ASSETS_DIR = _assets_dir()
 
 # shipped tokenizers: spec name -> what it is (for help and error messages)
 SHIPPED: dict[str, str] = {
