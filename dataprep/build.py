@@ -350,7 +350,7 @@ def build_index(config: BuildConfig) -> BuildSummary:
     """Run a whole build; raises DataprepError subclasses for user mistakes and bad data."""
     from dataprep.indexed import IndexedDatasetWriter
     from dataprep.indexed.format import optimal_dtype
-    from dataprep.indexed.writer import WriterState
+    from dataprep.indexed.writer import WriterState, bin_tmp_path
     from dataprep.readers import ReadStats, expand_inputs, iter_documents
     from dataprep.tokenizers import load_tokenizer
 
@@ -532,6 +532,15 @@ def build_index(config: BuildConfig) -> BuildSummary:
         seconds = time.perf_counter() - start
         for key, w in writers.items():
             w.close()
+    except BaseException:
+        if not state_file.exists():
+            # nothing finished that --resume could reuse: leave no trace of this build
+            for w in writers.values():
+                w.abort()
+            for prefix in outputs.values():
+                bin_tmp_path(prefix).unlink(missing_ok=True)
+            shutil.rmtree(work, ignore_errors=True)
+        raise
     finally:
         for w in writers.values():
             w.abort()  # no-op for closed writers; keeps .bin.tmp of unfinished ones for --resume

@@ -157,6 +157,7 @@ def test_bad_record_stops_with_file_and_line(tmp_path, capsys):
     assert "bad.jsonl.zst:3" in err and "Traceback" not in err
     assert not Path(str(out) + "_text_document.bin").exists()
     assert not Path(str(out) + "_text_document.idx").exists()
+    assert list(tmp_path.glob("o*")) == []  # nothing finished, so nothing is left behind
     # skipping counts the record instead
     assert (
         run_build(
