@@ -2,15 +2,19 @@
 
     python benchmarks/build_index.py [--mb 20] [--workers 2] [--megatron /path/to/Megatron-LM]
 
-One run, same text, same cores. Columns (MB = 10^6 UTF-8 bytes of document text, wall-clock seconds):
-  raw encoder      tiktoken GPT-2 on texts already in memory: `encode_to_numpy` in `workers` processes,
-                   and `encode_ordinary_batch` with `workers` threads in one process; the faster one is
+One run, same text, same cores. Columns (MB = 10^6 UTF-8 bytes of document text, wall-clock
+seconds): raw encoder      tiktoken GPT-2 on texts already in memory: `encode_to_numpy` in `workers`
+processes,
+                   and `encode_ordinary_batch` with `workers` threads in one process; the
+                   faster one is
                    the reference. No reading, no writing, no start-up.
-  ours end to end  `dataprep build-index` as a subprocess: .jsonl.zst in -> .bin/.idx out, start-up included
-  Megatron-LM      `tools/preprocess_data.py --workers N` on the same documents as plain .jsonl (it cannot read
+ours end to end  `dataprep build-index` as a subprocess: .jsonl.zst in -> .bin/.idx out, start-up
+included Megatron-LM      `tools/preprocess_data.py --workers N` on the same documents as plain
+.jsonl (it cannot read
                    zstd), start-up included; skipped unless --megatron PATH is given
-Then peak RSS of our build (main process and largest worker) for two inputs 10x apart: it must not grow.
-The corpus is the shipped Pile toy corpus (real text) repeated in reshuffled order up to --mb megabytes.
+Then peak RSS of our build (main process and largest worker) for two inputs 10x apart: it must not
+grow. The corpus is the shipped Pile toy corpus (real text) repeated in reshuffled order up to --mb
+megabytes.
 """
 
 from __future__ import annotations
@@ -139,7 +143,8 @@ def megatron(megatron_root: Path, plain: Path, work: Path, workers: int) -> dict
     script = megatron_root / "tools" / "preprocess_data.py"
     if not script.exists():
         raise SystemExit(f"--megatron {megatron_root}: no tools/preprocess_data.py there")
-    # offline set-up from environment.md §7: AutoTokenizer("gpt2") reads ./gpt2/, typing.override shim for 3.11
+    # offline set-up from environment.md §7: AutoTokenizer("gpt2") reads ./gpt2/,
+    # and a typing.override shim lets Megatron HEAD run on Python 3.11
     (work / "gpt2").mkdir(exist_ok=True)
     for name in ("vocab.json", "merges.txt"):
         shutil.copy(GPT2 / name, work / "gpt2" / name)
@@ -212,7 +217,7 @@ def main() -> None:
         print(f"{'ours end to end (zst -> .bin/.idx)':<44}{ours_mbs:>8.2f}")
         loop_mbs = nbytes / run["loop"] / 1e6
         print(
-            f"{'  the same without start-up (' + format(run['wall'] - run['loop'], '.2f') + ' s)':<44}"
+            f"{'  without start-up (' + format(run['wall'] - run['loop'], '.2f') + ' s)':<44}"
             f"{loop_mbs:>8.2f}"
         )
         if mlm:

@@ -1,14 +1,16 @@
 """`build_index`: read documents -> tokenize -> write Megatron `.bin/.idx` (formats.md §1, §2).
 
-Outputs `{output_prefix}_{key}_{document|sentence}.bin/.idx` per JSON key, as Megatron's preprocess_data.py,
-each with a manifest `{prefix}.json` (counts, skips by reason, inputs with size and sha256, tokenizer identity,
-largest token id) and `{prefix}.provenance.npy` (int64 rows `(input index, line)`, one per written document).
+Outputs `{output_prefix}_{key}_{document|sentence}.bin/.idx` per JSON key, as Megatron's
+preprocess_data.py, each with a manifest `{prefix}.json` (counts, skips by reason, inputs with size
+and sha256, tokenizer identity, largest token id) and `{prefix}.provenance.npy` (int64 rows `(input
+index, line)`, one per written document).
 
-Parallelism: the main process reads and parses records (about 100x faster than BPE), groups them into chunks of
-about `chunk_bytes` of text, and hands the chunks to `workers` processes that tokenize; results are written in
-submission order, so the bytes do not depend on `workers`. Resumability: `.bin` data goes to temporary names;
-after each input file the writers' state is saved to `{output_prefix}.dataprep-build/`, and `--resume`
-truncates back to the last finished file and continues there. Real names appear only when the build completes.
+Parallelism: the main process reads and parses records (about 100x faster than BPE), groups them
+into chunks of about `chunk_bytes` of text, and hands the chunks to `workers` processes that
+tokenize; results are written in submission order, so the bytes do not depend on `workers`.
+Resumability: `.bin` data goes to temporary names; after each input file the writers' state is saved
+to `{output_prefix}.dataprep-build/`, and `--resume` truncates back to the last finished file and
+continues there. Real names appear only when the build completes.
 """
 
 from __future__ import annotations
@@ -37,8 +39,10 @@ from dataprep.manifest import manifest_path, provenance_path, write_json_atomic
 log = logging.getLogger(__name__)
 
 # A document longer than this (characters) is tokenized in pieces cut before a space that follows a
-# non-space and precedes a non-space; GPT-2's pre-tokenizer never joins across such a cut, so the ids are
-# the same, while memory stays bounded (a 100 MB document would otherwise become one 25M-element list).
+# non-space and precedes a non-space; GPT-2's pre-tokenizer never joins across such a cut, so the
+# ids
+# are the same, while memory stays bounded (a 100 MB document would otherwise become one 25M-element
+# list).
 LONG_DOCUMENT_CHARS = 4_000_000
 LONG_DOCUMENT_PIECE = 1_000_000
 
@@ -145,7 +149,7 @@ class BuildSummary:
         return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # worker side
 
 _WORKER_TOKENIZER = None
@@ -159,7 +163,7 @@ def _init_worker(spec: str) -> None:
 
 
 def _split_long(text: str) -> list[str]:
-    """Cut a very long text before spaces that sit between two non-space characters (see module doc)."""
+    """Cut a very long text before spaces between two non-space characters (see module doc)."""
     pieces, start = [], 0
     while len(text) - start > LONG_DOCUMENT_PIECE:
         cut = start + LONG_DOCUMENT_PIECE
@@ -191,8 +195,9 @@ def _encode_texts(tokenizer, texts: list[str]) -> list[np.ndarray]:
 def encode_chunk(task: dict[str, Any], tokenizer=None) -> dict[str, Any]:
     """Tokenize one chunk of documents for every key.
 
-    Returns per key: `tokens` (flat int64), `doc_lengths` (tokens per written document), `seq_lengths`
-    (tokens per sequence), `seqs_per_doc`, and `empty` (positions in the chunk of documents that tokenized
+    Returns per key: `tokens` (flat ids), `doc_lengths` (tokens per written document),
+    `seq_lengths` (tokens per sequence), `seqs_per_doc`, and `empty` (positions in the chunk of
+    documents that tokenized
     to nothing and are not written).
     """
     tok = tokenizer if tokenizer is not None else _WORKER_TOKENIZER
@@ -233,11 +238,12 @@ def encode_chunk(task: dict[str, Any], tokenizer=None) -> dict[str, Any]:
             "seq_lengths": seq_lengths_a,
             "seqs_per_doc": seqs_per_doc_a,
             "empty": empty,
+            "text_bytes": sum(len(t.encode("utf-8")) for t in texts),  # for MB/s
         }
     return results
 
 
-# ---------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # main side
 
 
@@ -319,6 +325,55 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class _Sink:
+    """Writes tokenized chunks, in submission order, to the writers; keeps counts and provenance."""
+
+    def __init__(self, writers, stats, provenance, progress, *, split_sentences: bool) -> None:
+        self.writers = writers
+        self.stats = stats
+        self.provenance = provenance
+        self.progress = progress
+        self.split_sentences = split_sentences
+        self.text_bytes = 0
+
+    def write(self, file_index: int, result: dict[str, Any], lines: dict[str, list[int]]) -> int:
+        """Write one chunk's documents for every key; returns how many documents it held."""
+        ndocs = ntok = nbytes = 0
+        for key, r in result.items():
+            s = self.stats[key]
+            keep = np.ones(len(lines[key]), dtype=bool)
+            if r["empty"]:
+                keep[r["empty"]] = False
+                s.skip("empty_after_tokenization", len(r["empty"]))
+            if r["tokens"].size:
+                s.max_token_id = max(s.max_token_id, int(r["tokens"].max()))
+            self._add(self.writers[key], r)
+            kept = np.asarray(lines[key], dtype=np.int64)[keep]
+            rows = np.stack([np.full(kept.size, file_index, np.int64), kept], axis=1)
+            self.provenance[key].append(rows)
+            s.documents += int(kept.size)
+            s.sequences += int(r["seq_lengths"].size)
+            s.tokens += int(r["tokens"].size)
+            ndocs = max(ndocs, int(kept.size))
+            ntok += int(r["tokens"].size)
+            nbytes += r["text_bytes"]
+        self.text_bytes += nbytes
+        self.progress.update(file_index, ndocs, ntok, nbytes)
+        return ndocs
+
+    def _add(self, writer, r: dict[str, Any]) -> None:
+        if not self.split_sentences:
+            writer.add_documents(r["tokens"], r["doc_lengths"])
+            return
+        seq_pos = tok_pos = 0
+        for nseq in r["seqs_per_doc"]:
+            lengths = r["seq_lengths"][seq_pos : seq_pos + nseq]
+            n = int(lengths.sum())
+            writer.add_document(r["tokens"][tok_pos : tok_pos + n], sequence_lengths=lengths)
+            seq_pos += nseq
+            tok_pos += n
 
 
 def _iter_chunks(
@@ -442,8 +497,9 @@ def build_index(config: BuildConfig) -> BuildSummary:
             ctx = multiprocessing.get_context("spawn")
             pool = ctx.Pool(config.workers, initializer=_init_worker, initargs=(tokenizer.spec,))
     progress = _Progress(config.progress, config.log_interval, len(files))
+    sink = _Sink(writers, stats, provenance, progress, split_sentences=config.split_sentences)
+    max_pending = 2 * config.workers + 2  # tasks in flight: enough to keep every worker busy
     start = time.perf_counter()
-    text_bytes = 0
     try:
         for file_index in range(done_files, len(files)):
             path = files[file_index]
@@ -460,52 +516,6 @@ def build_index(config: BuildConfig) -> BuildSummary:
             )
             file_docs = 0
             pending: collections.deque = collections.deque()
-            max_pending = 2 * config.workers + 2
-
-            def drain(limit: int) -> None:
-                nonlocal text_bytes, file_docs
-                while len(pending) > limit:
-                    result, lines, nbytes = pending.popleft()
-                    if pool is not None:
-                        result = result.get()
-                    ndocs = ntok = 0
-                    for key, r in result.items():
-                        s = stats[key]
-                        keep = np.ones(len(lines[key]), dtype=bool)
-                        if r["empty"]:
-                            keep[r["empty"]] = False
-                            s.skip("empty_after_tokenization", len(r["empty"]))
-                        if r["tokens"].size:
-                            s.max_token_id = max(s.max_token_id, int(r["tokens"].max()))
-                        w = writers[key]
-                        if config.split_sentences:
-                            seq_pos = 0
-                            tok_pos = 0
-                            for nseq in r["seqs_per_doc"]:
-                                lens = r["seq_lengths"][seq_pos : seq_pos + nseq]
-                                n = int(lens.sum())
-                                w.add_document(
-                                    r["tokens"][tok_pos : tok_pos + n], sequence_lengths=lens
-                                )
-                                seq_pos += nseq
-                                tok_pos += n
-                        else:
-                            w.add_documents(r["tokens"], r["doc_lengths"])
-                        kept_lines = np.asarray(lines[key], dtype=np.int64)[keep]
-                        provenance[key].append(
-                            np.stack(
-                                [np.full(kept_lines.size, file_index, np.int64), kept_lines], axis=1
-                            )
-                        )
-                        s.documents += int(kept_lines.size)
-                        s.sequences += int(r["seq_lengths"].size)
-                        s.tokens += int(r["tokens"].size)
-                        ndocs = max(ndocs, int(kept_lines.size))
-                        ntok += int(r["tokens"].size)
-                    text_bytes += nbytes
-                    file_docs += ndocs
-                    progress.update(file_index, ndocs, ntok, nbytes)
-
             for texts, lines in _iter_chunks(docs, config.json_keys, config.chunk_bytes, stats):
                 task = {
                     "texts": texts,
@@ -513,13 +523,16 @@ def build_index(config: BuildConfig) -> BuildSummary:
                     "keep_newlines": config.keep_newlines,
                     "append_eod": config.append_eod,
                 }
-                nbytes = sum(len(t) for ts in texts.values() for t in ts)
                 if pool is None:
-                    pending.append((encode_chunk(task, tokenizer), lines, nbytes))
-                else:
-                    pending.append((pool.apply_async(encode_chunk, (task,)), lines, nbytes))
-                drain(max_pending)
-            drain(0)
+                    file_docs += sink.write(file_index, encode_chunk(task, tokenizer), lines)
+                    continue
+                pending.append((pool.apply_async(encode_chunk, (task,)), lines))
+                while len(pending) > max_pending:
+                    result, lines_ = pending.popleft()
+                    file_docs += sink.write(file_index, result.get(), lines_)
+            while pending:
+                result, lines_ = pending.popleft()
+                file_docs += sink.write(file_index, result.get(), lines_)
             skipped_whole = file_stats.empty_files or any(file_stats.files_skipped.values())
             if file_docs == 0 and not skipped_whole:
                 log.warning("%s: no documents written from this file", path)
@@ -530,7 +543,7 @@ def build_index(config: BuildConfig) -> BuildSummary:
                 work, fingerprint, file_index + 1, stats, read_stats, inputs, provenance, writers
             )
         seconds = time.perf_counter() - start
-        for key, w in writers.items():
+        for w in writers.values():
             w.close()
     except BaseException:
         if not state_file.exists():
@@ -586,7 +599,7 @@ def build_index(config: BuildConfig) -> BuildSummary:
         read=read_dict,
         inputs=inputs,
         seconds=seconds,
-        text_bytes=text_bytes,
+        text_bytes=sink.text_bytes,
     )
 
 
@@ -600,7 +613,7 @@ def _save_state(
     provenance: dict[str, list[np.ndarray]],
     writers,
 ) -> None:
-    """Checkpoint after a finished input file: writers flushed, arrays saved, state.json renamed last."""
+    """Checkpoint after a finished input file: writers flushed, arrays saved, state.json last."""
     for key, w in writers.items():
         w.state().save(work / f"{key}.writer.npz")
         prov = np.concatenate(provenance[key]) if provenance[key] else np.zeros((0, 2), np.int64)

@@ -1,8 +1,9 @@
 """The `dataprep` command line: a thin dispatcher over `dataprep/commands/*.py`.
 
-Each command module defines `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`, and imports
-nothing heavy at module level, so `dataprep --help` stays fast. User mistakes raise `DataprepError` and are
-printed as one line; the exit code is 0 on success, 1 on bad data, 2 on bad usage.
+Each command module defines `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`, and
+imports nothing heavy at module level, so `dataprep --help` stays fast. User mistakes raise
+`DataprepError` and are printed as one line; the exit code is 0 on success, 1 on bad data, 2 on bad
+usage.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ def _available_commands() -> dict[str, object]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dataprep",
-        description="Prepare LLM pretraining data in Megatron's .bin/.idx format, look at it, train on it.",
+        description=(
+            "Prepare LLM pretraining data in Megatron's .bin/.idx format, look at it, train on it."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"dataprep {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")

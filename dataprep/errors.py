@@ -47,7 +47,10 @@ class ReadError(DataprepError):
 
     def __reduce__(self):
         # keep the structured fields when the error crosses a process boundary (worker pools)
-        return (_rebuild_read_error, (self.path, self.reason, self.line, self.offset, self.kind, self.args))
+        return (
+            _rebuild_read_error,
+            (self.path, self.reason, self.line, self.offset, self.kind, self.args),
+        )
 
 
 def _rebuild_read_error(path, reason, line, offset, kind, args) -> ReadError:

@@ -1,8 +1,9 @@
 """The build manifest: a JSON sidecar `{prefix}.json` next to every `{prefix}.bin/.idx` we write.
 
-It records what a dataset is made of (inputs with sizes and sha256, tokenizer identity, counts, skips by
-reason, the largest token id) so later stages can find the tokenizer without being told, and a person can
-see where the data came from. Per-document provenance lives beside it in `{prefix}.provenance.npy`.
+It records what a dataset is made of (inputs with sizes and sha256, tokenizer identity, counts,
+skips by reason, the largest token id) so later stages can find the tokenizer without being told,
+and a person can see where the data came from. Per-document provenance lives beside it in
+`{prefix}.provenance.npy`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def provenance_path(prefix: str | os.PathLike) -> Path:
 
 
 def load_manifest(prefix: str | os.PathLike) -> dict[str, Any] | None:
-    """The manifest of a dataset prefix, or None when the dataset has none (e.g. made by Megatron)."""
+    """The manifest of a dataset prefix, or None when it has none (e.g. made by Megatron)."""
     path = manifest_path(prefix)
     if not path.exists():
         return None

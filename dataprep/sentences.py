@@ -1,13 +1,15 @@
 """Sentence splitting for `build-index --split-sentences`.
 
-Megatron uses NLTK punkt with the English model, which cannot be fetched here and is English-only. This is a
-small rule-based splitter instead: a sentence ends after `.`, `!`, `?` or `…` (optionally followed by closing
-quotes/brackets) when whitespace and then a capital letter, digit, opening quote or a non-Latin letter
-follows, or directly after the CJK/Devanagari/Arabic terminators `。！？।؟`. Common abbreviations
-("Dr.", "e.g.", "U.S.") and single capital initials do not end a sentence. Newlines end a sentence.
+Megatron uses NLTK punkt with the English model, which cannot be fetched here and is English-only.
+This is a small rule-based splitter instead: a sentence ends after `.`, `!`, `?` or `…` (optionally
+followed by closing quotes/brackets) when whitespace and then a capital letter, digit, opening quote
+or a non-Latin letter follows, or directly after the CJK/Devanagari/Arabic terminators `。！？।؟`.
+Common abbreviations ("Dr.", "e.g.", "U.S.") and single capital initials do not end a sentence.
+Newlines end a sentence.
 
-Splitting is lossless: `"".join(split_sentences(text, keep_newlines=True))` gives the text back, except that
-whitespace between sentences is kept at the end of the earlier sentence (then stripped unless keep_newlines).
+Splitting is lossless: `"".join(split_sentences(text, keep_newlines=True))` gives the text back,
+except that whitespace between sentences is kept at the end of the earlier sentence (then stripped
+unless keep_newlines).
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from __future__ import annotations
 import re
 
 _ABBREVIATIONS = frozenset(
-    """mr mrs ms dr prof sr jr st vs etc e.g i.e cf al fig no nos vol pp ch ed eds approx dept est inc ltd co
-    corp jan feb mar apr jun jul aug sep sept oct nov dec mt ft gen col lt sgt capt gov rev u.s u.k a.m p.m""".split()
+    """mr mrs ms dr prof sr jr st vs etc e.g i.e cf al fig no nos vol pp ch ed eds approx dept est
+    inc
+    ltd co corp jan feb mar apr jun jul aug sep sept oct nov dec mt ft gen col lt sgt capt gov rev
+    u.s u.k a.m p.m""".split()
 )
 
 # a candidate boundary: terminator(s), closing punctuation, then whitespace

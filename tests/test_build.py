@@ -1,4 +1,5 @@
-"""build-index end to end: megatron-core reads what we write, bytes independent of --workers, resume, skips."""
+"""build-index end to end: megatron-core reads what we write, bytes independent of --workers,
+resume, skips."""
 
 import gzip
 import json

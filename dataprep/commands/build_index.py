@@ -1,4 +1,5 @@
-"""`dataprep build-index`: Megatron's tools/preprocess_data.py, on Pile/mC4/parquet, in parallel, resumable."""
+"""`dataprep build-index`: Megatron's tools/preprocess_data.py, on Pile/mC4/parquet, in parallel,
+resumable."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from dataprep.errors import DataprepError, UsageError
 
 HELP = "tokenize documents into Megatron .bin/.idx datasets (preprocess_data.py's job)"
 DESCRIPTION = """\
-Read documents (Pile *.jsonl.zst, mC4 c4-<lang>*.json.gz, plain *.jsonl[.gz|.zst], *.parquet), tokenize
-them and write Megatron's indexed dataset {output_prefix}_{key}_{document|sentence}.bin/.idx for each
+Read documents (Pile *.jsonl.zst, mC4 c4-<lang>*.json.gz, plain *.jsonl[.gz|.zst], *.parquet),
+tokenize them and write Megatron's indexed dataset
+{output_prefix}_{key}_{document|sentence}.bin/.idx for each
 --json-keys key, with a manifest {prefix}.json and per-document provenance {prefix}.provenance.npy.
 megatron-core's IndexedDataset / GPTDataset read the outputs unchanged.
 
@@ -23,7 +25,8 @@ examples:
       --tokenizer mt5-toy --skip-bad-records
 
 Malformed records stop the build with file:line by default (--skip-bad-records counts them instead);
-corrupt compressed files likewise (--skip-bad-files). Outputs appear only when complete; an interrupted
+corrupt compressed files likewise (--skip-bad-files). Outputs appear only when complete; an
+interrupted
 build continues with --resume and ends with the same bytes as an uninterrupted one."""
 
 # Megatron --tokenizer-type values we can map onto our tokenizer specs
@@ -235,7 +238,8 @@ def run(args: argparse.Namespace) -> int:
     except DataprepError as e:
         if config.work_dir.exists():
             e.args = (
-                f"{e}\n(the build stopped; finished input files are kept in {config.work_dir}: fix the "
+                f"{e}\n(the build stopped; finished input files are kept in {config.work_dir}: "
+                "fix the "
                 "input and rerun with --resume, or use --overwrite to start again)",
             )
         raise

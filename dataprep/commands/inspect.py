@@ -14,12 +14,13 @@ HELP = (
     "show counts, dtype, length percentiles, the build manifest, and decode documents of a dataset"
 )
 DESCRIPTION = """\
-Summarise a Megatron indexed dataset {PREFIX}.bin/.idx: documents, sequences, tokens, dtype, sequence and
-document length percentiles, and the build manifest written by build-index (inputs, tokenizer, skips).
+Summarise a Megatron indexed dataset {PREFIX}.bin/.idx: documents, sequences, tokens, dtype,
+sequence and document length percentiles, and the build manifest written by build-index (inputs,
+tokenizer, skips).
 
 examples:
   dataprep inspect out/pile_text_document
-  dataprep inspect out/pile_text_document --doc 0 --doc 17      # decode documents, show their source
+  dataprep inspect out/pile_text_document --doc 0 --doc 17   # decode documents, show sources
   dataprep inspect out/pile_text_document --json"""
 
 
@@ -132,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
             f"  tokenizer: {tok.get('spec')} (vocab {tok.get('vocab_size')}, {tok.get('identity')})"
         )
         print(
-            f"  built {manifest.get('created')} from {len(manifest.get('inputs', []))} input file(s); "
+            f"  built {manifest.get('created')} from "
+            f"{len(manifest.get('inputs', []))} input file(s); "
             f"largest token id {manifest.get('max_token_id')}"
         )
         skipped = manifest.get("skipped_documents") or {}

@@ -20,8 +20,9 @@ import numpy as np
 
 from dataprep.errors import DataprepError, UsageError
 
+
 def _assets_dir() -> Path:
-    """tokenizer_assets/ of the checkout, or its copy installed as dataprep/_assets (wheel installs)."""
+    """tokenizer_assets/ of the checkout, or its copy installed as dataprep/_assets (wheels)."""
     checkout = Path(__file__).resolve().parents[2] / "tokenizer_assets"
     return checkout if checkout.is_dir() else Path(__file__).resolve().parents[1] / "_assets"
 

@@ -22,7 +22,8 @@ from dataprep.tokenizers.base import TokenizerBase, check_id, check_ids, sha256_
 # use_regex=True).
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 ENDOFTEXT = "<|endoftext|>"
-# sha256 of the real GPT-2 encoder.json / vocab.bpe (environment.md section 3); for exactly these files
+# sha256 of the real GPT-2 encoder.json / vocab.bpe (environment.md section 3); for exactly these
+# files
 # the merge-order check below is already done by a test, so loading skips replaying the 50k merges
 GPT2_VOCAB_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
 GPT2_MERGES_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
@@ -87,7 +88,9 @@ class GPT2BPETokenizer(TokenizerBase):
             with open(vocab_json, encoding="utf-8") as f:
                 vocab = json.load(f)
         except (OSError, ValueError) as e:
-            raise DataprepError(f"{vocab_json}: cannot read a byte-level BPE vocabulary: {e}") from e
+            raise DataprepError(
+                f"{vocab_json}: cannot read a byte-level BPE vocabulary: {e}"
+            ) from e
         if (vocab_sha, merges_sha) == (GPT2_VOCAB_SHA256, GPT2_MERGES_SHA256):
             ranks = ranks_from_vocab(vocab)  # faster start-up than replaying the merges
         else:
