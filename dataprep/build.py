@@ -304,7 +304,7 @@ class _Progress:
         self.bytes += nbytes
         elapsed = max(time.perf_counter() - self.start, 1e-9)
         if self.bar is not None:
-            self.bar.set_description(f"file {file_index + 1}/{self.total_files}", refresh=False)
+            self.bar.set_description_str(f"file {file_index + 1}/{self.total_files}", refresh=False)
             self.bar.set_postfix_str(
                 f"{self.docs / elapsed:,.0f} docs/s, {self.tokens / elapsed:,.0f} tok/s",
                 refresh=False,
