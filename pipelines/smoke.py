@@ -1,17 +1,16 @@
-"""The end-to-end smoke recipe behind `dataprep smoke`, on the toy corpora shipped in pipelines/toy/.
+"""The end-to-end smoke recipe behind `dataprep smoke`, on the toy corpora in pipelines/toy/.
 
-1. build the Pile-toy index (GPT-2 BPE, --append-eod) and 2. the mC4-toy index (mt5-toy SentencePiece,
---append-eod) into the output directory, printing their summaries; 3. preview two span-corrupted
-samples; 4. train a tiny GPT and 5. a tiny mT5 with tensor parallelism 2 (two local ranks) for a few
-hundred steps; then report each run's start and end loss against the unigram entropy of its training
-data (nats/token, from `np.bincount` of the train split's token ids). A model that learned nothing but
-token frequencies would sit at the unigram entropy; the run fails unless the end loss (mean of the
-last 10 steps) is at least `margin` nats below it. `quick=True` runs a few steps and checks only that
-training ran and the loss is finite (for tests).
+1. build the Pile-toy index (GPT-2 BPE, --append-eod) and 2. the mC4-toy index (mt5-toy
+SentencePiece, --append-eod) into the output directory, printing their summaries; 3. preview two
+span-corrupted samples; 4. train a tiny GPT and 5. a tiny mT5 with tensor parallelism 2 (two local
+ranks) for a few hundred steps; then report each run's start and end loss against the unigram
+entropy of its training data (nats/token, from `np.bincount` of the train split's token ids). A
+model that learned nothing but token frequencies would sit at the unigram entropy; the run fails
+unless the end loss (mean of the last 10 steps) is at least `margin` nats below it. `quick=True`
+runs a few steps and checks only that training ran and the loss is finite (for tests).
 
 The step counts, batch sizes and learning rates below were tuned so the whole recipe stays under 5
-minutes on 2 CPU cores (see pipelines/README.md for the measured times).
-"""
+minutes on 2 CPU cores (see pipelines/README.md for the measured times)."""
 
 from __future__ import annotations
 
@@ -64,7 +63,7 @@ class SmokeConfig:
     quick: bool = False           # a few steps per model, no loss-vs-entropy verdict
     tensor_parallel: int = 2
     workers: int = 2              # tokenizer processes for the index builds
-    margin: float = 0.5           # end loss must be at least this many nats below the unigram entropy
+    margin: float = 0.5           # end loss must be this many nats below the unigram entropy
     progress: bool = True
 
 
@@ -82,7 +81,8 @@ class RunReport:
 
     def line(self) -> str:
         verdict = {True: "ok", False: "FAILED", None: "not judged (--quick)"}[self.passed]
-        return (f"{self.name:4s} {self.model:9s} {self.steps:4d} steps  loss {self.start_loss:7.3f} -> "
+        return (f"{self.name:4s} {self.model:9s} {self.steps:4d} steps  "
+                f"loss {self.start_loss:7.3f} -> "
                 f"{self.end_loss:6.3f}  unigram entropy {self.unigram_entropy:6.3f}  "
                 f"({self.end_loss - self.unigram_entropy:+.2f})  {self.seconds:5.1f} s  "
                 f"{self.tokens_per_s:8,.0f} tok/s  {verdict}")
@@ -97,7 +97,7 @@ def unigram_entropy(tokens: np.ndarray) -> float:
 
 
 def train_split_tokens(prefix: str, split: str) -> np.ndarray:
-    """The token ids of the train part of `split` (by documents; the toy builds have one sequence each)."""
+    """The token ids of the train part of `split`, by documents (as the T5 loader splits)."""
     from dataprep.indexed import IndexedDatasetReader
     from trainer.data import split_bounds
 
@@ -147,21 +147,24 @@ def run_smoke(config: SmokeConfig, *, out: Callable[[str], None] = print) -> lis
         prefixes[name] = summary.outputs["text"]
 
     header(3, "preview-masking: 2 span-corrupted mC4-toy samples (encoder length 128)")
-    code = cli_main(["preview-masking", prefixes["mt5"], "--num-samples", "2", "--seq-length", "128"])
+    code = cli_main(["preview-masking", prefixes["mt5"], "--num-samples", "2",
+                     "--seq-length", "128"])
     if code != 0:
         raise DataprepError(f"preview-masking failed with exit code {code}")
 
     reports = []
     for i, spec in enumerate(FULL_RUNS, start=4):
         steps = QUICK_STEPS if config.quick else spec.steps
-        header(i, f"train {spec.model}, TP={config.tensor_parallel}, {steps} steps on {prefixes[spec.name]}")
+        header(i, f"train {spec.model}, TP={config.tensor_parallel}, {steps} steps on "
+                  f"{prefixes[spec.name]}")
         run_dir = output / spec.name
         metrics = run_dir / "metrics.jsonl"
         lengths = ({"seq_length": spec.seq_length} if spec.name == "gpt"
                    else {"encoder_seq_length": spec.seq_length})
         train_config = TrainConfig(
             data_path=(prefixes[spec.name],), model=spec.model, split=split, **lengths,
-            micro_batch_size=spec.micro_batch_size, tensor_model_parallel_size=config.tensor_parallel,
+            micro_batch_size=spec.micro_batch_size,
+            tensor_model_parallel_size=config.tensor_parallel,
             nproc_per_node=config.tensor_parallel, train_iters=steps, lr=spec.lr,
             min_lr=spec.min_lr, lr_warmup_iters=min(spec.warmup, steps // 2), seed=1234,
             save=str(run_dir / "checkpoint"), metrics=str(metrics), progress=config.progress,
@@ -182,7 +185,8 @@ def run_smoke(config: SmokeConfig, *, out: Callable[[str], None] = print) -> lis
         tps = float(np.median([r["tokens_per_s"] for r in records[1:]] or [0.0]))
         rep = RunReport(spec.name, spec.model, steps, losses[0], end, h, seconds, tps, passed)
         out(rep.line())
-        out(f"metrics {metrics}, loss curve {metrics.with_suffix('.png')}, checkpoint {run_dir / 'checkpoint'}")
+        out(f"metrics {metrics}, loss curve {metrics.with_suffix('.png')}, "
+            f"checkpoint {run_dir / 'checkpoint'}")
         if not finite:
             raise DataprepError(f"training {spec.model}: the loss is not finite: {losses[-3:]}")
         reports.append(rep)

@@ -1,17 +1,16 @@
-"""Training batches read straight from memory-mapped `.bin/.idx` datasets through dataprep's samplers.
+"""Training batches read straight from memory-mapped `.bin/.idx` datasets via dataprep's samplers.
 
-GPT: Megatron's GPTDataset windows (`dataprep.sampling.gpt`, formats.md §3): sample k has seq_length+1
-ids, `tokens = w[:-1]`, `labels = w[1:]`. T5: canonical span corruption (`dataprep.sampling.t5`,
-formats.md §4) over the documents of the split, sample order shuffled per epoch from the seed; inputs
-padded with pad 0 (masked out), labels padded with -100, decoder input = labels shifted right behind
-decoder start 0 (HF `_shift_right`).
+GPT: Megatron's GPTDataset windows (`dataprep.sampling.gpt`, formats.md §3): sample k has
+seq_length+1 ids, `tokens = w[:-1]`, `labels = w[1:]`. T5: canonical span corruption
+(`dataprep.sampling.t5`, formats.md §4) over the documents of the split, sample order shuffled per
+epoch from the seed; inputs padded with pad 0 (masked out), labels padded with -100, decoder input
+= labels shifted right behind decoder start 0 (HF `_shift_right`).
 
-Which samples a step reads (Megatron's pretraining sampler): with global batch = micro x DP x accum,
-step s reads sample indices [s*GBS, (s+1)*GBS); micro-step m of DP rank d gets
-s*GBS + m*micro*DP + d*micro + [0, micro). TP ranks of one DP rank read the same samples. The data
-position is therefore just the step, so resuming is exact. A background thread prepares the next
-steps while the current one trains; `BatchLoader.wait_s` is the time the loop spent waiting for it.
-"""
+Which samples a step reads (Megatron's pretraining sampler): with global batch = micro x DP x
+accum, step s reads sample indices [s*GBS, (s+1)*GBS); micro-step m of DP rank d gets s*GBS +
+m*micro*DP + d*micro + [0, micro). TP ranks of one DP rank read the same samples. The data position
+is therefore just the step, so resuming is exact. A background thread prepares the next steps while
+the current one trains; `BatchLoader.wait_s` is the time the loop spent waiting for it."""
 
 from __future__ import annotations
 
@@ -82,7 +81,7 @@ class T5Batch:
 Batch = GPTBatch | T5Batch
 
 
-# ------------------------------------------------------------------------------------------- collate
+# ------------------------------------------------------------------------------------------ collate
 def collate_gpt(windows: Sequence[np.ndarray]) -> GPTBatch:
     """Stack GPT windows of seq_length+1 ids into a batch."""
     w = torch.from_numpy(np.stack([np.asarray(x, dtype=np.int64) for x in windows]))
@@ -114,8 +113,9 @@ def collate_t5(
         x, y = np.asarray(ex.inputs), np.asarray(ex.targets)
         if x.size > encoder_length or y.size > decoder_length:
             raise DataprepError(
-                f"T5 sample {getattr(ex, 'index', i)} has {x.size} encoder / {y.size} decoder ids, more "
-                f"than --encoder-seq-length {encoder_length} / --decoder-seq-length {decoder_length}"
+                f"T5 sample {getattr(ex, 'index', i)} has {x.size} encoder / {y.size} decoder "
+                f"ids, more than --encoder-seq-length {encoder_length} / --decoder-seq-length "
+                f"{decoder_length}"
             )
         enc[i, : x.size] = x
         mask[i, : x.size] = True
@@ -126,11 +126,11 @@ def collate_t5(
     )
 
 
-# ------------------------------------------------------------------------------------------- indices
+# ------------------------------------------------------------------------------------------ indices
 def micro_batch_indices(
     step: int, *, micro_batch_size: int, global_batch_size: int, dp_rank: int, dp_size: int
 ) -> list[np.ndarray]:
-    """Sample indices of each micro-batch DP rank `dp_rank` trains on at `step` (module docstring)."""
+    """Sample indices of each micro-batch DP rank `dp_rank` trains on at `step`."""
     per_micro = micro_batch_size * dp_size
     if global_batch_size % per_micro:
         raise UsageError(
@@ -152,7 +152,7 @@ def split_bounds(split: str, n: int, index: int) -> tuple[int, int]:
     return (0, 0) if span is None else span
 
 
-# ------------------------------------------------------------------------------------------- sources
+# ------------------------------------------------------------------------------------------ sources
 def parse_data_path(words: Sequence[str]) -> list[tuple[float, str]]:
     """`p` | `w1 p1 w2 p2 ...` -> [(weight, prefix)], weights normalized (formats.md §3.4)."""
     words = list(words)
@@ -177,7 +177,7 @@ def parse_data_path(words: Sequence[str]) -> list[tuple[float, str]]:
 
 
 def blend_indices(weights: Sequence[float], size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Megatron's greedy blend: sample i comes from argmax_d(w_d * max(i,1) - count_d) (first max wins)."""
+    """Megatron's greedy blend: sample i from argmax_d(w_d * max(i,1) - count_d), first max wins."""
     w = np.asarray(weights, dtype=np.float64)
     dataset_index = np.empty(size, dtype=np.int16)
     dataset_sample = np.empty(size, dtype=np.int64)
@@ -210,7 +210,8 @@ class GPTSource:
 
         self.seq_length = seq_length
         blend = parse_data_path(data_path)
-        config = GPTSamplesConfig(seq_length=seq_length, seed=seed, split=split, cache_dir=cache_dir)
+        config = GPTSamplesConfig(seq_length=seq_length, seed=seed, split=split,
+                                  cache_dir=cache_dir)
         self.datasets = []
         for w, prefix in blend:
             want = num_samples if len(blend) == 1 else math.ceil(math.ceil(num_samples * w) * 1.005)
@@ -238,7 +239,7 @@ class GPTSource:
 
 
 class T5Source:
-    """Span-corrupted samples over the documents of the split, shuffled per epoch; blended if weighted."""
+    """Span-corrupted samples of the split's documents, shuffled per epoch; blended if weighted."""
 
     def __init__(
         self,
@@ -303,7 +304,8 @@ class T5Source:
                 ) from e
             if ds.targets_length > decoder_length:
                 raise UsageError(
-                    f"--decoder-seq-length {decoder_length} is shorter than the {ds.targets_length} "
+                    f"--decoder-seq-length {decoder_length} is shorter than the "
+                    f"{ds.targets_length} "
                     f"target ids span corruption makes for --encoder-seq-length {encoder_length}"
                 )
             self.datasets.append(ds)
@@ -343,7 +345,7 @@ class StepBatches:
 
 
 class BatchLoader:
-    """Iterates steps [start_step, end_step) of one DP rank's micro-batches, prepared ahead in a thread."""
+    """Steps [start_step, end_step) of one DP rank's micro-batches, prepared ahead in a thread."""
 
     def __init__(
         self,

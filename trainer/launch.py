@@ -1,13 +1,14 @@
-"""Starting ranks and joining process groups: a small `torchrun --standalone`, and the TP x DP layout.
+"""Starting ranks and joining process groups: a small `torchrun --standalone`; the TP x DP layout.
 
-`launch_local(nproc, target, payload)` starts `nproc` local processes the way torchrun does (env RANK,
-WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR=127.0.0.1, MASTER_PORT = a free port), each calling
-`target()` (a "module:function" string) which reads `payload` from the environment. If one rank exits
-non-zero the others are terminated, so a dying rank never leaves the rest waiting in a collective.
+`launch_local(nproc, target, payload)` starts `nproc` local processes the way torchrun does (env
+RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR=127.0.0.1, MASTER_PORT = a free port),
+each calling `target()` (a "module:function" string) which reads `payload` from the environment. If
+one rank exits non-zero the others are terminated, so a dying rank never leaves the rest waiting in
+a collective.
 
-`setup_distributed(tp)` joins the launched group (gloo on CPU, NCCL on GPU, with a timeout) and splits
-world = TP x DP with TP groups of consecutive ranks, as Megatron does. World size 1 makes no process group.
-"""
+`setup_distributed(tp)` joins the launched group (gloo on CPU, NCCL on GPU, with a timeout) and
+splits world = TP x DP with TP groups of consecutive ranks, as Megatron does. World size 1 makes no
+process group."""
 
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ def launch_local(
     grace_s: float = 5.0,
     check: Callable[[], None] | None = None,
 ) -> int:
-    """Run `target` ("module:function", returning an exit code) in `nproc` local ranks; their worst code.
+    """Run `target` ("module:function" returning an exit code) in `nproc` local ranks; an exit code.
 
     The first rank to fail decides the code; the others get SIGTERM, then SIGKILL after `grace_s`.
     `check()` runs in this process once the ranks are started; if it raises, they are stopped.

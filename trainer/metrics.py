@@ -1,10 +1,9 @@
 """Training metrics: one JSON object per step in a JSONL file, and a loss-curve PNG at the end.
 
-Each line holds at least `step` (1-based count of finished optimizer steps), `loss` (mean token loss
-of the global batch, nats), `lr` and `tokens_per_s`. Floats are written with `repr` precision, so a
-loss read back is bit-equal to the one logged (the resume tests compare them exactly). A resumed run
-appends to the file after dropping lines for steps at or past the resume point.
-"""
+Each line holds at least `step` (1-based count of finished optimizer steps), `loss` (mean token
+loss of the global batch, nats), `lr` and `tokens_per_s`. Floats are written with `repr` precision,
+so a loss read back is bit-equal to the one logged (the resume tests compare them exactly). A
+resumed run appends to the file after dropping lines for steps at or past the resume point."""
 
 from __future__ import annotations
 
@@ -19,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 class MetricsWriter:
-    """Append-only JSONL writer; `resume_from=s` keeps only records with `step <= s` already there."""
+    """Append-only JSONL writer; `resume_from=s` keeps records with `step <= s` already there."""
 
     def __init__(self, path: str | os.PathLike, *, resume_from: int = 0) -> None:
         self.path = Path(path)

@@ -1,16 +1,16 @@
-"""The trainer: `TrainConfig`, Megatron-style flags, and the loop for GPT and mT5 with tensor parallelism.
+"""The trainer: `TrainConfig`, Megatron-style flags, and the GPT/mT5 loop with tensor parallelism.
 
-`main(argv)` parses flags into a `TrainConfig`; with `--nproc-per-node N` (default: the TP size when not
-already under torchrun) it starts N local ranks like `torchrun --standalone` (trainer/launch.py), each
-running `train(config)`. A rank joins world = TP x DP (TP groups of consecutive ranks), builds the model
-from a preset or config file with the same seed on every rank, shards it (trainer/parallel.py), and
-trains: AdamW, linear warmup then cosine decay to --min-lr, TP-aware gradient clipping, gradient
-accumulation over micro-batches, fp32 on CPU and bf16 autocast on GPU. The loss of a step is the mean
-over every target token of the global batch. Batches come straight from the memory-mapped datasets
-(trainer/data.py); the data position is the step, so a checkpoint (model, optimizer, step, RNG states of
-every rank) resumes exactly, and one saved at TP=2 loads at TP=1 and back (trainer/checkpoint.py).
-Bad input (vocabulary, TP layout, world size, checkpoint, dataset) fails at start-up on every rank.
-"""
+`main(argv)` parses flags into a `TrainConfig`; with `--nproc-per-node N` (default: the TP size
+when not already under torchrun) it starts N local ranks like `torchrun --standalone`
+(trainer/launch.py), each running `train(config)`. A rank joins world = TP x DP (TP groups of
+consecutive ranks), builds the model from a preset or config file with the same seed on every rank,
+shards it (trainer/parallel.py), and trains: AdamW, linear warmup then cosine decay to --min-lr,
+TP-aware gradient clipping, gradient accumulation over micro-batches, fp32 on CPU and bf16 autocast
+on GPU. The loss of a step is the mean over every target token of the global batch. Batches come
+straight from the memory-mapped datasets (trainer/data.py); the data position is the step, so a
+checkpoint (model, optimizer, step, RNG states of every rank) resumes exactly, and one saved at
+TP=2 loads at TP=1 and back (trainer/checkpoint.py). Bad input (vocabulary, TP layout, world size,
+checkpoint, dataset) fails at start-up on every rank."""
 
 from __future__ import annotations
 
@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# ------------------------------------------------------------------------------------------ entry points
+# ------------------------------------------------------------------------------------- entry points
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags and train (starting local ranks if asked); an exit code."""
     args = build_parser().parse_args(argv)
@@ -334,7 +334,7 @@ def _validate_before_launch(config: TrainConfig, nproc: int) -> None:
     _check_lengths(config, kind, model_config)
 
 
-# ------------------------------------------------------------------------------------------ model config
+# ------------------------------------------------------------------------------------- model config
 def _read_model_file(path: Path) -> dict:
     try:
         if path.suffix == ".toml":
@@ -349,7 +349,7 @@ def _read_model_file(path: Path) -> dict:
 def resolve_model_config(config: TrainConfig, *, vocab_size: int | None) -> tuple[str, Any]:
     """(kind, GPTConfig | MT5Config) from --model, the data's vocabulary and the dropout flags.
 
-    A preset takes the dataset's vocabulary; a config file that names `vocab_size` must agree with it.
+    A preset takes the dataset's vocabulary; a config file naming `vocab_size` must agree with it.
     """
     from trainer.models import GPT_PRESETS, MT5_PRESETS, GPTConfig, MT5Config, pad_vocab_size
 
@@ -363,7 +363,8 @@ def resolve_model_config(config: TrainConfig, *, vocab_size: int | None) -> tupl
         path = Path(spec)
         if not path.is_file():
             raise UsageError(
-                f"--model {spec!r} is neither a preset ({', '.join(sorted(GPT_PRESETS) + sorted(MT5_PRESETS))}) "
+                f"--model {spec!r} is neither a preset "
+                f"({', '.join(sorted(GPT_PRESETS) + sorted(MT5_PRESETS))}) "
                 "nor an existing .json/.toml config file"
             )
         raw = _read_model_file(path)
@@ -391,7 +392,8 @@ def resolve_model_config(config: TrainConfig, *, vocab_size: int | None) -> tupl
     if vocab_size is not None:
         if from_file and "vocab_size" in fields and int(fields["vocab_size"]) != vocab_size:
             raise DataprepError(
-                f"--model {spec} has vocab_size {fields['vocab_size']} but the dataset's tokenizer has "
+                f"--model {spec} has vocab_size {fields['vocab_size']} but the dataset's "
+                f"tokenizer has "
                 f"{vocab_size} ids: use a model config for this tokenizer or the matching dataset"
             )
         fields["vocab_size"] = vocab_size
@@ -429,7 +431,7 @@ def check_tp_layout(kind: str, mc: Any, tp: int) -> None:
         )
 
 
-# ------------------------------------------------------------------------------------------ data checks
+# -------------------------------------------------------------------------------------- data checks
 @dataclass(frozen=True, slots=True)
 class DataInfo:
     prefixes: tuple[str, ...]
@@ -440,7 +442,7 @@ class DataInfo:
 
 
 def inspect_data(config: TrainConfig) -> DataInfo:
-    """Check the dataset prefixes exist and agree on one tokenizer; read vocab facts from manifests."""
+    """Check the prefixes exist and agree on one tokenizer; read vocab facts from the manifests."""
     from dataprep.manifest import load_manifest
     from trainer.data import parse_data_path
 
@@ -493,7 +495,7 @@ def inspect_data(config: TrainConfig) -> DataInfo:
     return DataInfo(prefixes, vocab_size, max_token_id, tok_spec, tokens or None)
 
 
-# ------------------------------------------------------------------------------------------ schedule
+# ----------------------------------------------------------------------------------------- schedule
 def lr_at(step: int, *, lr: float, min_lr: float, warmup_iters: int, decay_iters: int) -> float:
     """LR of 0-based step `step`: lr*(step+1)/warmup during warmup, then cosine from lr to min_lr.
 
@@ -542,7 +544,7 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-# ------------------------------------------------------------------------------------------ the loop
+# ----------------------------------------------------------------------------------------- the loop
 @dataclass
 class TrainResult:
     kind: str
@@ -634,7 +636,8 @@ def train(config: TrainConfig) -> TrainResult:
         if layout.is_main:
             n_params = sum(p.numel() for p in model.parameters()) * (tp if tp > 1 else 1)
             log.info(
-                "%s %s (~%.1fM parameters), TP=%d DP=%d, global batch %d (micro %d, accumulation %d),"
+                "%s %s (~%.1fM parameters), TP=%d DP=%d, global batch %d (micro %d, "
+                "accumulation %d),"
                 " %d tokens/step, steps %d..%d",
                 kind,
                 config.model,
@@ -948,7 +951,7 @@ def _progress_bar(config: TrainConfig, start: int, end: int, kind: str) -> Any:
     )
 
 
-# ------------------------------------------------------------------------------------------ checkpoints
+# -------------------------------------------------------------------------------------- checkpoints
 CHECKPOINT_TRAINER_FILE = "trainer_state.json"
 
 
@@ -974,7 +977,8 @@ def _checkpoint_model_config(path: str, kind: str, mc: Any, config: TrainConfig)
     saved_kind = {"GPT": "gpt", "MT5": "mt5"}.get(meta["model_type"], meta["model_type"])
     saved, now = meta["config"], dataclasses.asdict(mc)
     ignore = checkpoint.RESUMABLE_FIELDS
-    diff = sorted(k for k in set(saved) | set(now) if k not in ignore and saved.get(k) != now.get(k))
+    keys = set(saved) | set(now)
+    diff = sorted(k for k in keys if k not in ignore and saved.get(k) != now.get(k))
     if saved_kind != kind:
         raise DataprepError(
             f"--load {path}: the checkpoint holds a {saved_kind} model but --model {config.model} "

@@ -1,5 +1,5 @@
-"""trainer/data.py: which samples each DP rank reads, T5 padding/masking, split/blend vs megatron-core,
-and that the prefetching loader gives exactly the batches computed without it."""
+"""trainer/data.py: which samples each DP rank reads, T5 padding/masking, split/blend vs
+megatron-core, and that the prefetching loader gives exactly the batches computed without it."""
 
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ def test_dp_ranks_read_disjoint_slices_that_cover_the_global_batch(dp_size, accu
         flat = np.concatenate([np.concatenate(m) for m in per_rank])
         assert sorted(flat.tolist()) == list(range(step * gbs, (step + 1) * gbs))
         # Megatron's order: micro-step m of rank d starts at step*GBS + m*micro*DP + d*micro
-        assert per_rank[-1][-1][0] == step * gbs + (accum - 1) * micro * dp_size + (dp_size - 1) * micro
+        last = step * gbs + (accum - 1) * micro * dp_size + (dp_size - 1) * micro
+        assert per_rank[-1][-1][0] == last
 
 
 def test_global_batch_not_a_multiple_is_a_usage_error():
@@ -114,7 +115,8 @@ def test_parse_data_path():
 @pytest.fixture
 def t5_prefix(tmp_path):
     docs = markov_docs(60, vocab=890, length=(30, 120), seed=1, eod=EOS)
-    return write_dataset(tmp_path / "t5_text_document", docs, vocab_size=1000, spec="toy", eos_id=EOS)
+    return write_dataset(tmp_path / "t5_text_document", docs, vocab_size=1000, spec="toy",
+                         eos_id=EOS)
 
 
 def _t5_source(prefix, **kw):
@@ -173,6 +175,7 @@ def test_loader_reraises_errors_from_the_prefetch_thread(t5_prefix):
         def collate(self, items):
             return items
 
-    loader = BatchLoader(Broken(), start_step=0, end_step=3, micro_batch_size=1, global_batch_size=1)
+    loader = BatchLoader(Broken(), start_step=0, end_step=3, micro_batch_size=1,
+                         global_batch_size=1)
     with pytest.raises(RuntimeError, match="cannot read sample 0"):
         list(loader)

@@ -3,7 +3,6 @@ launcher, and the one-line start-up errors for bad input."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import sys
@@ -128,6 +127,7 @@ def test_gradient_accumulation_equals_one_big_micro_batch(gpt_prefix, tmp_path):
 
 
 # ------------------------------------------------------------------------------ TP=2 (spawned)
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_tp2_equals_tp1_and_tp2_checkpoints_resume_exactly_at_tp2_and_at_tp1(gpt_prefix, tmp_path):
     kw = dict(hidden_dropout=0.0, attention_dropout=0.0, save_interval=10)
@@ -142,7 +142,8 @@ def test_tp2_equals_tp1_and_tp2_checkpoints_resume_exactly_at_tp2_and_at_tp1(gpt
     assert np.allclose(tp2_losses, tp1.losses, rtol=0, atol=5e-5)
 
     at10 = str(tmp_path / "ckpt" / "iter_0000010")
-    resumed2 = gpt_config(gpt_prefix, tmp_path / "r2", tensor_model_parallel_size=2, load=at10, **kw)
+    resumed2 = gpt_config(gpt_prefix, tmp_path / "r2", tensor_model_parallel_size=2, load=at10,
+                          **kw)
     assert run(resumed2) == 0
     assert losses(resumed2.metrics) == tp2_losses[10:]  # exact at the same TP
 
@@ -151,6 +152,7 @@ def test_tp2_equals_tp1_and_tp2_checkpoints_resume_exactly_at_tp2_and_at_tp1(gpt
     assert np.allclose(resumed1.losses, tp2_losses[10:], rtol=0, atol=5e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_tp2_kill_and_resume_with_dropout_is_exact(gpt_prefix, tmp_path):
     ckpt = str(tmp_path / "ckpt")
@@ -163,6 +165,7 @@ def test_tp2_kill_and_resume_with_dropout_is_exact(gpt_prefix, tmp_path):
     assert losses(resumed.metrics) == losses(straight.metrics)[10:]  # dropout 0.1 on both
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_mt5_tp2_equals_tp1(mt5_prefix, tmp_path):
     tp2 = mt5_config(mt5_prefix, tmp_path / "tp2", tensor_model_parallel_size=2)
@@ -174,6 +177,7 @@ def test_mt5_tp2_equals_tp1(mt5_prefix, tmp_path):
     assert np.all(np.abs(a - b) <= 1e-5 * np.maximum(1.0, np.abs(b))), np.abs(a - b).max()
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_dp2_matches_dp1_on_the_same_global_batch(gpt_prefix, tmp_path):
     kw = dict(hidden_dropout=0.0, attention_dropout=0.0, train_iters=5, micro_batch_size=2,
@@ -238,7 +242,7 @@ def test_dataset_too_small_for_one_sample(tmp_path):
 def test_model_config_vocab_not_matching_the_dataset(gpt_prefix, tmp_path):
     model = tmp_path / "m.toml"
     model.write_text('model = "gpt"\nn_layer = 1\nn_head = 2\nn_embd = 32\nvocab_size = 50257\n')
-    with pytest.raises(DataprepError, match="vocab_size 50257 but the dataset's tokenizer has 1000"):
+    with pytest.raises(DataprepError, match=r"vocab_size 50257 but .*tokenizer has 1000 ids"):
         train(gpt_config(gpt_prefix, tmp_path, model=str(model)))
 
 
@@ -251,7 +255,7 @@ def test_data_ids_beyond_the_tokenizer_vocab(tmp_path):
     m = json.loads(manifest.read_text())
     del m["max_token_id"]
     manifest.write_text(json.dumps(m))
-    with pytest.raises(DataprepError, match=r"holds token id 9\d\d but the model's vocabulary is 500"):
+    with pytest.raises(DataprepError, match=r"holds token id 9\d\d but the model's vocab.* 500"):
         train(gpt_config(prefix, tmp_path))
 
 
@@ -272,7 +276,7 @@ def test_checkpoint_of_another_architecture(gpt_prefix, tmp_path):
     train(gpt_config(gpt_prefix, tmp_path, train_iters=2, save=str(ckpt)))
     model = tmp_path / "m.json"
     model.write_text(json.dumps({"preset": "gpt-tiny", "n_layer": 3}))
-    with pytest.raises(DataprepError, match=r"checkpoint's gpt config differs.*n_layer=2 \(now 3\)"):
+    with pytest.raises(DataprepError, match=r"gpt config differs.*n_layer=2 \(now 3\)"):
         train(gpt_config(gpt_prefix, tmp_path, model=str(model), load=str(ckpt), train_iters=4))
 
 
@@ -301,7 +305,8 @@ def test_dataprep_train_command(gpt_prefix, tmp_path, capsys):
     from dataprep.cli import main as cli_main
 
     metrics = tmp_path / "m.jsonl"
-    code = cli_main(["train", "--data-path", gpt_prefix, "--model", "gpt-tiny", "--seq-length", "16",
+    code = cli_main(["train", "--data-path", gpt_prefix, "--model", "gpt-tiny",
+                     "--seq-length", "16",
                      "--micro-batch-size", "2", "--train-iters", "3", "--num-threads", "1",
                      "--metrics", str(metrics), "--no-progress"])
     assert code == 0
