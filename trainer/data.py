@@ -154,40 +154,29 @@ def split_bounds(split: str, n: int, index: int) -> tuple[int, int]:
 
 # ------------------------------------------------------------------------------------------ sources
 def parse_data_path(words: Sequence[str]) -> list[tuple[float, str]]:
-    """`p` | `w1 p1 w2 p2 ...` -> [(weight, prefix)], weights normalized (formats.md §3.4)."""
-    words = list(words)
-    if not words:
-        raise UsageError("--data-path is empty: give a dataset prefix or 'w1 p1 w2 p2 ...'")
-    if len(words) == 1:
-        return [(1.0, words[0])]
-    try:
-        weights = [float(w) for w in words[0::2]]
-        prefixes = words[1::2]
-        if len(words) % 2:
-            raise ValueError
-    except ValueError:
-        raise UsageError(
-            f"--data-path {' '.join(words)!r}: expected one prefix or pairs "
-            "'weight prefix weight prefix ...'"
-        ) from None
-    if any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise UsageError(f"--data-path weights {weights} must be >= 0 and not all 0")
-    s = sum(weights)
-    return [(w / s, p) for w, p in zip(weights, prefixes, strict=True)]
+    """`p` | `w1 p1 w2 p2 ...` -> [(weight, prefix)], weights normalized (formats.md §3.4).
+
+    Parsing is `dataprep.sampling.blend.parse_data_path`; a training blend needs explicit weights.
+    """
+    from dataprep.sampling.blend import normalize
+    from dataprep.sampling.blend import parse_data_path as parse
+
+    prefixes, weights = parse(words)
+    if weights is None:
+        if len(prefixes) > 1:
+            raise UsageError(
+                f"--data-path {' '.join(map(str, words))!r}: give weight/prefix pairs "
+                "'w1 p1 w2 p2 ...' to blend several datasets"
+            )
+        weights = [1.0]
+    return list(zip(normalize(weights), prefixes, strict=True))
 
 
 def blend_indices(weights: Sequence[float], size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Megatron's greedy blend: sample i from argmax_d(w_d * max(i,1) - count_d), first max wins."""
-    w = np.asarray(weights, dtype=np.float64)
-    dataset_index = np.empty(size, dtype=np.int16)
-    dataset_sample = np.empty(size, dtype=np.int64)
-    counts = np.zeros(w.size, dtype=np.int64)
-    for i in range(size):
-        d = int(np.argmax(w * max(i, 1) - counts))
-        dataset_index[i] = d
-        dataset_sample[i] = counts[d]
-        counts[d] += 1
-    return dataset_index, dataset_sample
+    """Megatron's greedy blend (dataset_index, dataset_sample_index): the sampling module's."""
+    from dataprep.sampling.blend import build_blending_indices
+
+    return build_blending_indices(weights, size)
 
 
 class GPTSource:
