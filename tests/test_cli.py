@@ -1,4 +1,4 @@
-"""Every command has help and a README entry; `python -m dataprep --help` works without heavy imports."""
+"""Every command has help and a README entry; `python -m dataprep --help` needs no torch."""
 
 import subprocess
 import sys
@@ -23,7 +23,8 @@ def test_command_has_help_and_readme_entry(command, capsys):
 def test_module_entry_point_help_does_not_import_torch():
     code = (
         "import sys, runpy; sys.argv = ['dataprep', '--help']\n"
-        "try:\n    runpy.run_module('dataprep', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+        "try:\n    runpy.run_module('dataprep', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
         "print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
