@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -219,3 +219,21 @@ def sentinel_number(piece: str) -> int | None:
     """N for a piece spelled `<extra_id_N>` or `▁<extra_id_N>`, else None."""
     m = SENTINEL_RE.match(piece)
     return int(m.group(1)) if m else None
+
+
+def sentinel_pieces(
+    pieces: Iterable[tuple[str, int]], *, stop_at_other: bool = False
+) -> dict[int, int]:
+    """{N: id} for the `<extra_id_N>` pieces among (piece, id) pairs, the first id of each N.
+
+    With `stop_at_other`, stop at the first piece that is not a sentinel (for a top-down scan).
+    """
+    found: dict[int, int] = {}
+    for piece, i in pieces:
+        n = sentinel_number(piece)
+        if n is None:
+            if stop_at_other:
+                break
+            continue
+        found.setdefault(n, i)
+    return found

@@ -18,7 +18,7 @@ from dataprep.tokenizers.base import (
     check_id,
     check_ids,
     find_sentinels,
-    sentinel_number,
+    sentinel_pieces,
     sha256_file,
 )
 
@@ -54,11 +54,7 @@ class HFTokenizer(TokenizerBase):
             unk = getattr(tokenizer.model, "unk_token", None)
             if unk is not None:
                 self.unk_id = tokenizer.token_to_id(unk)
-        pieces = {}
-        for piece, i in tokenizer.get_vocab(with_added_tokens=True).items():
-            n = sentinel_number(piece)
-            if n is not None:
-                pieces.setdefault(n, i)
+        pieces = sentinel_pieces(tokenizer.get_vocab(with_added_tokens=True).items())
         self.sentinel_ids = find_sentinels(pieces, self.vocab_size, where)
 
     @classmethod

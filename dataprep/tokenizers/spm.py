@@ -19,7 +19,7 @@ from dataprep.tokenizers.base import (
     check_id,
     check_ids,
     find_sentinels,
-    sentinel_number,
+    sentinel_pieces,
     sha256_file,
 )
 
@@ -44,20 +44,13 @@ class SentencePieceTokenizer(TokenizerBase):
         self.unk_id = _id_or_none(processor.unk_id())
         self.bos_id = _id_or_none(processor.bos_id())
         self.eod_id = self.eos_id
-        pieces = {}
-        # sentinels sit at the top of the vocabulary, so scan downwards and stop at the first other
-        # piece
-        for i in range(self.vocab_size - 1, -1, -1):
-            n = sentinel_number(processor.id_to_piece(i))
-            if n is None:
-                break
-            pieces.setdefault(n, i)
-        # any sentinel elsewhere means a non-mT5 layout (e.g. ascending after the base vocabulary)
+        top_down = ((processor.id_to_piece(i), i) for i in range(self.vocab_size - 1, -1, -1))
+        # sentinels sit at the top of the vocabulary: scan down to the first other piece
+        pieces = sentinel_pieces(top_down, stop_at_other=True)
         if not pieces:
-            for i in range(self.vocab_size):
-                n = sentinel_number(processor.id_to_piece(i))
-                if n is not None:
-                    pieces.setdefault(n, i)
+            # a sentinel elsewhere means a non-mT5 layout (e.g. ascending after the base vocab)
+            everywhere = ((processor.id_to_piece(i), i) for i in range(self.vocab_size))
+            pieces = sentinel_pieces(everywhere)
         self.sentinel_ids = find_sentinels(pieces, self.vocab_size, where)
 
     @classmethod
