@@ -142,6 +142,10 @@ class BuildSummary:
             if s.skipped:
                 reasons = ", ".join(f"{r}={n:,}" for r, n in sorted(s.skipped.items()))
                 lines.append(f"  skipped documents: {reasons}")
+        record_skips = self.read.get("skipped") or {}
+        if record_skips:
+            reasons = ", ".join(f"{r}={n:,}" for r, n in sorted(record_skips.items()))
+            lines.append(f"  skipped records: {reasons}")
         for reason, files in sorted(self.read.get("files_skipped", {}).items()):
             lines.append(f"  skipped files ({reason}): {', '.join(files)}")
         if self.read.get("empty_files"):

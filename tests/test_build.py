@@ -173,6 +173,7 @@ def test_bad_record_stops_with_file_and_line(tmp_path, capsys):
         )
         == 0
     )
+    assert "skipped records: not_json=1" in capsys.readouterr().out
     manifest = json.loads(Path(str(out) + "_text_document.json").read_text())
     assert manifest["documents"] == len(TEXTS)
     assert sum(manifest["read"]["skipped"].values()) == 1
