@@ -15,7 +15,6 @@ the current one trains; `BatchLoader.wait_s` is the time the loop spent waiting 
 from __future__ import annotations
 
 import logging
-import math
 import queue
 import threading
 import time
@@ -180,10 +179,9 @@ def blend_indices(weights: Sequence[float], size: int) -> tuple[np.ndarray, np.n
 
 
 class GPTSource:
-    """GPT windows of the train split (`dataprep.sampling.gpt.GPTSamples`), blended if weighted.
-
-    A blend asks each dataset for ceil(ceil(num_samples * w) * 1.005) samples, as megatron-core.
-    """
+    """GPT windows of the train split from `dataprep.sampling.blend.build_gpt_samples`, which
+    blends a weighted --data-path as megatron-core does (each dataset asked for
+    ceil(ceil(n * w) * 1.005) samples)."""
 
     def __init__(
         self,
@@ -195,33 +193,25 @@ class GPTSource:
         seed: int,
         cache_dir: str | None = None,
     ) -> None:
-        from dataprep.sampling.gpt import GPTSamples, GPTSamplesConfig
+        from dataprep.sampling.blend import build_gpt_samples
 
+        parse_data_path(data_path)  # the trainer's stricter form: a blend needs explicit weights
         self.seq_length = seq_length
-        blend = parse_data_path(data_path)
-        config = GPTSamplesConfig(seq_length=seq_length, seed=seed, split=split,
-                                  cache_dir=cache_dir)
-        self.datasets = []
-        for w, prefix in blend:
-            want = num_samples if len(blend) == 1 else math.ceil(math.ceil(num_samples * w) * 1.005)
-            self.datasets.append(
-                GPTSamples(prefix, num_samples=want, split_name="train", config=config)
-            )
-        self.blend = (
-            blend_indices([w for w, _ in blend], num_samples) if len(blend) > 1 else None
+        self.samples = build_gpt_samples(
+            data_path,
+            seq_length=seq_length,
+            num_samples=num_samples,
+            split=split,
+            split_name="train",
+            seed=seed,
+            cache_dir=cache_dir,
         )
 
     def __len__(self) -> int:
-        return sum(len(d) for d in self.datasets)
+        return len(self.samples)
 
     def get(self, k: int) -> np.ndarray:
-        k = int(k)
-        if self.blend is not None and k < self.blend[0].size:
-            d, j = int(self.blend[0][k]), int(self.blend[1][k])
-        else:
-            d, j = 0, k
-        ds = self.datasets[d]
-        return np.asarray(ds[j % len(ds)])
+        return np.asarray(self.samples[int(k)])
 
     def collate(self, items: Sequence[np.ndarray]) -> GPTBatch:
         return collate_gpt(items)
