@@ -152,3 +152,145 @@ def test_cli_merge_has_help(capsys):
         main(["merge", "--help"])
     assert e.value.code == 0
     assert "--output-prefix" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------- provenance and manifests
+def write_pile_zst(path, texts):
+    import zstandard
+
+    lines = "".join(
+        json.dumps({"text": t, "meta": {"pile_set_name": "Pile-CC"}}) + "\n" for t in texts
+    )
+    path.write_bytes(zstandard.ZstdCompressor().compress(lines.encode("utf-8")))
+    return path
+
+
+def build(tmp_path, name, files):
+    """build-index over {file name: texts}; returns the dataset prefix."""
+    paths = [str(write_pile_zst(tmp_path / f, texts)) for f, texts in files.items()]
+    out = str(tmp_path / name)
+    assert (
+        main(
+            [
+                "build-index",
+                "--no-progress",
+                "--workers",
+                "1",
+                "--input",
+                *paths,
+                "--output-prefix",
+                out,
+            ]
+        )
+        == 0
+    )
+    return out + "_text_document"
+
+
+def source_text(manifest, file_index, line):
+    """The text of record `line` (1-based) of input `file_index`, read with plain zstandard."""
+    import zstandard
+
+    path = manifest["inputs"][file_index]["path"]
+    with open(path, "rb") as f:
+        raw = zstandard.ZstdDecompressor().stream_reader(f).read().decode("utf-8")
+    return json.loads(raw.splitlines()[line - 1])["text"]
+
+
+@pytest.fixture
+def two_builds(tmp_path):
+    a = build(
+        tmp_path,
+        "a",
+        {
+            "a0.jsonl.zst": ["alpha one", "", "alpha two"],
+            "a1.jsonl.zst": ["alpha three", "alpha four"],
+        },
+    )
+    b = build(tmp_path, "b", {"b0.jsonl.zst": ["", "beta one. Ünïcödé 日本語", "beta two"]})
+    return a, b
+
+
+def test_merge_writes_rebased_provenance_and_summed_manifest(tmp_path, two_builds, capsys):
+    from dataprep.manifest import load_manifest, provenance_path
+    from dataprep.tokenizers import load_tokenizer
+
+    a, b = two_builds
+    out = str(tmp_path / "merged")
+    capsys.readouterr()
+    assert main(["merge", "--input", a, b, "--output-prefix", out]) == 0
+    stdout = capsys.readouterr().out
+    assert f"provenance: {out}.provenance.npy" in stdout and "warning" not in stdout
+
+    ma, mb, merged = load_manifest(a), load_manifest(b), load_manifest(out)
+    pa, pb = np.load(provenance_path(a)), np.load(provenance_path(b))
+    prov = np.load(provenance_path(out))
+    assert len(ma["inputs"]) == 2
+    assert prov.tolist() == pa.tolist() + (pb + [len(ma["inputs"]), 0]).tolist()
+    assert prov.tolist() == [[0, 1], [0, 3], [1, 1], [1, 2], [2, 2], [2, 3]]
+
+    assert merged["inputs"] == ma["inputs"] + mb["inputs"]
+    assert merged["merged_from"] == [a, b] and merged["provenance"] == "merged.provenance.npy"
+    for key in ("documents", "sequences", "tokens"):
+        assert merged[key] == ma[key] + mb[key]
+    assert merged["skipped_documents"] == {"empty_text": 2}
+    assert merged["read"]["documents"] == ma["read"]["documents"] + mb["read"]["documents"]
+    assert merged["tokenizer"] == ma["tokenizer"] and merged["dtype"] == "uint16"
+    assert merged["level"] == ma["level"] and merged["max_token_id"] == max(
+        ma["max_token_id"], mb["max_token_id"]
+    )
+
+    # row i names document i's source line: decode documents and read the lines back
+    r = IndexedDatasetReader(out)
+    tok = load_tokenizer(merged["tokenizer"]["spec"])
+    for i in (0, 3, 4, 5):
+        file_index, line = prov[i]
+        assert tok.decode(r.get_document(i)) == source_text(merged, file_index, line)
+    assert source_text(merged, *prov[4]) == "beta one. Ünïcödé 日本語"
+
+    # inspect reads the merged manifest and provenance
+    assert main(["inspect", out, "--doc", "4"]) == 0
+    shown = capsys.readouterr().out
+    assert "from b0.jsonl.zst:2" in shown and "from 3 input file(s)" in shown
+
+    # a merge of merges rebases again
+    nested = str(tmp_path / "nested")
+    assert main(["merge", "--input", b, out, "--output-prefix", nested]) == 0
+    assert np.load(provenance_path(nested)).tolist() == pb.tolist() + (prov + [1, 0]).tolist()
+    assert load_manifest(nested)["inputs"] == mb["inputs"] + merged["inputs"]
+
+
+def test_merge_without_provenance_in_a_source_warns_and_writes_none(
+    tmp_path, two_builds, capsys, caplog
+):
+    from dataprep.manifest import load_manifest, provenance_path
+
+    a, b = two_builds
+    megatron_made = str(tmp_path / "megatron_made")
+    make_dataset(megatron_made, 0)  # no manifest, no provenance
+    out = str(tmp_path / "merged")
+    capsys.readouterr()
+    assert main(["merge", "--input", a, megatron_made, b, "--output-prefix", out]) == 0
+    captured = capsys.readouterr()
+    assert "warning: no provenance written: 1 of 3 sources" in captured.out
+    assert f"{megatron_made}: no build manifest" in captured.out
+    assert any(megatron_made in r.message for r in caplog.records if r.levelname == "WARNING")
+    assert not provenance_path(out).exists()
+    merged = load_manifest(out)
+    assert merged["provenance"] is None and merged["merged_from"] == [a, megatron_made, b]
+    assert merged["documents"] == IndexedDatasetReader(out).num_documents == 4 + 25 + 2
+    assert [s["provenance"] for s in merged["sources"]] == [True, False, True]
+
+    # a provenance file that does not match its .bin/.idx is never merged; a stale merged
+    # provenance from an earlier run is removed on --overwrite
+    assert main(["merge", "--input", a, b, "--output-prefix", out, "--overwrite"]) == 0
+    assert provenance_path(out).exists()
+    np.save(provenance_path(b), np.zeros((5, 2), np.int64))
+    capsys.readouterr()
+    assert main(["merge", "--input", a, b, "--output-prefix", out, "--overwrite"]) == 0
+    assert "expected (2, 2) integers" in capsys.readouterr().out
+    assert not provenance_path(out).exists()
+    os.remove(provenance_path(b))
+    merge_datasets([a, b], out, overwrite=True)
+    assert not provenance_path(out).exists()
+    assert load_manifest(out)["sources"][1]["provenance"] is False

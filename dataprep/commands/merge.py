@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import time
 from pathlib import Path
-from typing import Any
 
-from dataprep import __version__
 from dataprep.errors import DataprepError, UsageError
 
 HELP = "merge several .bin/.idx datasets into one (Megatron merge_datasets.py)"
@@ -18,8 +14,11 @@ Merge .bin/.idx datasets into one, in order. Each --input is either a dataset pr
 without .bin/.idx) or a directory, which stands for every .bin/.idx pair in it, in sorted order
 (as Megatron's tools/merge_datasets.py --input DIR). All inputs must share the token dtype and,
 where they have build manifests, the tokenizer. The output is byte-identical to Megatron's
-IndexedDatasetBuilder.add_index merge; a merged manifest OUTPUT_PREFIX.json lists the sources and
-the summed counts.
+IndexedDatasetBuilder.add_index merge. Beside it go a merged manifest OUTPUT_PREFIX.json (sources,
+summed counts and skips, the sources' input files concatenated) and OUTPUT_PREFIX.provenance.npy
+(document -> input file and line, file indices rebased into the merged input list). Provenance is
+written only when every source has it (datasets built by Megatron have none); otherwise the merge
+still succeeds and a warning names the sources without it.
 
 example:
   dataprep merge --input shards/ --output-prefix data/pile_text_document
@@ -72,7 +71,7 @@ def expand_inputs(inputs: list[str]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from dataprep.indexed.merge import merge_datasets
-    from dataprep.manifest import load_manifest, manifest_path, write_json_atomic
+    from dataprep.manifest import manifest_path, provenance_path
 
     prefixes = expand_inputs(args.input)
     out_dir = os.path.dirname(os.path.abspath(args.output_prefix))
@@ -81,36 +80,6 @@ def run(args: argparse.Namespace) -> int:
             f"--output-prefix {args.output_prefix}: directory {out_dir} does not exist"
         )
     summary = merge_datasets(prefixes, args.output_prefix, overwrite=args.overwrite)
-    source_manifests = [load_manifest(s.prefix) for s in summary.sources]
-    manifest: dict[str, Any] = {
-        "dataprep_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "kind": "merge",
-        "prefix": os.path.basename(summary.output_prefix),
-        "dtype": summary.dtype.name,
-        "documents": summary.num_documents,
-        "sequences": summary.num_sequences,
-        "tokens": summary.num_tokens,
-        "sources": [
-            {
-                "prefix": s.prefix,
-                "documents": s.num_documents,
-                "sequences": s.num_sequences,
-                "tokens": s.num_tokens,
-                "has_manifest": m is not None,
-            }
-            for s, m in zip(summary.sources, source_manifests, strict=True)
-        ],
-    }
-    if all(m is not None and "max_token_id" in m for m in source_manifests):
-        manifest["max_token_id"] = max(m["max_token_id"] for m in source_manifests)
-    for key in ("level", "append_eod", "json_key"):  # carried over when every source agrees
-        values = {json.dumps(m.get(key)) if m else None for m in source_manifests}
-        if len(values) == 1 and None not in values and source_manifests[0].get(key) is not None:
-            manifest[key] = source_manifests[0][key]
-    if summary.tokenizer is not None:
-        manifest["tokenizer"] = summary.tokenizer
-    write_json_atomic(manifest_path(args.output_prefix), manifest)
     for s in summary.sources:
         print(f"  {s.prefix}: {s.num_documents:,} documents, {s.num_tokens:,} tokens")
     print(
@@ -118,4 +87,15 @@ def run(args: argparse.Namespace) -> int:
         f"{summary.num_documents:,} documents, {summary.num_sequences:,} sequences, "
         f"{summary.num_tokens:,} tokens ({summary.dtype.name})"
     )
+    print(f"manifest: {manifest_path(summary.output_prefix)}")
+    if summary.provenance_written:
+        print(f"provenance: {provenance_path(summary.output_prefix)}")
+    else:
+        lacking = summary.sources_without_provenance
+        print(
+            f"warning: no provenance written: {len(lacking)} of {len(summary.sources)} sources "
+            "lack it, so documents of the merged dataset cannot be traced to their source lines:"
+        )
+        for s in lacking:
+            print(f"  {s.prefix}: {s.provenance_problem}")
     return 0

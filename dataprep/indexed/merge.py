@@ -3,15 +3,20 @@
 
 Every input is opened and checked first (format, dtype, tokenizer), so a mismatch fails before
 anything is written. The `.bin` files are then streamed, never loaded; `document_indices` are
-rebased.
+rebased. Beside the merged dataset go a merged manifest `{prefix}.json` (inputs concatenated,
+counts summed) and, when every source has one, a merged `{prefix}.provenance.npy` whose file
+indices are rebased into the concatenated inputs, so row i still names document i's source line.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +32,8 @@ logger = logging.getLogger(__name__)
 _TOKENIZER_FINGERPRINT_KEYS = ("identity", "fingerprint", "sha256")
 # compared when no fingerprint is recorded: every one of these present in both must agree
 _TOKENIZER_FIELDS = ("name", "spec", "vocab_size", "eod_id")
+# provenance rows copied per step, so a merge of large datasets needs little memory
+_PROVENANCE_CHUNK_ROWS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,9 @@ class MergeSource:
     num_documents: int
     num_sequences: int
     num_tokens: int
+    has_manifest: bool = False
+    # why this source's provenance cannot be merged ("no .provenance.npy", ...); None if it can
+    provenance_problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,12 @@ class MergeSummary:
     tokenizer: (
         dict[str, Any] | None
     )  # the sources' common manifest "tokenizer" entry, if any had one
+    manifest: dict[str, Any] | None = None  # what was written to `{output_prefix}.json`
+    provenance_written: bool = False  # `{output_prefix}.provenance.npy` written
+
+    @property
+    def sources_without_provenance(self) -> tuple[MergeSource, ...]:
+        return tuple(s for s in self.sources if s.provenance_problem is not None)
 
 
 def _tokenizer_conflict(a: dict[str, Any], b: dict[str, Any]) -> str | None:
@@ -61,14 +77,132 @@ def _tokenizer_conflict(a: dict[str, Any], b: dict[str, Any]) -> str | None:
     return None
 
 
+def _open_provenance(
+    prefix: str, manifest: dict[str, Any] | None, num_documents: int
+) -> tuple[np.ndarray | None, str | None]:
+    """A source's provenance (memory-mapped) if it can be merged, else None and the reason."""
+    from dataprep.manifest import provenance_path
+
+    path = provenance_path(prefix)
+    if manifest is None:
+        return None, "no build manifest (.json)"
+    inputs = manifest.get("inputs")
+    if not isinstance(inputs, list):
+        return None, "its manifest lists no inputs"
+    if not path.exists():
+        return None, f"no {path.name}"
+    try:
+        prov = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as e:
+        return None, f"{path.name} cannot be read ({e})"
+    if prov.dtype.kind not in "iu" or prov.shape != (num_documents, 2):
+        return None, (
+            f"{path.name} holds a {prov.dtype.name} array of shape {prov.shape}, expected "
+            f"({num_documents}, 2) integers: it does not belong to this .bin/.idx"
+        )
+    for start in range(0, num_documents, _PROVENANCE_CHUNK_ROWS):
+        files = prov[start : start + _PROVENANCE_CHUNK_ROWS, 0]
+        if files.size and (files.min() < 0 or files.max() >= len(inputs)):
+            return None, (
+                f"{path.name} names input file {int(files.max())} but the manifest lists "
+                f"{len(inputs)} inputs"
+            )
+    return prov, None
+
+
+def _write_provenance(tmp: Path, parts: Sequence[tuple[np.ndarray, int]], total: int) -> None:
+    """Concatenate provenance arrays into an .npy at `tmp`, adding each part's file offset."""
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int64, shape=(total, 2))
+    row = 0
+    for prov, file_offset in parts:
+        for start in range(0, len(prov), _PROVENANCE_CHUNK_ROWS):
+            chunk = np.asarray(prov[start : start + _PROVENANCE_CHUNK_ROWS], dtype=np.int64)
+            out[row : row + len(chunk), 0] = chunk[:, 0] + file_offset
+            out[row : row + len(chunk), 1] = chunk[:, 1]
+            row += len(chunk)
+    assert row == total
+    out.flush()
+    del out
+
+
+def _sum_counts(dicts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Sum nested count dicts key by key: numbers add, dicts recurse, lists concatenate."""
+    out: dict[str, Any] = {}
+    for d in dicts:
+        for key, value in d.items():
+            if isinstance(value, bool) or not isinstance(value, int | float | dict | list):
+                continue
+            if isinstance(value, dict):
+                out[key] = _sum_counts([out.get(key, {}), value])
+            elif isinstance(value, list):
+                out[key] = [*out.get(key, []), *value]
+            else:
+                out[key] = out.get(key, 0) + value
+    return dict(sorted(out.items()))
+
+
+def _merged_manifest(
+    output_prefix: str,
+    dtype: np.dtype,
+    sources: Sequence[MergeSource],
+    manifests: Sequence[dict[str, Any] | None],
+    tokenizer: dict[str, Any] | None,
+    provenance_name: str | None,
+) -> dict[str, Any]:
+    from dataprep import __version__
+
+    present = [m for m in manifests if m is not None]
+    manifest: dict[str, Any] = {
+        "dataprep_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "kind": "merge",
+        "prefix": os.path.basename(output_prefix),
+        "dtype": dtype.name,
+        "documents": sum(s.num_documents for s in sources),
+        "sequences": sum(s.num_sequences for s in sources),
+        "tokens": sum(s.num_tokens for s in sources),
+    }
+    if present and len(present) == len(manifests) and all("max_token_id" in m for m in present):
+        manifest["max_token_id"] = max(m["max_token_id"] for m in present)
+    for key in ("level", "append_eod", "json_key"):  # carried over when every source agrees
+        values = {json.dumps(m.get(key)) if m else None for m in manifests}
+        if len(values) == 1 and None not in values and present[0].get(key) is not None:
+            manifest[key] = present[0][key]
+    if tokenizer is not None:
+        manifest["tokenizer"] = tokenizer
+    # sums over the sources that have manifests (see "sources" for which do)
+    manifest["skipped_documents"] = _sum_counts([m.get("skipped_documents") or {} for m in present])
+    if all(isinstance(m.get("read"), dict) for m in present) and present:
+        manifest["read"] = _sum_counts([m["read"] for m in present])
+    manifest["inputs"] = [
+        i for m in present if isinstance(m.get("inputs"), list) for i in m["inputs"]
+    ]
+    manifest["merged_from"] = [s.prefix for s in sources]
+    manifest["sources"] = [
+        {
+            "prefix": s.prefix,
+            "documents": s.num_documents,
+            "sequences": s.num_sequences,
+            "tokens": s.num_tokens,
+            "has_manifest": m is not None,
+            "inputs": len(m["inputs"]) if m and isinstance(m.get("inputs"), list) else 0,
+            "provenance": s.provenance_problem is None,
+        }
+        for s, m in zip(sources, manifests, strict=True)
+    ]
+    manifest["provenance"] = provenance_name
+    return manifest
+
+
 def merge_datasets(
     prefixes: Sequence[str | os.PathLike],
     output_prefix: str | os.PathLike,
     *,
     overwrite: bool = False,
 ) -> MergeSummary:
-    """Concatenate datasets in the given order into `output_prefix.bin/.idx`."""
-    from dataprep.manifest import load_manifest
+    """Concatenate datasets in the given order into `output_prefix.bin/.idx` plus a merged
+    manifest `.json` and, if every source has provenance, a merged `.provenance.npy`."""
+    from dataprep.manifest import load_manifest, manifest_path, provenance_path, write_json_atomic
 
     prefixes = [os.fspath(p) for p in prefixes]
     output_prefix = os.fspath(output_prefix)
@@ -77,7 +211,9 @@ def merge_datasets(
     out_abs = os.path.abspath(output_prefix)
     if any(os.path.abspath(p) == out_abs for p in prefixes):
         raise UsageError(f"output prefix {output_prefix} is also an input; choose another output")
-    existing = [p for p in (output_prefix + ".bin", output_prefix + ".idx") if os.path.exists(p)]
+    sidecars = [manifest_path(output_prefix), provenance_path(output_prefix)]
+    outputs = [output_prefix + ".bin", output_prefix + ".idx", *map(str, sidecars)]
+    existing = [p for p in outputs if os.path.exists(p)]
     if existing and not overwrite:
         raise DataprepError(
             f"{' and '.join(existing)} already exist; pass --overwrite (overwrite=True) to "
@@ -92,10 +228,10 @@ def merge_datasets(
                 f"cannot merge {first.path_prefix} (dtype {first.dtype.name}) with {r.path_prefix} "
                 f"(dtype {r.dtype.name}): all inputs must share a token dtype; rebuild one of them"
             )
+    manifests = [load_manifest(p) for p in prefixes]
     tokenizer: dict[str, Any] | None = None
     tokenizer_from = None
-    for p in prefixes:
-        manifest = load_manifest(p)
+    for p, manifest in zip(prefixes, manifests, strict=True):
         entry = manifest.get("tokenizer") if isinstance(manifest, dict) else None
         if not isinstance(entry, dict):
             continue
@@ -106,24 +242,74 @@ def merge_datasets(
                 f"cannot merge {tokenizer_from} with {p}: their build manifests name different "
                 f"tokenizers ({conflict}); token ids from different tokenizers cannot be mixed"
             )
+    manifests = [m if isinstance(m, dict) else None for m in manifests]
 
-    sources = tuple(
-        MergeSource(r.path_prefix, r.num_documents, len(r), r.num_tokens) for r in readers
-    )
+    sources = []
+    provenance_parts: list[tuple[np.ndarray, int]] = []
+    file_offset = 0
+    for r, m in zip(readers, manifests, strict=True):
+        prov, problem = _open_provenance(r.path_prefix, m, r.num_documents)
+        if prov is not None:
+            provenance_parts.append((prov, file_offset))
+        if m is not None and isinstance(m.get("inputs"), list):
+            file_offset += len(m["inputs"])
+        sources.append(
+            MergeSource(
+                r.path_prefix,
+                r.num_documents,
+                len(r),
+                r.num_tokens,
+                has_manifest=m is not None,
+                provenance_problem=problem,
+            )
+        )
+    lacking = [s for s in sources if s.provenance_problem is not None]
+    for s in lacking:
+        logger.warning(
+            "%s has no usable provenance (%s): %s gets none",
+            s.prefix,
+            s.provenance_problem,
+            provenance_path(output_prefix).name,
+        )
+    total_documents = sum(s.num_documents for s in sources)
     dtype = first.dtype
     del readers, first  # release the memory maps before copying
-    with IndexedDatasetWriter(output_prefix, dtype=dtype) as writer:
-        for p in prefixes:
-            logger.info("appending %s", p)
-            writer.add_index(p)
+
+    prov_tmp = Path(str(provenance_path(output_prefix)) + ".tmp.npy")
+    try:
+        with IndexedDatasetWriter(output_prefix, dtype=dtype) as writer:
+            for p in prefixes:
+                logger.info("appending %s", p)
+                writer.add_index(p)
+            if not lacking:
+                _write_provenance(prov_tmp, provenance_parts, total_documents)
+            # the old sidecars must not outlive the .bin/.idx they describe (renamed on exit)
+            for path in sidecars:
+                path.unlink(missing_ok=True)
+        del provenance_parts  # release the sources' memory maps
+        if not lacking:
+            os.replace(prov_tmp, provenance_path(output_prefix))
+    finally:
+        prov_tmp.unlink(missing_ok=True)
+    manifest = _merged_manifest(
+        output_prefix,
+        writer.dtype,
+        sources,
+        manifests,
+        tokenizer,
+        None if lacking else provenance_path(output_prefix).name,
+    )
+    write_json_atomic(manifest_path(output_prefix), manifest)
     summary = MergeSummary(
         output_prefix=output_prefix,
         dtype=writer.dtype,
-        sources=sources,
-        num_documents=sum(s.num_documents for s in sources),
+        sources=tuple(sources),
+        num_documents=total_documents,
         num_sequences=sum(s.num_sequences for s in sources),
         num_tokens=sum(s.num_tokens for s in sources),
         tokenizer=tokenizer,
+        manifest=manifest,
+        provenance_written=not lacking,
     )
     logger.info(
         "merged %d datasets into %s: %d documents, %d tokens",
