@@ -232,6 +232,12 @@ def encode_chunk(task: dict[str, Any], tokenizer=None) -> dict[str, Any]:
             seq_lengths.extend(s.size for s in seqs)
             seqs_per_doc.append(len(seqs))
         tokens = np.concatenate(arrays) if arrays else np.zeros(0, np.int64)
+        max_id = int(tokens.max()) if tokens.size else -1
+        narrow = task.get("dtype")
+        if narrow is not None and 0 <= max_id <= np.iinfo(narrow).max and tokens.min() >= 0:
+            # cast here, in parallel, and ship 2 bytes a token instead of 4; ids that do not fit
+            # stay as they are so that the writer reports them
+            tokens = tokens.astype(narrow)
         seq_lengths_a = np.asarray(seq_lengths, dtype=np.int64)
         seqs_per_doc_a = np.asarray(seqs_per_doc, dtype=np.int64)
         bounds = np.concatenate([[0], np.cumsum(seqs_per_doc_a)])
@@ -242,6 +248,7 @@ def encode_chunk(task: dict[str, Any], tokenizer=None) -> dict[str, Any]:
             "seq_lengths": seq_lengths_a,
             "seqs_per_doc": seqs_per_doc_a,
             "empty": empty,
+            "max_id": max_id,
             "text_bytes": sum(len(t.encode("utf-8")) for t in texts),  # for MB/s
         }
     return results
@@ -351,8 +358,7 @@ class _Sink:
             if r["empty"]:
                 keep[r["empty"]] = False
                 s.skip("empty_after_tokenization", len(r["empty"]))
-            if r["tokens"].size:
-                s.max_token_id = max(s.max_token_id, int(r["tokens"].max()))
+            s.max_token_id = max(s.max_token_id, r["max_id"])
             self._add(self.writers[key], r)
             kept = np.asarray(lines[key], dtype=np.int64)[keep]
             rows = np.stack([np.full(kept.size, file_index, np.int64), kept], axis=1)
@@ -503,6 +509,12 @@ def build_index(config: BuildConfig) -> BuildSummary:
     progress = _Progress(config.progress, config.log_interval, len(files))
     sink = _Sink(writers, stats, provenance, progress, split_sentences=config.split_sentences)
     max_pending = 2 * config.workers + 2  # tasks in flight: enough to keep every worker busy
+    # The pool hands tasks and results over in two threads of this process, which wait for the
+    # GIL while the main thread parses JSON: with the default 5 ms switch interval the workers
+    # idle between tasks. A shorter interval for the length of the build keeps them fed.
+    switch_interval = sys.getswitchinterval()
+    if pool is not None:
+        sys.setswitchinterval(min(switch_interval, 0.0005))
     start = time.perf_counter()
     try:
         for file_index in range(done_files, len(files)):
@@ -526,6 +538,7 @@ def build_index(config: BuildConfig) -> BuildSummary:
                     "split_sentences": config.split_sentences,
                     "keep_newlines": config.keep_newlines,
                     "append_eod": config.append_eod,
+                    "dtype": dtype.str,
                 }
                 if pool is None:
                     file_docs += sink.write(file_index, encode_chunk(task, tokenizer), lines)
@@ -559,6 +572,7 @@ def build_index(config: BuildConfig) -> BuildSummary:
             shutil.rmtree(work, ignore_errors=True)
         raise
     finally:
+        sys.setswitchinterval(switch_interval)
         for w in writers.values():
             w.abort()  # no-op for closed writers; keeps .bin.tmp of unfinished ones for --resume
         progress.close()
