@@ -3,7 +3,8 @@
 Synthetic dataset: --docs documents with lengths drawn from a long-tailed distribution (a few
 million tokens). Both sides build the same document, sample and shuffle indices (checked equal) for
 the same configuration; the table shows the best of --repeats interleaved runs and our/their ratio
-(< 1: ours faster). Also the blending indices for 2 and 3 datasets.
+(< 1: ours faster). Also the blending indices for 2, 3 and 5 datasets (weights 1:2:..:n and
+Dirichlet-random).
 
     python benchmarks/bench_sampling.py [--docs 100000] [--seq-length 1024] [--epochs 3]
 """
@@ -95,19 +96,26 @@ def main() -> None:
     rows.append(("sample index (build_sample_idx)", min(t_ours_si), min(t_theirs_si)))
     rows.append(("document + sample + shuffle", min(t_ours_all), min(t_theirs_all)))
 
-    for num in (2, 3):
-        w = (np.arange(1, num + 1) / np.arange(1, num + 1).sum()).tolist()
-        size = args.blend_size
+    rng = np.random.default_rng(0)
+    blends = [(f"{num} datasets 1:..:{num}", np.arange(1, num + 1)) for num in (2, 3, 5)]
+    blends += [(f"{num} datasets Dirichlet", rng.dirichlet(np.ones(num))) for num in (2, 3, 5)]
+    for label, raw in blends:
+        w = (raw / np.sum(raw)).tolist()
+        num, size = len(w), args.blend_size
 
         def cpp(w=w, num=num, size=size):
             d, s = np.zeros(size, np.int16), np.zeros(size, np.int64)
             helpers.build_blending_indices(d, s, w, num, size, False)
             return d, s
 
-        to, (od, os_) = best_of(lambda w=w, size=size: build_blending_indices(w, size), 2)
-        tt, (td, ts) = best_of(cpp, 2)
+        t_ours, t_theirs = [], []
+        for _ in range(args.repeats):  # interleaved
+            t, (od, os_) = best_of(lambda w=w, size=size: build_blending_indices(w, size), 1)
+            t_ours.append(t)
+            t, (td, ts) = best_of(cpp, 1)
+            t_theirs.append(t)
         assert np.array_equal(od, td) and np.array_equal(os_, ts), "blend differs"
-        rows.append((f"blending indices, {num} datasets, {size:,} samples", to, tt))
+        rows.append((f"blending, {label}, {size:,}", min(t_ours), min(t_theirs)))
 
     print(f"{'':48} {'dataprep':>10} {'megatron':>10} {'ratio':>7}")
     for name, to, tt in rows:

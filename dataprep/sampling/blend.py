@@ -35,11 +35,28 @@ def normalize(weights: Sequence[float]) -> list[float]:
     return (w / np.sum(w)).tolist()
 
 
-def _greedy_python(weights: list[float], size: int) -> np.ndarray:
-    counts = [0] * len(weights)
-    picks = [0] * size
+FAST_DATASETS = 16  # above this many datasets the greedy runs one step at a time in Python
+_REPAIR = 64  # longest exact one-step-at-a-time repair inside a block before the block ends
+
+
+def _best_periods(weights: list[float], cap: int) -> np.ndarray:
+    """For each L in 1..cap, the P <= L whose `w * P` is nearest an integer vector (L1)."""
+    p = np.arange(1, cap + 1, dtype=np.float64)
+    dist = np.zeros(cap)
+    for w in weights:
+        f = w * p
+        dist += np.abs(f - np.rint(f))
+    record = np.ones(cap, dtype=bool)
+    record[1:] = dist[1:] < np.minimum.accumulate(dist)[:-1]
+    return np.maximum.accumulate(np.where(record, np.arange(cap), 0)) + 1
+
+
+def _greedy_steps(
+    weights: list[float], picks: np.ndarray, counts: list[int], start: int, stop: int
+) -> None:
+    """Greedy picks start..stop-1, one interpreted step each (`counts` is updated)."""
     others = range(1, len(weights))
-    for i in range(size):
+    for i in range(start, stop):
         x = float(i) if i > 1 else 1.0
         best, best_error = 0, weights[0] * x - counts[0]
         for d in others:
@@ -48,48 +65,118 @@ def _greedy_python(weights: list[float], size: int) -> np.ndarray:
                 best, best_error = d, error
         picks[i] = best
         counts[best] += 1
-    return np.asarray(picks, dtype=np.int64)
 
 
-def _greedy_speculative(weights: np.ndarray, size: int) -> np.ndarray:
-    """Greedy picks guessed a block at a time and checked in numpy (exact, quick for 2 datasets).
+def _greedy_blocks(
+    weights: list[float], picks: np.ndarray, counts: list[int], start: int, stop: int
+) -> None:
+    """Greedy picks start..stop-1, guessed a block at a time and checked in numpy (exact).
 
-    Guess: the next picks in order of due time k / w_d. Check: recompute each step's errors from
-    the guessed counts. The guess is right up to the first step whose argmax differs, and that
-    step's argmax is the true pick (its counts come from correct picks).
+    Guess: the picks P steps earlier, repeated, for the P <= start whose `w * P` is nearest an
+    integer vector (the error state then differs by a small constant, so the picks mostly
+    repeat). Check: each step's errors `fl(w_d * x) - count_d` from the guessed counts, first
+    maximum. Where the check disagrees the counts before that step are still right, so the true
+    pick is known; the following steps are redone one at a time until the counts agree with the
+    guess again (usually one swapped pair), after which the checked picks are right again.
     """
     D = len(weights)
-    picks = np.empty(size, dtype=np.int64)
-    counts = np.zeros(D, dtype=np.int64)
-    i, block = 0, 256
-    while i < size:
-        n = min(block, size - i)
-        per = np.ceil(weights * n).astype(np.int64) + 2
-        due = np.concatenate([(counts[d] + np.arange(per[d])) / weights[d] for d in range(D)])
-        owner = np.repeat(np.arange(D), per)
-        guess = owner[np.argsort(due, kind="stable")[:n]]
-        onehot = np.zeros((n, D), dtype=np.int64)
-        onehot[np.arange(n), guess] = 1
-        before = counts + np.cumsum(onehot, axis=0) - onehot  # counts before each step
-        x = np.maximum(np.arange(i, i + n), 1).astype(np.float64)
-        true = np.argmax(weights[None, :] * x[:, None] - before, axis=1)  # first max wins
-        wrong = np.flatnonzero(true != guess)
-        m = n if len(wrong) == 0 else int(wrong[0]) + 1
-        picks[i : i + m] = guess[:m]
-        picks[i + m - 1] = true[m - 1]
-        counts += np.bincount(picks[i : i + m], minlength=D)
-        i += m
-        block = min(max(2 * m, 256), 1 << 18)
+    w = [float(v) for v in weights]
+    i = min(stop, max(start, 4 * D))
+    _greedy_steps(w, picks, counts, start, i)
+    if i >= stop:
+        return
+    period = _best_periods(w, min(stop, 1 << 16))
+    dims = range(D)
+    n = 1024
+    while i < stop:
+        p = int(period[min(i, len(period)) - 1])
+        n = min(n, stop - i)
+        g = np.resize(picks[i - p : i], n)
+        x = np.arange(i, i + n, dtype=np.float64)
+        before = np.empty((D, n), dtype=np.int32)  # counts before each step, if g is right
+        best = np.zeros(n, dtype=picks.dtype)
+        top = x  # replaced at d == 0
+        for d in dims:
+            hit = g == d
+            c = before[d]
+            np.cumsum(hit, dtype=np.int32, out=c)
+            c -= hit
+            c += counts[d]
+            e = x * w[d]
+            e -= c
+            if d == 0:
+                top = e
+            else:
+                np.copyto(best, d, where=e > top)  # strict: the first maximum wins
+                np.maximum(top, e, out=top)
+        wrong = np.flatnonzero(best != g).tolist()
+        end, resume = n, 0
+        for t in wrong:
+            if t < resume:
+                continue
+            cnt = before[:, t].tolist()
+            gs = g[t : t + _REPAIR + 1].tolist()
+            off = [0] * D  # true counts - guessed counts
+            k, pick, unequal = t, int(best[t]), 0
+            while True:
+                best[k] = pick
+                cnt[pick] += 1
+                gk = gs[k - t]
+                if pick != gk:
+                    off[pick] += 1
+                    off[gk] -= 1
+                    unequal = sum(1 for v in off if v)
+                k += 1
+                if unequal == 0:
+                    resume = k
+                    break
+                if k >= n or k - t >= _REPAIR:
+                    end = k
+                    break
+                xk = float(i + k)
+                pick, top_error = 0, w[0] * xk - cnt[0]
+                for d in range(1, D):
+                    error = w[d] * xk - cnt[d]
+                    if error > top_error:
+                        pick, top_error = d, error
+            if resume <= t:
+                break
+        picks[i : i + end] = best[:end]
+        if end == n and not wrong:
+            for d in dims:
+                counts[d] = int(before[d, -1]) + int(g[-1] == d)
+        else:
+            used = np.bincount(best[:end], minlength=D)
+            for d in dims:
+                counts[d] += int(used[d])
+        i += end
+        n = min(2 * end, 1 << 17) if end == n else max(2 * end, 1024)
+
+
+def _greedy(weights: list[float], size: int) -> np.ndarray:
+    """Megatron's greedy picks (int16), numpy blocks for up to FAST_DATASETS datasets."""
+    picks = np.zeros(size, dtype=np.int16)
+    counts = [0] * len(weights)
+    if len(weights) == 1:
+        return picks
+    if len(weights) <= FAST_DATASETS:
+        _greedy_blocks(weights, picks, counts, 0, size)
+    else:  # about 0.3 us per sample and dataset
+        _greedy_steps(weights, picks, counts, 0, size)
     return picks
 
 
 def _sample_numbers(dataset_index: np.ndarray, num_datasets: int) -> np.ndarray:
     """For each position, how many earlier positions picked the same dataset (int64)."""
+    out = np.empty(len(dataset_index), dtype=np.int64)
+    if num_datasets <= 64:
+        for d in range(num_datasets):
+            where = np.flatnonzero(dataset_index == d)
+            out[where] = np.arange(len(where))
+        return out
     order = np.argsort(dataset_index, kind="stable")
     firsts = np.searchsorted(dataset_index[order], np.arange(num_datasets))
-    rank = np.arange(len(order), dtype=np.int64) - firsts[dataset_index[order]]
-    out = np.empty(len(order), dtype=np.int64)
-    out[order] = rank
+    out[order] = np.arange(len(order), dtype=np.int64) - firsts[dataset_index[order]]
     return out
 
 
@@ -98,25 +185,34 @@ def build_blending_indices(weights: Sequence[float], size: int) -> tuple[np.ndar
 
     `weights` are used as given (normalise them first, as BlendedSamples does).
     """
-    w = np.asarray(weights, dtype=np.float64)
-    if len(w) == 1:
-        picks = np.zeros(size, dtype=np.int64)
-    elif len(w) == 2:
-        picks = _greedy_speculative(w, size)
-    else:  # O(size * D) interpreted steps, about 1 us per sample for 3 datasets; cached on disk
-        picks = _greedy_python(w.tolist(), size)
-    return picks.astype(np.int16), _sample_numbers(picks, len(w))
+    w = [float(v) for v in np.asarray(weights, dtype=np.float64)]
+    picks = _greedy(w, size)
+    return picks, _sample_numbers(picks, len(w))
 
 
 def build_exhaustive_blending_indices(sizes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Exactly sizes[d] samples from each dataset d, interleaved by the same greedy rule."""
+    """Exactly sizes[d] samples from each dataset d, interleaved by the same greedy rule.
+
+    Until the first dataset is spent this is the plain greedy with weights `sizes / total`
+    (numpy blocks); from there on, one step at a time over the unspent datasets.
+    """
     sizes_list = [int(s) for s in sizes]
     total = sum(sizes_list)
     weights = [s / float(total) for s in sizes_list]
+    picks = np.zeros(total, dtype=np.int16)
     counts = [0] * len(sizes_list)
-    unspent = [d for d, s in enumerate(sizes_list) if s > 0]
-    picks = [0] * total
-    for i in range(total):
+    start = 0
+    if len(sizes_list) > 1 and min(sizes_list) > 0 and len(sizes_list) <= FAST_DATASETS:
+        _greedy_blocks(weights, picks, [0] * len(sizes_list), 0, total)
+        spent = total  # the first step at which some dataset takes its last sample
+        for d, s in enumerate(sizes_list):
+            where = np.flatnonzero(picks == d)
+            if len(where) >= s:
+                spent = min(spent, int(where[s - 1]))
+        start = min(spent + 1, total)
+        counts = np.bincount(picks[:start], minlength=len(sizes_list)).tolist()
+    unspent = [d for d, s in enumerate(sizes_list) if counts[d] < s]
+    for i in range(start, total):
         x = float(i) if i > 1 else 1.0
         best, best_error = -1, -math.inf
         for d in unspent:
@@ -127,8 +223,7 @@ def build_exhaustive_blending_indices(sizes: Sequence[int]) -> tuple[np.ndarray,
         counts[best] += 1
         if counts[best] == sizes_list[best]:
             unspent.remove(best)
-    arr = np.asarray(picks, dtype=np.int64)
-    return arr.astype(np.int16), _sample_numbers(arr, len(sizes_list))
+    return picks, _sample_numbers(picks, len(sizes_list))
 
 
 class BlendedSamples:
