@@ -90,6 +90,7 @@ def _greedy_blocks(
     n = 1024
     while i < stop:
         p = int(period[min(i, len(period)) - 1])
+        p *= max(1, min(4096 // p, i // p))  # np.resize is slow for a short source
         n = min(n, stop - i)
         g = np.resize(picks[i - p : i], n)
         x = np.arange(i, i + n, dtype=np.float64)
