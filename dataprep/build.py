@@ -64,7 +64,7 @@ class BuildConfig:
     skip_bad_files: bool = False  # count corrupt/truncated input files as skips
     overwrite: bool = False  # replace existing outputs
     resume: bool = False  # continue an interrupted build of the same configuration
-    chunk_bytes: int = 1 << 20  # text per tokenizer task
+    chunk_bytes: int = 1 << 19  # text per tokenizer task (--chunk-mb)
     progress: bool = True  # tqdm bar on stderr (only when stderr is a terminal)
     log_interval: int = 0  # log a progress line every N documents when there is no bar
 

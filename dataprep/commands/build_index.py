@@ -154,7 +154,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="when stderr is not a terminal, log progress every N documents (default: 10000)",
     )
     g.add_argument(
-        "--chunk-mb", type=float, default=0.25, help="MB of text per tokenizer task (default: 0.25)"
+        "--chunk-mb",
+        type=float,
+        default=0.5,
+        help="MB of text per tokenizer task (default: 0.5; smaller tasks spend more time handing "
+        "over, larger ones leave a worker idle longer at the end)",
     )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
