@@ -5,9 +5,12 @@ preprocess_data.py, each with a manifest `{prefix}.json` (counts, skips by reaso
 and sha256, tokenizer identity, largest token id) and `{prefix}.provenance.npy` (int64 rows `(input
 index, line)`, one per written document).
 
-Parallelism: the main process reads and parses records (about 100x faster than BPE), groups them
-into chunks of about `chunk_bytes` of text, and hands the chunks to `workers` processes that
-tokenize; results are written in submission order, so the bytes do not depend on `workers`.
+Parallelism: the main process decompresses each JSON Lines file and cuts it into blocks of whole
+lines (about `chunk_bytes` each, line numbers counted); `workers` processes parse, check and
+tokenize the blocks (`run_task`) and the main process writes their results in submission order, so
+the bytes do not depend on `workers`. Bad records found by a worker are raised or counted exactly
+as a sequential read would (`readers.base.CollectedRecordErrors`). Parquet files are read in the
+main process and only tokenized in the workers.
 Resumability: `.bin` data goes to temporary names; after each input file the writers' state is saved
 to `{output_prefix}.dataprep-build/`, and `--resume` truncates back to the last finished file and
 continues there. Real names appear only when the build completes.
@@ -33,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from dataprep import __version__
-from dataprep.errors import UsageError
+from dataprep.errors import DataprepError, ReadError, UsageError
 from dataprep.manifest import manifest_path, provenance_path, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -254,6 +257,169 @@ def encode_chunk(task: dict[str, Any], tokenizer=None) -> dict[str, Any]:
     return results
 
 
+def _parse_block(task: dict[str, Any]) -> dict[str, Any]:
+    """Documents of one block of JSON Lines: texts and lines per key, skips, read counters."""
+    from dataprep.readers.base import CollectedRecordErrors, ReadStats
+
+    parser = task["parser"]
+    stats = ReadStats()
+    bad = CollectedRecordErrors(parser.path, task["on_error"])
+    keys = parser.json_keys
+    texts: dict[str, list[str]] = {k: [] for k in keys}
+    lines: dict[str, list[int]] = {k: [] for k in keys}
+    empty = dict.fromkeys(keys, 0)
+    for doc in parser.documents(task["first_line"], task["block"], stats=stats, bad=bad):
+        for key in keys:
+            text = doc.fields[key]
+            if not text:
+                empty[key] += 1
+                continue
+            texts[key].append(text)
+            lines[key].append(doc.line)
+    return {"texts": texts, "lines": lines, "empty_text": empty, "read": stats, "bad": bad}
+
+
+def run_task(task: dict[str, Any], tokenizer=None) -> dict[str, Any]:
+    """One unit of work: a block of JSON Lines to parse (`block`) or texts already read (`texts`),
+    tokenized for every key (see `encode_chunk`)."""
+    if "block" in task:
+        parsed = _parse_block(task)
+        task = {**task, "texts": parsed.pop("texts")}
+    else:
+        parsed = {"lines": None, "empty_text": {}, "read": None, "bad": None}
+    return {"keys": encode_chunk(task, tokenizer), **parsed}
+
+
+def _worker_main(conn, spec: str | None) -> None:
+    """A tokenizer process: tasks arrive on `conn` (a thread keeps reading them, so the main
+    process never waits to hand one over), results go back in the same order."""
+    import queue
+    import signal
+    import threading
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    if spec is not None:  # spawn: load here; fork: inherited
+        _init_worker(spec)
+    sys.setswitchinterval(0.0005)  # the receiving thread gets the GIL soon after a message lands
+    tasks: queue.Queue = queue.Queue()
+
+    def receive() -> None:
+        try:
+            while True:
+                data = conn.recv_bytes()
+                tasks.put(data)
+                if not data:
+                    return
+        except (EOFError, OSError):
+            tasks.put(b"")
+
+    threading.Thread(target=receive, daemon=True).start()
+    import pickle
+
+    while True:
+        data = tasks.get()
+        if not data:
+            return
+        try:
+            reply = ("ok", run_task(pickle.loads(data)))
+        except BaseException as e:  # handed to the main process, which raises it
+            reply = ("error", e)
+        try:
+            payload = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            import traceback
+
+            text = traceback.format_exception(reply[1]) if reply[0] == "error" else []
+            payload = pickle.dumps(("error", RuntimeError("".join(text) or "unpicklable result")))
+        conn.send_bytes(payload)
+
+
+class _Workers:
+    """Tokenizer processes, each fed through its own pipe, tasks dealt round-robin; results come
+    back in submission order. No helper threads in this process: handing over and collecting
+    happen in the caller's thread, between reads."""
+
+    def __init__(self, count: int, tokenizer, per_worker: int = 2) -> None:
+        import pickle
+
+        self._pickle = pickle
+        if sys.platform == "linux":
+            # forked workers inherit the loaded tokenizer: no second load per worker
+            global _WORKER_TOKENIZER
+            _WORKER_TOKENIZER = tokenizer
+            ctx, spec = multiprocessing.get_context("fork"), None
+        else:
+            ctx, spec = multiprocessing.get_context("spawn"), tokenizer.spec
+        self.conns, self.procs = [], []
+        try:
+            for _ in range(count):
+                here, there = ctx.Pipe()
+                proc = ctx.Process(target=_worker_main, args=(there, spec), daemon=True)
+                proc.start()
+                there.close()
+                self.conns.append(here)
+                self.procs.append(proc)
+        except BaseException:
+            self.close()
+            raise
+        self.limit = count * per_worker
+        self.pending: collections.deque = collections.deque()  # (worker, context)
+        self.submitted = 0
+
+    def submit(self, task: dict[str, Any], context: Any) -> Iterator[tuple[dict[str, Any], Any]]:
+        """Hand `task` to the next worker; yields the (result, context) pairs that had to be
+        collected first to stay within the in-flight limit."""
+        while len(self.pending) >= self.limit:
+            yield self._collect()
+        worker = self.submitted % len(self.conns)
+        data = self._pickle.dumps(task, protocol=self._pickle.HIGHEST_PROTOCOL)
+        try:
+            self.conns[worker].send_bytes(data)
+        except OSError as e:
+            raise self._died(worker) from e
+        self.pending.append((worker, context))
+        self.submitted += 1
+
+    def drain(self) -> Iterator[tuple[dict[str, Any], Any]]:
+        while self.pending:
+            yield self._collect()
+
+    def _collect(self) -> tuple[dict[str, Any], Any]:
+        worker, context = self.pending.popleft()
+        try:
+            status, value = self._pickle.loads(self.conns[worker].recv_bytes())
+        except (EOFError, OSError) as e:
+            raise self._died(worker) from e
+        if status == "error":
+            raise value
+        return value, context
+
+    def _died(self, worker: int) -> DataprepError:
+        proc = self.procs[worker]
+        proc.join(timeout=1)
+        return DataprepError(
+            f"tokenizer worker {worker} died (exit code {proc.exitcode}); if it ran out of "
+            "memory, use fewer --workers"
+        )
+
+    def close(self) -> None:
+        """Stop the workers: politely when all results were collected, at once otherwise."""
+        if not getattr(self, "pending", None):
+            for conn in self.conns:
+                try:
+                    conn.send_bytes(b"")
+                except OSError:
+                    pass
+            for proc in self.procs:
+                proc.join(timeout=2)
+        for proc in self.procs:
+            if proc.is_alive():
+                proc.terminate()
+                proc.join()
+        for conn in self.conns:
+            conn.close()
+
+
 # ------------------------------------------------------------------------------------------------
 # main side
 
@@ -373,6 +539,19 @@ class _Sink:
         self.progress.update(file_index, ndocs, ntok, nbytes)
         return ndocs
 
+    def take(self, file_index: int, done: tuple[dict[str, Any], Any], file_stats, bad) -> int:
+        """Write a `run_task` result (with the lines kept by the caller for text tasks); a block
+        parsed by a worker also brings its read counters and bad records, added to the file's."""
+        result, lines = done
+        if result["read"] is not None:
+            file_stats.merge(result["read"])
+            result["bad"].replay(bad)
+            for key, n in result["empty_text"].items():
+                if n:
+                    self.stats[key].skip("empty_text", n)
+            lines = result["lines"]
+        return self.write(file_index, result["keys"], lines)
+
     def _add(self, writer, r: dict[str, Any]) -> None:
         if not self.split_sentences:
             writer.add_documents(r["tokens"], r["doc_lengths"])
@@ -416,7 +595,17 @@ def build_index(config: BuildConfig) -> BuildSummary:
     from dataprep.indexed import IndexedDatasetWriter
     from dataprep.indexed.format import optimal_dtype
     from dataprep.indexed.writer import WriterState, bin_tmp_path
-    from dataprep.readers import ReadStats, expand_inputs, iter_documents
+    from dataprep.readers import (
+        FILE_ERROR_KINDS,
+        ReadStats,
+        expand_inputs,
+        iter_documents,
+        normalize_filters,
+        resolve_format,
+    )
+    from dataprep.readers.base import RecordErrors
+    from dataprep.readers.compression import open_decompressed
+    from dataprep.readers.jsonl import JsonLinesParser, finish_file, line_blocks
     from dataprep.tokenizers import load_tokenizer
 
     files = expand_inputs(list(config.inputs))
@@ -495,61 +684,88 @@ def build_index(config: BuildConfig) -> BuildSummary:
         )
         for key, prefix in outputs.items()
     }
-    filters = {k: set(v) for k, v in config.filters} or None
-    pool = None
-    if config.workers > 1:
-        global _WORKER_TOKENIZER
-        if sys.platform == "linux":
-            # forked workers inherit the loaded tokenizer: no second 0.4 s load per worker
-            _WORKER_TOKENIZER = tokenizer
-            pool = multiprocessing.get_context("fork").Pool(config.workers)
-        else:
-            ctx = multiprocessing.get_context("spawn")
-            pool = ctx.Pool(config.workers, initializer=_init_worker, initargs=(tokenizer.spec,))
+    filters = normalize_filters({k: v for k, v in config.filters})
+    on_error = "skip" if config.skip_bad_records else "raise"
+    on_bad_file = "skip" if config.skip_bad_files else "raise"
     progress = _Progress(config.progress, config.log_interval, len(files))
     sink = _Sink(writers, stats, provenance, progress, split_sentences=config.split_sentences)
-    max_pending = 2 * config.workers + 2  # tasks in flight: enough to keep every worker busy
-    # The pool hands tasks and results over in two threads of this process, which wait for the
-    # GIL while the main thread parses JSON: with the default 5 ms switch interval the workers
-    # idle between tasks. A shorter interval for the length of the build keeps them fed.
-    switch_interval = sys.getswitchinterval()
-    if pool is not None:
-        sys.setswitchinterval(min(switch_interval, 0.0005))
+    common = {
+        "split_sentences": config.split_sentences,
+        "keep_newlines": config.keep_newlines,
+        "append_eod": config.append_eod,
+        "dtype": dtype.str,
+    }
+    workers = _Workers(config.workers, tokenizer) if config.workers > 1 else None
+
+    def execute(task: dict[str, Any], lines: Any) -> Iterator[tuple[dict[str, Any], Any]]:
+        if workers is None:
+            yield run_task(task, tokenizer), lines
+        else:
+            yield from workers.submit(task, lines)
+
+    def drain() -> Iterator[tuple[dict[str, Any], Any]]:
+        return iter(()) if workers is None else workers.drain()
+
     start = time.perf_counter()
     try:
         for file_index in range(done_files, len(files)):
             path = files[file_index]
             file_stats = ReadStats()
-            docs = iter_documents(
-                path,
-                fmt=config.fmt,
-                json_keys=config.json_keys,
-                filters=filters,
-                languages=config.languages,
-                on_error="skip" if config.skip_bad_records else "raise",
-                on_bad_file="skip" if config.skip_bad_files else "raise",
-                stats=file_stats,
-            )
+            bad = RecordErrors(path, on_error, file_stats)
             file_docs = 0
-            pending: collections.deque = collections.deque()
-            for texts, lines in _iter_chunks(docs, config.json_keys, config.chunk_bytes, stats):
-                task = {
-                    "texts": texts,
-                    "split_sentences": config.split_sentences,
-                    "keep_newlines": config.keep_newlines,
-                    "append_eod": config.append_eod,
-                    "dtype": dtype.str,
-                }
-                if pool is None:
-                    file_docs += sink.write(file_index, encode_chunk(task, tokenizer), lines)
-                    continue
-                pending.append((pool.apply_async(encode_chunk, (task,)), lines))
-                while len(pending) > max_pending:
-                    result, lines_ = pending.popleft()
-                    file_docs += sink.write(file_index, result.get(), lines_)
-            while pending:
-                result, lines_ = pending.popleft()
-                file_docs += sink.write(file_index, result.get(), lines_)
+
+            def take(done: tuple[dict[str, Any], Any]) -> None:
+                nonlocal file_docs
+                file_docs += sink.take(file_index, done, file_stats, bad)  # noqa: B023 (same pass)
+
+            resolved = resolve_format(path, config.fmt, config.languages, file_stats)
+            if resolved is not None and resolved[0] == "parquet":
+                docs = iter_documents(
+                    path,
+                    fmt="parquet",
+                    json_keys=config.json_keys,
+                    filters=filters,
+                    on_error=on_error,
+                    on_bad_file=on_bad_file,
+                    stats=file_stats,
+                )
+                for texts, lines in _iter_chunks(docs, config.json_keys, config.chunk_bytes, stats):
+                    for done in execute({**common, "texts": texts}, lines):
+                        take(done)
+                for done in drain():
+                    take(done)
+            elif resolved is not None:
+                fmt, language = resolved
+                parser = JsonLinesParser(os.fspath(path), config.json_keys, fmt, language, filters)
+                blocks = 0
+                try:
+                    with open_decompressed(path) as reader:
+                        for first_line, block in line_blocks(reader, config.chunk_bytes):
+                            blocks += 1
+                            task = {
+                                **common,
+                                "parser": parser,
+                                "first_line": first_line,
+                                "block": block,
+                                "on_error": on_error,
+                            }
+                            for done in execute(task, None):
+                                take(done)
+                except ReadError as e:
+                    if e.kind not in FILE_ERROR_KINDS:
+                        raise
+                    # the blocks before the break come first (a bad record in them is the
+                    # first error of the file)
+                    for done in drain():
+                        take(done)
+                    if on_bad_file == "raise":
+                        raise
+                    log.warning("skipped the rest of a bad file: %s", e)
+                    file_stats.skip_file(e.kind, path)
+                else:
+                    for done in drain():
+                        take(done)
+                    finish_file(path, file_stats, bad, empty=blocks == 0)
             skipped_whole = file_stats.empty_files or any(file_stats.files_skipped.values())
             if file_docs == 0 and not skipped_whole:
                 log.warning("%s: no documents written from this file", path)
@@ -572,13 +788,11 @@ def build_index(config: BuildConfig) -> BuildSummary:
             shutil.rmtree(work, ignore_errors=True)
         raise
     finally:
-        sys.setswitchinterval(switch_interval)
         for w in writers.values():
             w.abort()  # no-op for closed writers; keeps .bin.tmp of unfinished ones for --resume
         progress.close()
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+        if workers is not None:
+            workers.close()
 
     read_dict = read_stats.to_dict()
     for key, prefix in outputs.items():

@@ -313,3 +313,114 @@ def test_megatron_style_tokenizer_flags(tmp_path):
     )
     manifest = json.loads(Path(str(tmp_path / "m") + "_text_document.json").read_text())
     assert manifest["tokenizer"]["spec"] == "gpt2"
+
+
+def _records_with_problems(n: int = 200) -> list:
+    """Pile records with bad ones spread over the file: not JSON, not an object, missing key,
+    null text, empty text, a filtered-out set and blank lines."""
+    records: list = []
+    for i in range(n):
+        if i % 37 == 5:
+            records.append('{"text": "cut off')
+        elif i % 41 == 7:
+            records.append("[1, 2]")
+        elif i % 43 == 9:
+            records.append({"body": "no text key", "meta": {"pile_set_name": "Pile-CC"}})
+        elif i % 47 == 11:
+            records.append({"text": None, "meta": {"pile_set_name": "Pile-CC"}})
+        elif i % 31 == 3:
+            records.append({"text": "", "meta": {"pile_set_name": "Pile-CC"}})
+        elif i % 29 == 13:
+            records.append("")
+        else:
+            name = "Github" if i % 5 == 0 else "Pile-CC"
+            records.append(
+                {"text": f"Doc {i}. " + TEXTS[i % len(TEXTS)], "meta": {"pile_set_name": name}}
+            )
+    return records
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_bad_records_are_the_same_whatever_the_workers(tmp_path, workers, capsys):
+    """Workers parse blocks of lines: errors, skip counts and provenance must be what a single
+    sequential read gives, whatever the block size and the number of workers."""
+    src = write_zst(tmp_path / "in.jsonl.zst", _records_with_problems(), frames=4)
+    first_bad = 6  # line of record 5, the first bad one
+    # by default the first bad record stops the build, naming its line
+    out = tmp_path / f"fail{workers}"
+    args = ["--input", src, "--workers", workers, "--chunk-mb", 0.0005]
+    assert run_build(*args, "--output-prefix", out) == 1
+    err = capsys.readouterr().err
+    assert f"in.jsonl.zst:{first_bad}" in err and "Traceback" not in err
+    assert not Path(str(out) + "_text_document.bin").exists()
+    # with --skip-bad-records every kind is counted, and the result equals a one-block read
+    ref, got = tmp_path / f"ref{workers}", tmp_path / f"got{workers}"
+    common = ["--input", src, "--skip-bad-records", "--filter", "pile_set_name=Pile-CC"]
+    assert run_build(*common, "--workers", 1, "--chunk-mb", 64, "--output-prefix", ref) == 0
+    assert (
+        run_build(*common, "--workers", workers, "--chunk-mb", 0.0005, "--output-prefix", got) == 0
+    )
+    a, b = (json.loads(Path(str(p) + "_text_document.json").read_text()) for p in (ref, got))
+    assert a["read"] == b["read"] and a["skipped_documents"] == b["skipped_documents"]
+    assert set(a["read"]["skipped"]) == {
+        "not_json",
+        "not_object",
+        "missing_key",
+        "null_text",
+        "blank_line",
+        "filtered",
+    }
+    assert a["skipped_documents"] == {
+        "empty_text": sum(
+            1
+            for i in range(200)
+            if i % 31 == 3 and i % 37 != 5 and i % 41 != 7 and i % 43 != 9 and i % 47 != 11
+        )
+    }
+    for suffix in (".bin", ".idx", ".provenance.npy"):
+        assert (
+            Path(str(ref) + "_text_document" + suffix).read_bytes()
+            == Path(str(got) + "_text_document" + suffix).read_bytes()
+        )
+
+
+def test_truncated_file_reports_an_earlier_bad_record_first(tmp_path, capsys):
+    """A bad record before the point where a stream breaks is the first error, as when reading
+    line by line, even though the main process finds the break while workers still parse."""
+    # several zstd blocks (128 KiB of text each), so lines come out before the break
+    records = [{"text": f"Doc {i} " + " ".join(TEXTS)} for i in range(2000)]
+    records[3] = "not json at all"
+    blob = write_zst(tmp_path / "t.jsonl.zst", records).read_bytes()
+    (tmp_path / "t.jsonl.zst").write_bytes(blob[: len(blob) - 50])
+    out = tmp_path / "o"
+    assert (
+        run_build(
+            "--input",
+            tmp_path / "t.jsonl.zst",
+            "--output-prefix",
+            out,
+            "--workers",
+            2,
+            "--chunk-mb",
+            0.001,
+        )
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert "t.jsonl.zst:4" in err and "not JSON" in err
+    # skipping bad records, the truncation is the error
+    assert (
+        run_build(
+            "--input",
+            tmp_path / "t.jsonl.zst",
+            "--output-prefix",
+            out,
+            "--workers",
+            2,
+            "--chunk-mb",
+            0.001,
+            "--skip-bad-records",
+        )
+        == 1
+    )
+    assert "truncated" in capsys.readouterr().err

@@ -34,6 +34,8 @@ __all__ = [
     "detect_format",
     "expand_inputs",
     "iter_documents",
+    "normalize_filters",
+    "resolve_format",
 ]
 
 log = logging.getLogger(__name__)
@@ -162,6 +164,37 @@ def _check_options(fmt, json_keys, on_error, on_bad_file, start_line) -> None:
         raise UsageError(f"start_line must be an integer >= 0, got {start_line!r}")
 
 
+def normalize_filters(
+    filters: Mapping[str, Collection[str] | str] | None,
+) -> dict[str, frozenset[str]] | None:
+    """key -> frozenset of allowed string values; a bare string is one value, not its characters."""
+    if not filters:
+        return None
+    return {
+        key: frozenset([allowed] if isinstance(allowed, str) else map(str, allowed))
+        for key, allowed in filters.items()
+    }
+
+
+def resolve_format(
+    path: str | os.PathLike,
+    fmt: str | None,
+    languages: Collection[str] | None,
+    stats: ReadStats,
+) -> tuple[str, str | None] | None:
+    """(format, mC4 language or None) of one input, or None when `languages` rules the file out
+    (then it is logged and listed in `stats.files_skipped["language"]`)."""
+    language = mc4_language(path)
+    if languages is not None:
+        wanted = {language.casefold() for language in languages}
+        if language is None or language.casefold() not in wanted:
+            found = f"its language is {language!r}" if language else "its name gives no language"
+            log.info("skipping %s: %s, not one of %s", os.fspath(path), found, sorted(languages))
+            stats.skip_file(LANGUAGE, path)
+            return None
+    return fmt or detect_format(path), language
+
+
 def iter_documents(
     path: str | os.PathLike,
     *,
@@ -207,26 +240,13 @@ def iter_documents(
     json_keys = tuple(json_keys)
     if isinstance(languages, str):
         languages = [languages]
-    if filters:  # a bare string means one value, not its characters
-        filters = {
-            key: frozenset([allowed] if isinstance(allowed, str) else map(str, allowed))
-            for key, allowed in filters.items()
-        }
+    filters = normalize_filters(filters)
     yielded = 0
     try:
-        language = mc4_language(path)
-        if languages is not None:
-            wanted = {language.casefold() for language in languages}
-            if language is None or language.casefold() not in wanted:
-                found = (
-                    f"its language is {language!r}" if language else "its name gives no language"
-                )
-                log.info(
-                    "skipping %s: %s, not one of %s", os.fspath(path), found, sorted(languages)
-                )
-                stats.skip_file(LANGUAGE, path)
-                return
-        fmt = fmt or detect_format(path)
+        resolved = resolve_format(path, fmt, languages, stats)
+        if resolved is None:
+            return
+        fmt, language = resolved
         options = dict(
             json_keys=json_keys,
             filters=filters,

@@ -125,6 +125,33 @@ class RecordErrors:
             log.warning("skipped %d bad records in %s in all", self.count, os.fspath(self.path))
 
 
+class CollectedRecordErrors:
+    """RecordErrors for a worker process: raises like RecordErrors, or keeps the first few bad
+    records and counts the rest, for the main process to `replay` into the file's RecordErrors
+    (which logs and counts them as if it had read them itself). Picklable."""
+
+    def __init__(self, path: str | os.PathLike, on_error: str) -> None:
+        self.path = os.fspath(path)
+        self.raise_errors = on_error == "raise"
+        self.events: list[tuple[str, str, int]] = []
+        self.unlogged: dict[str, int] = {}
+
+    def __call__(self, kind: str, reason: str, line: int) -> None:
+        if self.raise_errors:
+            raise ReadError(self.path, reason, line=line, kind=kind)
+        if len(self.events) < MAX_LOGGED_PER_FILE:
+            self.events.append((kind, reason, line))
+        else:
+            self.unlogged[kind] = self.unlogged.get(kind, 0) + 1
+
+    def replay(self, into: RecordErrors) -> None:
+        for kind, reason, line in self.events:
+            into(kind, reason, line)
+        for kind, count in self.unlogged.items():
+            into.count += count
+            into.stats.skip(kind, count)
+
+
 def excerpt(text: str, position: int = 0, width: int = 60) -> str:
     """`repr` of a slice of `text` around `position`, with "…" where it was cut."""
     start = max(0, position - width // 2) if position > width else 0

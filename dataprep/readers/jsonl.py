@@ -11,10 +11,12 @@ the error kinds are the same with or without orjson.
 from __future__ import annotations
 
 import codecs
+import io
 import json
 import os
 import re
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +73,7 @@ def _first_line_hint(text: str) -> str:
 
 
 def parse_line(raw: bytes, line: int) -> Any:
-    """The JSON value of one line (bytes, newline included), or BadRecord."""
+    """The JSON value of one line (bytes, with or without its newline), or BadRecord."""
     if _fast_loads is not None:
         try:
             return _fast_loads(raw)
@@ -171,36 +173,104 @@ def matches(filters: Mapping[str, Collection[str]], metadata: Mapping, record: M
     return True
 
 
-def iter_json_lines(
-    path: str | os.PathLike,
-    *,
-    json_keys: Sequence[str] = ("text",),
-    metadata_of: MetadataOf | None = None,
-    filters: Mapping[str, Collection[str]] | None = None,
-    on_error: str = "raise",
-    stats: ReadStats | None = None,
-    start_line: int = 0,
-) -> Iterator[Document]:
-    """Documents of a JSON Lines file (zstd, gzip or plain), in line order.
+BLOCK_BYTES = 1 << 19  # decompressed bytes per block of whole lines (a longer line is one block)
 
-    `metadata_of(record)` gives a Document's metadata (default: the fields that are not
-    `json_keys`). Records not matching `filters` are counted as skipped["filtered"]; blank lines as
-    skipped["blank_line"]; with `start_line` the first `start_line` lines are passed over uncounted.
+
+def line_blocks(
+    reader: io.BufferedIOBase, block_bytes: int = BLOCK_BYTES
+) -> Iterator[tuple[int, bytes]]:
+    """(number of the first line, bytes) blocks of whole `\n`-terminated lines, in file order.
+
+    Only the file's last line may lack its newline. A line longer than `block_bytes` is a block of
+    its own (memory then grows with that line, as it must to parse it). Lines are counted here, so
+    a block can be parsed anywhere, e.g. in a worker process, and still name its lines.
     """
-    stats = stats if stats is not None else ReadStats()
-    json_keys = tuple(json_keys)
-    if metadata_of is None:
-        metadata_of = lambda record: other_fields(record, json_keys)  # noqa: E731
-    bad = RecordErrors(path, on_error, stats)
-    name = Path(path).name
-    source = os.fspath(path)
-    line = 0
-    with compression.open_decompressed(path) as reader:
-        for raw in reader:
+    line = 1
+    pieces: list[bytes] = []
+    size = 0
+    try:
+        while True:
+            data = reader.read1(block_bytes)
+            if not data:
+                break
+            pieces.append(data)
+            size += len(data)
+            if size < block_bytes:
+                continue
+            data = b"".join(pieces)
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:  # no newline yet: one long line, keep reading
+                pieces = [data]
+                continue
+            block, rest = data[:cut], data[cut:]
+            pieces, size = ([rest], len(rest)) if rest else ([], 0)
+            yield line, block
+            line += block.count(b"\n")
+    except ReadError:
+        # the stream broke (truncated, corrupt): the whole lines before the break still count
+        data = b"".join(pieces)
+        cut = data.rfind(b"\n") + 1
+        if cut:
+            yield line, data[:cut]
+        raise
+    if pieces:
+        yield line, b"".join(pieces)
+
+
+@dataclass(frozen=True)
+class JsonLinesParser:
+    """Turns blocks of JSON Lines of one file into Documents; picklable, so workers can run it.
+
+    `fmt` chooses the metadata: "pile" (the record's `meta`), "mc4" (url, timestamp and the
+    file's `language`) or "jsonl" (every field that is not a requested key).
+    """
+
+    path: str
+    json_keys: tuple[str, ...] = ("text",)
+    fmt: str = "jsonl"
+    language: str | None = None
+    filters: Mapping[str, Collection[str]] | None = None
+
+    def metadata_of(self) -> MetadataOf:
+        if self.fmt == "pile":
+            from dataprep.readers.pile import pile_metadata
+
+            return pile_metadata
+        if self.fmt == "mc4":
+            from dataprep.readers.mc4 import mc4_metadata_of
+
+            return mc4_metadata_of(self.language)
+        json_keys = self.json_keys
+        return lambda record: other_fields(record, json_keys)
+
+    def documents(
+        self,
+        first_line: int,
+        block: bytes,
+        *,
+        stats: ReadStats,
+        bad: RecordErrors,
+        metadata_of: MetadataOf | None = None,
+        start_line: int = 0,
+    ) -> Iterator[Document]:
+        """The Documents of one block (from `line_blocks`); bad records go to `bad`, skips and
+        bytes to `stats`."""
+        json_keys, filters = self.json_keys, self.filters
+        metadata_of = metadata_of or self.metadata_of()
+        name = Path(self.path).name
+        source = self.path
+        lines = block.split(b"\n")
+        ends_with_newline = not lines[-1]
+        if ends_with_newline:
+            lines.pop()
+        last = len(lines) - 1
+        line = first_line - 1
+        for i, raw in enumerate(lines):
             line += 1
             if line <= start_line:
                 continue
-            stats.bytes += len(raw)
+            newline = i < last or ends_with_newline
+            stats.bytes += len(raw) + newline
             if line == 1 and raw.startswith(codecs.BOM_UTF8):
                 raw = raw[3:]
             try:
@@ -213,7 +283,7 @@ def iter_json_lines(
             except BadRecord as e:
                 if not raw.strip():
                     stats.skip(BLANK_LINE)
-                elif not raw.endswith(b"\n") and e.kind in ("not_json", "invalid_utf8"):
+                elif not newline and e.kind in ("not_json", "invalid_utf8"):
                     reason = (
                         "the last line has no newline and is not a valid record, so the file was "
                         f"probably cut short ({e.reason})"
@@ -231,10 +301,51 @@ def iter_json_lines(
                 source=source,
                 line=line,
             )
+
+
+def iter_json_lines(
+    path: str | os.PathLike,
+    *,
+    json_keys: Sequence[str] = ("text",),
+    metadata_of: MetadataOf | None = None,
+    filters: Mapping[str, Collection[str]] | None = None,
+    on_error: str = "raise",
+    stats: ReadStats | None = None,
+    start_line: int = 0,
+) -> Iterator[Document]:
+    """Documents of a JSON Lines file (zstd, gzip or plain), in line order.
+
+    `metadata_of(record)` gives a Document's metadata (default: the fields that are not
+    `json_keys`). Records not matching `filters` are counted as skipped["filtered"]; blank lines as
+    skipped["blank_line"]; with `start_line` the first `start_line` lines are passed over uncounted.
+    """
+    stats = stats if stats is not None else ReadStats()
+    parser = JsonLinesParser(os.fspath(path), tuple(json_keys), filters=filters)
+    metadata_of = metadata_of or parser.metadata_of()
+    bad = RecordErrors(path, on_error, stats)
+    empty = True
+    with compression.open_decompressed(path) as reader:
+        for first_line, block in line_blocks(reader):
+            empty = False
+            yield from parser.documents(
+                first_line,
+                block,
+                stats=stats,
+                bad=bad,
+                metadata_of=metadata_of,
+                start_line=start_line,
+            )
+    finish_file(path, stats, bad, empty=empty)
+
+
+def finish_file(
+    path: str | os.PathLike, stats: ReadStats, bad: RecordErrors, *, empty: bool
+) -> None:
+    """End-of-file bookkeeping: the skipped-records summary, the empty-file warning, the count."""
     bad.summarize()
-    if line == 0:
-        log.warning("%s is empty: no records", source)
-        stats.empty_files.append(source)
+    if empty:
+        log.warning("%s is empty: no records", os.fspath(path))
+        stats.empty_files.append(os.fspath(path))
     stats.files += 1
 
 
