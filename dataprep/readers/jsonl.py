@@ -188,6 +188,7 @@ def line_blocks(
     line = 1
     pieces: list[bytes] = []
     size = 0
+    newline = False  # some piece holds a newline, so a block can be cut
     try:
         while True:
             data = reader.read1(block_bytes)
@@ -195,15 +196,13 @@ def line_blocks(
                 break
             pieces.append(data)
             size += len(data)
-            if size < block_bytes:
+            newline = newline or b"\n" in data
+            if size < block_bytes or not newline:  # a long line is joined once, when it ends
                 continue
             data = b"".join(pieces)
             cut = data.rfind(b"\n") + 1
-            if cut == 0:  # no newline yet: one long line, keep reading
-                pieces = [data]
-                continue
             block, rest = data[:cut], data[cut:]
-            pieces, size = ([rest], len(rest)) if rest else ([], 0)
+            pieces, size, newline = ([rest], len(rest), False) if rest else ([], 0, False)
             yield line, block
             line += block.count(b"\n")
     except ReadError:
