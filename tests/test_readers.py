@@ -656,3 +656,34 @@ def test_filter_values_are_whole_strings(tmp_path):
     assert [d.text for d in read_all(path, filters={"src": "Pile-CC"})] == ["b"]
     assert [d.text for d in read_all(path, filters={"n": [1]})] == ["a"]
     assert [d.text for d in read_all(path, filters={"n": {"2"}})] == ["b"]
+
+
+@given(
+    lines=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=30),
+    last_newline=st.booleans(),
+    block=st.integers(min_value=1, max_value=64),
+)
+def test_line_blocks_are_whole_lines_numbered_from_one(lines, last_newline, block):
+    import io
+
+    data = b"\n".join(lines) + (b"\n" if last_newline and lines else b"")
+    reader = io.BufferedReader(io.BytesIO(data), buffer_size=7)  # short reads, as from zstd
+    blocks = list(jsonl_module.line_blocks(reader, block))
+    assert b"".join(b for _, b in blocks) == data
+    expected_line = 1
+    for first, chunk in blocks[:-1]:
+        assert first == expected_line and chunk.endswith(b"\n")
+        expected_line += chunk.count(b"\n")
+    if blocks:
+        assert blocks[-1][0] == expected_line
+
+
+def test_line_blocks_keep_a_long_line_whole():
+    import io
+
+    long = b"x" * 10_000
+    data = b"a\n" + long + b"\nb\n"
+    blocks = list(jsonl_module.line_blocks(io.BufferedReader(io.BytesIO(data), 100), 64))
+    assert blocks[0] == (1, b"a\n")
+    assert blocks[1][0] == 2 and blocks[1][1].startswith(long + b"\n")  # never cut inside a line
+    assert b"".join(b for _, b in blocks) == data
