@@ -27,12 +27,20 @@ examples:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", default="out/smoke", help="output directory (default: out/smoke)")
-    p.add_argument("--quick", action="store_true",
-                   help="train a few steps per model, skip the loss-vs-entropy verdict (for tests)")
-    p.add_argument("--tensor-model-parallel-size", type=int, default=2,
-                   help="TP size of both training runs (default 2; that many local ranks start)")
-    p.add_argument("--workers", type=int, default=2,
-                   help="tokenizer processes for the builds (default 2)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="train a few steps per model, skip the loss-vs-entropy verdict (for tests)",
+    )
+    p.add_argument(
+        "--tensor-model-parallel-size",
+        type=int,
+        default=2,
+        help="TP size of both training runs (default 2; that many local ranks start)",
+    )
+    p.add_argument(
+        "--workers", type=int, default=2, help="tokenizer processes for the builds (default 2)"
+    )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
@@ -40,8 +48,10 @@ def _load_recipe():
     """pipelines/smoke.py of the source checkout this package runs from."""
     path = Path(__file__).resolve().parents[2] / "pipelines" / "smoke.py"
     if not path.is_file():
-        raise DataprepError(f"{path} not found: `dataprep smoke` runs from a source checkout "
-                            "(pip install -e .), which holds the recipe and the toy corpora")
+        raise DataprepError(
+            f"{path} not found: `dataprep smoke` runs from a source checkout "
+            "(pip install -e .), which holds the recipe and the toy corpora"
+        )
     spec = importlib.util.spec_from_file_location("dataprep_smoke_recipe", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses need the module registered
@@ -51,8 +61,12 @@ def _load_recipe():
 
 def run(args: argparse.Namespace) -> int:
     recipe = _load_recipe()
-    config = recipe.SmokeConfig(output=args.output, quick=args.quick,
-                                tensor_parallel=args.tensor_model_parallel_size,
-                                workers=args.workers, progress=args.progress)
+    config = recipe.SmokeConfig(
+        output=args.output,
+        quick=args.quick,
+        tensor_parallel=args.tensor_model_parallel_size,
+        workers=args.workers,
+        progress=args.progress,
+    )
     recipe.run_smoke(config, out=lambda s: print(s, flush=True))
     return 0
