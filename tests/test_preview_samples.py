@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -118,3 +119,19 @@ def test_errors_are_one_line_with_exit_codes(tmp_path, tok, dataset, capsys):
         == 2
     )
     assert "past the last sample" in capsys.readouterr().err
+
+
+def test_alpha_weights_by_size_and_prints_the_mix(tmp_path, tok, capsys):
+    big = write(tmp_path / "big", tok, TEXTS * 8)
+    small = write(tmp_path / "small", tok, TEXTS)
+    argv = ["preview-samples", "--data-path", big, small, "--seq-length", "8", "--split", "1"]
+    assert main([*argv, "--num-samples", "200", "--alpha", "0.3"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "blend of 2 datasets" in header
+    mix = [float(x) for x in re.findall(r"big (\d\.\d+), .*small (\d\.\d+)\)", header)[0]]
+    # tokens 8:1, so weights 8**0.3 : 1 = 0.653 : 0.347 (by size it would be 0.889 : 0.111)
+    assert mix[0] == pytest.approx(8**0.3 / (8**0.3 + 1), abs=0.01)
+    assert main([*argv, "--alpha", "1.5"]) == 2
+    assert "--alpha 1.5" in capsys.readouterr().err
+    assert main(["preview-samples", "--data-path", "1", big, "1", small, "--alpha", "0.3"]) == 2
+    assert "without weights" in capsys.readouterr().err

@@ -32,6 +32,7 @@ examples:
   dataprep preview-samples out/pile_text_document
   dataprep preview-samples out/pile_text_document --seq-length 2048 --start 1000 --num-samples 2
   dataprep preview-samples --data-path 0.7 out/pile_text_document 0.3 out/mc4_en_text_document
+  dataprep preview-samples --data-path out/c4_ja_text_document out/c4_ru_text_document --alpha 0.3
   dataprep preview-samples out/pile_text_document --split-name valid --json | jq .documents"""
 
 DEFAULT_SEQ_LENGTH = 512
@@ -50,6 +51,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         nargs="+",
         metavar="WORD",
         help="Megatron --data-path: PREFIX, WEIGHT PREFIX pairs, or several prefixes",
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        metavar="A",
+        help="blend several unweighted prefixes by their split's tokens to the power A, as mT5 "
+        "sampled its languages (A=0.3; 1: by size, 0: uniform); the header prints the realised mix",
     )
     p.add_argument(
         "--seq-length",
@@ -187,7 +195,12 @@ def run(args: argparse.Namespace) -> int:
 
     _check_args(args)
     words = _data_path(args)
-    prefixes, _ = parse_data_path(words)
+    prefixes, weights = parse_data_path(words)
+    if args.alpha is not None:
+        if weights is not None:
+            raise UsageError("--alpha weights the datasets itself: give prefixes without weights")
+        if not 0 <= args.alpha <= 1:
+            raise UsageError(f"--alpha {args.alpha}: expected a number in [0, 1]")
     spec = args.tokenizer or tokenizer_spec_from_manifest(prefixes[0])
     tok = load_tokenizer(spec)
     train_samples = args.train_samples or args.start + args.num_samples
@@ -199,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
         split_name=args.split_name,
         seed=args.seed,
         cache_dir=args.cache_dir,
+        alpha=args.alpha,
     )
     if args.start >= len(samples):
         raise UsageError(
