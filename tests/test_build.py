@@ -392,35 +392,11 @@ def test_truncated_file_reports_an_earlier_bad_record_first(tmp_path, capsys):
     records[3] = "not json at all"
     blob = write_zst(tmp_path / "t.jsonl.zst", records).read_bytes()
     (tmp_path / "t.jsonl.zst").write_bytes(blob[: len(blob) - 50])
-    out = tmp_path / "o"
-    assert (
-        run_build(
-            "--input",
-            tmp_path / "t.jsonl.zst",
-            "--output-prefix",
-            out,
-            "--workers",
-            2,
-            "--chunk-mb",
-            0.001,
-        )
-        == 1
-    )
+    args = ["--input", tmp_path / "t.jsonl.zst", "--output-prefix", tmp_path / "o"]
+    args += ["--workers", 2, "--chunk-mb", 0.001]
+    assert run_build(*args) == 1
     err = capsys.readouterr().err
     assert "t.jsonl.zst:4" in err and "not JSON" in err
     # skipping bad records, the truncation is the error
-    assert (
-        run_build(
-            "--input",
-            tmp_path / "t.jsonl.zst",
-            "--output-prefix",
-            out,
-            "--workers",
-            2,
-            "--chunk-mb",
-            0.001,
-            "--skip-bad-records",
-        )
-        == 1
-    )
+    assert run_build(*args, "--skip-bad-records") == 1
     assert "truncated" in capsys.readouterr().err
