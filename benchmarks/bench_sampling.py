@@ -4,7 +4,7 @@ Synthetic dataset: --docs documents with lengths drawn from a long-tailed distri
 million tokens). Both sides build the same document, sample and shuffle indices (checked equal) for
 the same configuration; the table shows the best of --repeats interleaved runs and our/their ratio
 (< 1: ours faster). Also the blending indices for 2, 3 and 5 datasets (weights 1:2:..:n and
-Dirichlet-random).
+Dirichlet-random) and 10 and 22 datasets (Dirichlet; the Pile has 22 components).
 
     python benchmarks/bench_sampling.py [--docs 100000] [--seq-length 1024] [--epochs 3]
 """
@@ -99,6 +99,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     blends = [(f"{num} datasets 1:..:{num}", np.arange(1, num + 1)) for num in (2, 3, 5)]
     blends += [(f"{num} datasets Dirichlet", rng.dirichlet(np.ones(num))) for num in (2, 3, 5)]
+    blends += [(f"{num} datasets Dirichlet", rng.dirichlet(np.ones(num))) for num in (10, 22)]
     for label, raw in blends:
         w = (raw / np.sum(raw)).tolist()
         num, size = len(w), args.blend_size

@@ -62,6 +62,27 @@ def test_blending_indices_many_datasets_equal_megatron():
         np.testing.assert_array_equal(a, b)
 
 
+MANY = [
+    RNG.dirichlet(np.ones(22)).tolist(),  # the Pile's 22 components
+    RNG.dirichlet(np.ones(32)).tolist(),
+    RNG.dirichlet(np.full(8, 0.2)).tolist(),  # very unequal: rare datasets, segment reruns
+    [1] * 22,  # exact ties everywhere
+    [1, 1, 2, 2, 3, 3] * 4 + [5, 5],  # 26 datasets, ties between pairs
+    list(range(1, 33)),
+]
+
+
+@pytest.mark.parametrize("weights", MANY, ids=lambda w: f"{len(w)}x{w[0]:.3g}")
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 9000, 100_003])
+def test_blending_indices_22_32_datasets_equal_megatron(weights, size):
+    w = normalize(weights)
+    want = megatron_blend(w, size)
+    got = build_blending_indices(w, size)
+    for a, b in zip(got, want, strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize(
     "sizes",
     [

@@ -154,13 +154,110 @@ def _greedy_blocks(
         n = min(2 * end, 1 << 17) if end == n else max(2 * end, 1024)
 
 
+SEGMENT_DATASETS = 5  # from this many datasets on, long blends run as side-by-side segments
+SEGMENT = 1024  # steps per segment of the parallel greedy
+WARMUP = 128  # steps a segment runs from a guessed state before its picks are used
+
+
+def _segment_steps(w: np.ndarray, x: np.ndarray, c: np.ndarray, steps: int) -> np.ndarray:
+    """`steps` greedy steps of K independent runs at once: run k at step x[k] with counts c[k].
+
+    Returns the picks (steps, K); `x` and `c` (float64, exact integers) are advanced in place.
+    Each step is megatron's `argmax_d(fl(w_d * x) - count_d)`, first maximum, x >= 1.
+    """
+    K, D = c.shape
+    out = np.empty((steps, K), dtype=np.int16)
+    e = np.empty((K, D))
+    flat = c.reshape(-1)
+    base = np.arange(K) * D
+    col = x[:, None]
+    for t in range(steps):
+        np.multiply(col, w, out=e)
+        e -= c
+        p = e.argmax(axis=1)
+        flat[base + p] += 1.0
+        out[t] = p
+        x += 1.0
+    return out
+
+
+def _guessed_states(w: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """Plausible greedy counts (float64 (K, D)) at each step: rounded `w * step`, summing to step."""
+    D = len(w)
+    ideal = steps[:, None] * w
+    c = np.floor(ideal + 0.5)
+    short = steps - c.sum(axis=1)  # > 0: give the most-behind datasets one more
+    rank = np.argsort(np.argsort(c - ideal, axis=1, kind="stable"), axis=1, kind="stable")
+    c += rank < short[:, None]
+    c -= rank >= D + short[:, None]
+    return c
+
+
+def _greedy_segments(
+    weights: list[float], picks: np.ndarray, counts: list[int], start: int, stop: int
+) -> None:
+    """Greedy picks start..stop-1 (start >= 1), as many short runs side by side (exact).
+
+    Segment k starts at start + k * SEGMENT from a guessed state (the exact one for k = 0) and
+    runs WARMUP + SEGMENT steps; its last SEGMENT picks are used. The greedy forgets its state
+    quickly: once two runs share a state at one step they agree from there on, so segment k's
+    picks are right if its state after the warm-up equals the end state of segment k - 1 (and
+    that one is right). Segments where that fails (a rare dataset near its pick can keep a wrong
+guess for 1 / w steps) are rerun from their predecessor's end state;
+    if many fail (weights with a short exact period keep their phase), the numpy blocks take over.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    K = max(1, -(-(stop - start - WARMUP) // SEGMENT))
+    first = start + np.arange(K, dtype=np.int64) * SEGMENT
+    c = _guessed_states(w, first.astype(np.float64))
+    c[0] = counts
+    x = first.astype(np.float64)
+    warm = _segment_steps(w, x, c, WARMUP)
+    begin = c.copy()  # state where each segment's used picks begin
+    body = _segment_steps(w, x, c, SEGMENT)
+    picks[start : start + WARMUP] = warm[:, 0][: stop - start]
+    lo = start + WARMUP
+    used = body.T.reshape(-1)[: stop - lo]
+    picks[lo : lo + len(used)] = used
+    for _ in range(3):
+        valid = np.ones(K, dtype=bool)
+        valid[1:] = np.all(begin[1:] == c[:-1], axis=1)
+        if valid.all():
+            return
+        bad = np.flatnonzero(~valid)
+        if len(bad) > K // 8 + 2:
+            break
+        # rerun every unverified segment from its predecessor's current end state
+        rx = (lo + bad * SEGMENT).astype(np.float64)
+        rc = c[bad - 1].copy()
+        begin[bad] = rc
+        redo = _segment_steps(w, rx, rc, SEGMENT)
+        c[bad] = rc
+        for j, k in enumerate(bad.tolist()):
+            a = lo + k * SEGMENT
+            b = min(a + SEGMENT, stop)
+            picks[a:b] = redo[: b - a, j]
+    valid = np.ones(K, dtype=bool)
+    valid[1:] = np.all(begin[1:] == c[:-1], axis=1)
+    k = int(np.argmin(np.logical_and.accumulate(valid)))
+    if valid.all():
+        return
+    a = lo + k * SEGMENT  # segments before k are right; finish from there in blocks
+    _greedy_blocks(weights, picks, [int(v) for v in c[k - 1]], a, stop)
+
+
 def _greedy(weights: list[float], size: int) -> np.ndarray:
-    """Megatron's greedy picks (int16), numpy blocks for up to FAST_DATASETS datasets."""
+    """Megatron's greedy picks (int16): side-by-side segments for 5+ datasets and long blends,
+    numpy blocks for fewer datasets (or short blends of up to FAST_DATASETS), else Python steps.
+    """
     picks = np.zeros(size, dtype=np.int16)
     counts = [0] * len(weights)
     if len(weights) == 1:
         return picks
-    if len(weights) <= FAST_DATASETS:
+    if len(weights) >= SEGMENT_DATASETS and size >= 8 * (SEGMENT + WARMUP):
+        _greedy_steps(weights, picks, counts, 0, 1)
+        _greedy_segments(weights, picks, counts, 1, size)
+    elif len(weights) <= FAST_DATASETS:
         _greedy_blocks(weights, picks, counts, 0, size)
     else:  # about 0.3 us per sample and dataset
         _greedy_steps(weights, picks, counts, 0, size)
