@@ -25,9 +25,14 @@ import json
 import logging
 import multiprocessing
 import os
+import pickle
+import queue
 import shutil
+import signal
 import sys
+import threading
 import time
+import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -293,10 +298,6 @@ def run_task(task: dict[str, Any], tokenizer=None) -> dict[str, Any]:
 def _worker_main(conn, spec: str | None) -> None:
     """A tokenizer process: tasks arrive on `conn` (a thread keeps reading them, so the main
     process never waits to hand one over), results go back in the same order."""
-    import queue
-    import signal
-    import threading
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     if spec is not None:  # spawn: load here; fork: inherited
         _init_worker(spec)
@@ -314,8 +315,6 @@ def _worker_main(conn, spec: str | None) -> None:
             tasks.put(b"")
 
     threading.Thread(target=receive, daemon=True).start()
-    import pickle
-
     while True:
         data = tasks.get()
         if not data:
@@ -327,8 +326,6 @@ def _worker_main(conn, spec: str | None) -> None:
         try:
             payload = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:
-            import traceback
-
             text = traceback.format_exception(reply[1]) if reply[0] == "error" else []
             payload = pickle.dumps(("error", RuntimeError("".join(text) or "unpicklable result")))
         conn.send_bytes(payload)
@@ -340,9 +337,6 @@ class _Workers:
     happen in the caller's thread, between reads."""
 
     def __init__(self, count: int, tokenizer, per_worker: int = 2) -> None:
-        import pickle
-
-        self._pickle = pickle
         if sys.platform == "linux":
             # forked workers inherit the loaded tokenizer: no second load per worker
             global _WORKER_TOKENIZER
@@ -372,7 +366,7 @@ class _Workers:
         while len(self.pending) >= self.limit:
             yield self._collect()
         worker = self.submitted % len(self.conns)
-        data = self._pickle.dumps(task, protocol=self._pickle.HIGHEST_PROTOCOL)
+        data = pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
         try:
             self.conns[worker].send_bytes(data)
         except OSError as e:
@@ -387,7 +381,7 @@ class _Workers:
     def _collect(self) -> tuple[dict[str, Any], Any]:
         worker, context = self.pending.popleft()
         try:
-            status, value = self._pickle.loads(self.conns[worker].recv_bytes())
+            status, value = pickle.loads(self.conns[worker].recv_bytes())
         except (EOFError, OSError) as e:
             raise self._died(worker) from e
         if status == "error":
