@@ -69,8 +69,9 @@ def _greedy_steps(
 
 def _greedy_blocks(
     weights: list[float], picks: np.ndarray, counts: list[int], start: int, stop: int
-) -> None:
-    """Greedy picks start..stop-1, guessed a block at a time and checked in numpy (exact).
+) -> int:
+    """Greedy picks start..stop-1, guessed a block at a time and checked in numpy (exact); returns
+    how many steps had to be repaired one at a time (the cost that grows with irregular weights).
 
     Guess: the picks P steps earlier, repeated, for the P <= start whose `w * P` is nearest an
     integer vector (the error state then differs by a small constant, so the picks mostly
@@ -83,8 +84,9 @@ def _greedy_blocks(
     w = [float(v) for v in weights]
     i = min(stop, max(start, 4 * D))
     _greedy_steps(w, picks, counts, start, i)
+    repaired = 0
     if i >= stop:
-        return
+        return repaired
     period = _best_periods(w, min(stop, 1 << 16))
     dims = range(D)
     n = 1024
@@ -140,6 +142,7 @@ def _greedy_blocks(
                     error = w[d] * xk - cnt[d]
                     if error > top_error:
                         pick, top_error = d, error
+            repaired += k - t
             if resume <= t:
                 break
         picks[i : i + end] = best[:end]
@@ -152,9 +155,11 @@ def _greedy_blocks(
                 counts[d] += int(used[d])
         i += end
         n = min(2 * end, 1 << 17) if end == n else max(2 * end, 1024)
+    return repaired
 
 
-SEGMENT_DATASETS = 5  # from this many datasets on, long blends run as side-by-side segments
+PERIODIC_DATASETS = 8  # up to this many datasets, weights with a short period use blocks
+SHORT_PERIOD = 4096  # longest period of w * P (near an integer vector) that counts as short
 SEGMENT = 1024  # steps per segment of the parallel greedy
 WARMUP = 128  # steps a segment runs from a guessed state before its picks are used
 
@@ -182,7 +187,8 @@ def _segment_steps(w: np.ndarray, x: np.ndarray, c: np.ndarray, steps: int) -> n
 
 
 def _guessed_states(w: np.ndarray, steps: np.ndarray) -> np.ndarray:
-    """Plausible greedy counts (float64 (K, D)) at each step: rounded `w * step`, summing to step."""
+    """Plausible greedy counts (float64 (K, D)) at each step: rounded `w * step`, summing to
+    step."""
     D = len(w)
     ideal = steps[:, None] * w
     c = np.floor(ideal + 0.5)
@@ -193,18 +199,25 @@ def _guessed_states(w: np.ndarray, steps: np.ndarray) -> np.ndarray:
     return c
 
 
+def _has_short_period(weights: list[float]) -> bool:
+    """Whether w * P is an integer vector (to 1e-9) for some P <= SHORT_PERIOD: 1:2:3 is (P = 6),
+    sizes drawn from real datasets practically never are."""
+    scaled = np.arange(1, SHORT_PERIOD + 1, dtype=np.float64)[:, None] * np.asarray(weights)
+    return bool((np.abs(scaled - np.rint(scaled)).max(axis=1) < 1e-9).any())
+
+
 def _greedy_segments(
     weights: list[float], picks: np.ndarray, counts: list[int], start: int, stop: int
 ) -> None:
     """Greedy picks start..stop-1 (start >= 1), as many short runs side by side (exact).
 
-    Segment k starts at start + k * SEGMENT from a guessed state (the exact one for k = 0) and
-    runs WARMUP + SEGMENT steps; its last SEGMENT picks are used. The greedy forgets its state
-    quickly: once two runs share a state at one step they agree from there on, so segment k's
-    picks are right if its state after the warm-up equals the end state of segment k - 1 (and
-    that one is right). Segments where that fails (a rare dataset near its pick can keep a wrong
-guess for 1 / w steps) are rerun from their predecessor's end state;
-    if many fail (weights with a short exact period keep their phase), the numpy blocks take over.
+        Segment k starts at start + k * SEGMENT from a guessed state (the exact one for k = 0) and
+        runs WARMUP + SEGMENT steps; its last SEGMENT picks are used. The greedy forgets its state
+        quickly: once two runs share a state at one step they agree from there on, so segment k's
+        picks are right if its state after the warm-up equals the end state of segment k - 1 (and
+        that one is right). Segments where that fails (a rare dataset near its pick can keep a wrong
+    guess for 1 / w steps) are rerun from their predecessor's end state;
+        if many fail (weights with a short exact period keep their phase), the numpy blocks take over.
     """
     w = np.asarray(weights, dtype=np.float64)
     K = max(1, -(-(stop - start - WARMUP) // SEGMENT))
@@ -254,9 +267,15 @@ def _greedy(weights: list[float], size: int) -> np.ndarray:
     counts = [0] * len(weights)
     if len(weights) == 1:
         return picks
-    if len(weights) >= SEGMENT_DATASETS and size >= 8 * (SEGMENT + WARMUP):
-        _greedy_steps(weights, picks, counts, 0, 1)
-        _greedy_segments(weights, picks, counts, 1, size)
+    if len(weights) >= 3 and size >= 8 * (SEGMENT + WARMUP):
+        # Blocks are quickest when the picks repeat with a short exact period (1:2:3, equal
+        # weights) and few datasets; otherwise they keep stopping for repairs, while segments
+        # cost about the same whatever the weights.
+        if len(weights) <= PERIODIC_DATASETS and _has_short_period(weights):
+            _greedy_blocks(weights, picks, counts, 0, size)
+        else:
+            _greedy_steps(weights, picks, counts, 0, 1)
+            _greedy_segments(weights, picks, counts, 1, size)
     elif len(weights) <= FAST_DATASETS:
         _greedy_blocks(weights, picks, counts, 0, size)
     else:  # about 0.3 us per sample and dataset
