@@ -211,13 +211,13 @@ def _greedy_segments(
 ) -> None:
     """Greedy picks start..stop-1 (start >= 1), as many short runs side by side (exact).
 
-        Segment k starts at start + k * SEGMENT from a guessed state (the exact one for k = 0) and
-        runs WARMUP + SEGMENT steps; its last SEGMENT picks are used. The greedy forgets its state
-        quickly: once two runs share a state at one step they agree from there on, so segment k's
-        picks are right if its state after the warm-up equals the end state of segment k - 1 (and
-        that one is right). Segments where that fails (a rare dataset near its pick can keep a wrong
-    guess for 1 / w steps) are rerun from their predecessor's end state;
-        if many fail (weights with a short exact period keep their phase), the numpy blocks take over.
+    Segment k starts at start + k * SEGMENT from a guessed state (the exact one for k = 0) and
+    runs WARMUP + SEGMENT steps; its last SEGMENT picks are used. The greedy forgets its state
+    quickly: once two runs share a state at one step they agree from there on, so segment k's
+    picks are right if its state after the warm-up equals the end state of segment k - 1 (and
+    that one is right). Segments where that fails (a rare dataset near its pick can keep a wrong
+    guess for 1 / w steps) are rerun from their predecessor's end state; if many fail (weights
+    with a short exact period keep their phase), the numpy blocks take over.
     """
     w = np.asarray(weights, dtype=np.float64)
     K = max(1, -(-(stop - start - WARMUP) // SEGMENT))
@@ -268,10 +268,12 @@ def _greedy(weights: list[float], size: int) -> np.ndarray:
     if len(weights) == 1:
         return picks
     if len(weights) >= 3 and size >= 8 * (SEGMENT + WARMUP):
-        # Blocks are quickest when the picks repeat with a short exact period (1:2:3, equal
-        # weights) and few datasets; otherwise they keep stopping for repairs, while segments
-        # cost about the same whatever the weights.
-        if len(weights) <= PERIODIC_DATASETS and _has_short_period(weights):
+        # Blocks are quickest when an earlier state lies close to the current one, so that the
+        # copied picks stay right for long: always for 3 datasets (a 2-D state), and for up to
+        # PERIODIC_DATASETS when the picks repeat with a short exact period (1:2:3, equal
+        # weights). Otherwise they keep stopping for repairs, while segments cost about the same
+        # whatever the weights.
+        if len(weights) == 3 or (len(weights) <= PERIODIC_DATASETS and _has_short_period(weights)):
             _greedy_blocks(weights, picks, counts, 0, size)
         else:
             _greedy_steps(weights, picks, counts, 0, 1)
