@@ -94,7 +94,8 @@ def parse_line(raw: bytes, line: int) -> Any:
         found = excerpt(text.rstrip("\r\n"), e.pos)
         hint = _first_line_hint(text) if line == 1 else ""
         raise BadRecord(
-            "not_json", f"not JSON: {e.msg} at column {e.colno}: {found}{hint}"
+            "not_json",
+            f"not JSON: {e.msg.removesuffix(' at')} at column {e.colno}: {found}{hint}",
         ) from None
     except RecursionError:
         raise BadRecord("not_json", "not JSON: nested too deeply") from None
