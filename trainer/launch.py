@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +30,10 @@ from dataprep.errors import UsageError
 log = logging.getLogger(__name__)
 
 PAYLOAD_ENV = "DATAPREP_LAUNCH_PAYLOAD"
+# where each rank leaves `rank<N>.done` once its work is over, just before the process group is
+# destroyed: gloo sometimes aborts a rank (SIGABRT, "terminate called without an active
+# exception") while tearing down after all work succeeded (reference/tensor-parallel.md §4)
+DONE_DIR_ENV = "DATAPREP_LAUNCH_DONE_DIR"
 _TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
 
@@ -93,6 +99,7 @@ def launch_local(
     if threads_per_rank is None:
         threads_per_rank = max(1, (os.cpu_count() or 1) // nproc)
     procs: list[subprocess.Popen] = []
+    done_dir = tempfile.mkdtemp(prefix="dataprep-launch-")
     for rank in range(nproc):
         env = dict(os.environ)
         env.update(
@@ -106,6 +113,7 @@ def launch_local(
                 "MASTER_PORT": str(port),
                 "OMP_NUM_THREADS": str(threads_per_rank),
                 PAYLOAD_ENV: payload,
+                DONE_DIR_ENV: done_dir,
             }
         )
         procs.append(
@@ -116,27 +124,44 @@ def launch_local(
             )
         )
     failed: int | None = None
+    forgiven: set[int] = set()
     try:
-        if check is not None:  # runs while the ranks import torch; its exception stops them
-            check()
-        while True:
-            codes = [p.poll() for p in procs]
-            bad = [(r, c) for r, c in enumerate(codes) if c not in (None, 0)]
-            if bad:
-                rank, failed = bad[0]
-                if any(c is None for c in codes):
-                    log.error("rank %d exited with code %d; stopping the other ranks", rank, failed)
-                break
-            if all(c == 0 for c in codes):
-                return 0
-            time.sleep(poll_s)
-    except KeyboardInterrupt:
-        failed = 130
-    except BaseException:
+        try:
+            if check is not None:  # runs while the ranks import torch; its exception stops them
+                check()
+            while True:
+                codes = [p.poll() for p in procs]
+                for r, c in enumerate(codes):
+                    if _aborted_after_done(c, r, done_dir):
+                        codes[r] = 0
+                        if r not in forgiven:
+                            forgiven.add(r)
+                            log.warning(
+                                "rank %d aborted while tearing down the process group, after "
+                                "finishing its work (a known gloo teardown crash); its results "
+                                "are complete",
+                                r,
+                            )
+                bad = [(r, c) for r, c in enumerate(codes) if c not in (None, 0)]
+                if bad:
+                    rank, failed = bad[0]
+                    if any(c is None for c in codes):
+                        log.error(
+                            "rank %d exited with code %d; stopping the other ranks", rank, failed
+                        )
+                    break
+                if all(c == 0 for c in codes):
+                    return 0
+                time.sleep(poll_s)
+        except KeyboardInterrupt:
+            failed = 130
+        except BaseException:
+            _stop(procs, grace_s)
+            raise
         _stop(procs, grace_s)
-        raise
-    _stop(procs, grace_s)
-    return failed if failed and failed > 0 else 1
+        return failed if failed and failed > 0 else 1
+    finally:
+        shutil.rmtree(done_dir, ignore_errors=True)
 
 
 def _stop(procs: list[subprocess.Popen], grace_s: float) -> None:
@@ -150,6 +175,19 @@ def _stop(procs: list[subprocess.Popen], grace_s: float) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+def _aborted_after_done(code: int | None, rank: int, done_dir: str) -> bool:
+    """Whether a rank died of SIGABRT after marking its work done (see DONE_DIR_ENV)."""
+    return code == -signal.SIGABRT and os.path.exists(os.path.join(done_dir, f"rank{rank}.done"))
+
+
+def mark_done(rank: int) -> None:
+    """Tell `launch_local` (if it started this rank) that this rank's work is complete."""
+    done_dir = os.environ.get(DONE_DIR_ENV)
+    if done_dir:
+        with open(os.path.join(done_dir, f"rank{rank}.done"), "w") as f:
+            f.write("ok\n")
 
 
 @dataclass(frozen=True)
@@ -249,5 +287,6 @@ def teardown_distributed(layout: Layout) -> None:
     if dist.is_initialized():
         try:
             dist.barrier()
+            mark_done(layout.rank)
         finally:
             dist.destroy_process_group()

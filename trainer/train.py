@@ -601,6 +601,7 @@ def train(config: TrainConfig) -> TrainResult:
     loader = None
     bar = None
     metrics = None
+    finished = False
     try:
         gbs = config.global_batch_size or config.micro_batch_size * layout.dp_size
         num_samples = config.train_iters * gbs
@@ -749,6 +750,7 @@ def train(config: TrainConfig) -> TrainResult:
         result.seconds = loop_s
         result.tokens_per_s = float(np.median(rates)) if rates else 0.0
         result.data_wait_share = loader.wait_s / loop_s if loop_s > 0 else 0.0
+        finished = True
     finally:
         if loader is not None:
             loader.close()
@@ -757,17 +759,20 @@ def train(config: TrainConfig) -> TrainResult:
         if metrics is not None:
             metrics.close()
             result.metrics_path = config.metrics
-        teardown_distributed(layout)
-    if layout.is_main and config.metrics and result.end_step > 0:
-        from trainer.metrics import plot_loss_curve, read_metrics
+        try:
+            # before the teardown: all of this rank's work is done once teardown starts
+            if finished and layout.is_main and config.metrics and result.end_step > 0:
+                from trainer.metrics import plot_loss_curve, read_metrics
 
-        png = config.loss_curve or str(Path(config.metrics).with_suffix(".png"))
-        out = plot_loss_curve(
-            [r for r in read_metrics(config.metrics) if "loss" in r],
-            png,
-            title=f"{config.model} TP={tp}",
-        )
-        result.loss_curve_path = str(out) if out else None
+                png = config.loss_curve or str(Path(config.metrics).with_suffix(".png"))
+                out = plot_loss_curve(
+                    [r for r in read_metrics(config.metrics) if "loss" in r],
+                    png,
+                    title=f"{config.model} TP={tp}",
+                )
+                result.loss_curve_path = str(out) if out else None
+        finally:
+            teardown_distributed(layout)
     if layout.is_main:
         log.info(
             "done: step %d, %.1f s, %.0f tokens/s, %.2f%% of the time waiting for data",
@@ -1028,8 +1033,10 @@ def _load_checkpoint(path: str, model, optimizer, layout, parallel) -> int:
         path, model, optimizer, tp_group=layout.tp_group, dp_rank=layout.dp_rank
     )
     if "step" not in extra:
-        raise DataprepError(f"--load {path}: the checkpoint has no trainer state (step, RNG); "
-                            "it was not written by this trainer")
+        raise DataprepError(
+            f"--load {path}: the checkpoint has no trainer state (step, RNG); "
+            "it was not written by this trainer"
+        )
     step = int(extra["step"])
     rng = extra.get("rng")
     if rng is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import sys
 import textwrap
 from pathlib import Path
@@ -15,7 +16,7 @@ import torch
 from trainer_fixtures import markov_docs, write_dataset
 
 from dataprep.errors import DataprepError, UsageError
-from trainer.launch import launch_local
+from trainer.launch import PAYLOAD_ENV, launch_local
 from trainer.metrics import read_metrics
 from trainer.train import TrainConfig, lr_at, main, run, train
 
@@ -33,8 +34,9 @@ def _restore_threads():
 def gpt_prefix(tmp_path_factory):
     d = tmp_path_factory.mktemp("gpt")
     # ids < 100 of a 1000-id vocabulary: even a few steps learn that much (ln 1000 -> ln 100)
-    return write_dataset(d / "gpt_text_document", markov_docs(120, vocab=100, seed=3),
-                         vocab_size=VOCAB)
+    return write_dataset(
+        d / "gpt_text_document", markov_docs(120, vocab=100, seed=3), vocab_size=VOCAB
+    )
 
 
 @pytest.fixture(scope="module")
@@ -45,24 +47,46 @@ def mt5_prefix(tmp_path_factory):
     tok = load_tokenizer("mt5-toy")
     d = tmp_path_factory.mktemp("mt5")
     docs = markov_docs(80, vocab=tok.vocab_size - 200, seed=4, eod=tok.eos_id)
-    return write_dataset(d / "mc4_text_document", docs, vocab_size=tok.vocab_size, spec="mt5-toy",
-                         eos_id=tok.eos_id)
+    return write_dataset(
+        d / "mc4_text_document", docs, vocab_size=tok.vocab_size, spec="mt5-toy", eos_id=tok.eos_id
+    )
 
 
 def gpt_config(prefix, tmp_path, **kw) -> TrainConfig:
-    base = dict(data_path=(prefix,), model="gpt-tiny", seq_length=32, micro_batch_size=2,
-                global_batch_size=4, train_iters=20, lr=3e-3, min_lr=3e-4, lr_warmup_iters=3,
-                hidden_dropout=0.1, attention_dropout=0.1, num_threads=1, progress=False,
-                metrics=str(tmp_path / "metrics.jsonl"))
+    base = dict(
+        data_path=(prefix,),
+        model="gpt-tiny",
+        seq_length=32,
+        micro_batch_size=2,
+        global_batch_size=4,
+        train_iters=20,
+        lr=3e-3,
+        min_lr=3e-4,
+        lr_warmup_iters=3,
+        hidden_dropout=0.1,
+        attention_dropout=0.1,
+        num_threads=1,
+        progress=False,
+        metrics=str(tmp_path / "metrics.jsonl"),
+    )
     base.update(kw)
     return TrainConfig(**base)
 
 
 def mt5_config(prefix, tmp_path, **kw) -> TrainConfig:
-    base = dict(data_path=(prefix,), model="mt5-tiny", encoder_seq_length=32, micro_batch_size=2,
-                train_iters=10, lr=1e-3, hidden_dropout=0.0, num_threads=1, progress=False,
-                make_vocab_size_divisible_by=256,  # 8000 -> 8192 rows at TP 1 and at TP 2
-                metrics=str(tmp_path / "metrics.jsonl"))
+    base = dict(
+        data_path=(prefix,),
+        model="mt5-tiny",
+        encoder_seq_length=32,
+        micro_batch_size=2,
+        train_iters=10,
+        lr=1e-3,
+        hidden_dropout=0.0,
+        num_threads=1,
+        progress=False,
+        make_vocab_size_divisible_by=256,  # 8000 -> 8192 rows at TP 1 and at TP 2
+        metrics=str(tmp_path / "metrics.jsonl"),
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -119,10 +143,28 @@ def test_kill_and_resume_gives_the_same_losses_exactly_tp1(gpt_prefix, tmp_path)
 
 
 def test_gradient_accumulation_equals_one_big_micro_batch(gpt_prefix, tmp_path):
-    a = train(gpt_config(gpt_prefix, tmp_path / "a", micro_batch_size=1, global_batch_size=4,
-                         train_iters=5, hidden_dropout=0.0, attention_dropout=0.0))
-    b = train(gpt_config(gpt_prefix, tmp_path / "b", micro_batch_size=4, global_batch_size=4,
-                         train_iters=5, hidden_dropout=0.0, attention_dropout=0.0))
+    a = train(
+        gpt_config(
+            gpt_prefix,
+            tmp_path / "a",
+            micro_batch_size=1,
+            global_batch_size=4,
+            train_iters=5,
+            hidden_dropout=0.0,
+            attention_dropout=0.0,
+        )
+    )
+    b = train(
+        gpt_config(
+            gpt_prefix,
+            tmp_path / "b",
+            micro_batch_size=4,
+            global_batch_size=4,
+            train_iters=5,
+            hidden_dropout=0.0,
+            attention_dropout=0.0,
+        )
+    )
     assert np.allclose(a.losses, b.losses, rtol=0, atol=1e-5)
 
 
@@ -131,8 +173,13 @@ def test_gradient_accumulation_equals_one_big_micro_batch(gpt_prefix, tmp_path):
 @pytest.mark.distributed
 def test_tp2_equals_tp1_and_tp2_checkpoints_resume_exactly_at_tp2_and_at_tp1(gpt_prefix, tmp_path):
     kw = dict(hidden_dropout=0.0, attention_dropout=0.0, save_interval=10)
-    tp2 = gpt_config(gpt_prefix, tmp_path / "tp2", tensor_model_parallel_size=2,
-                     save=str(tmp_path / "ckpt"), **kw)
+    tp2 = gpt_config(
+        gpt_prefix,
+        tmp_path / "tp2",
+        tensor_model_parallel_size=2,
+        save=str(tmp_path / "ckpt"),
+        **kw,
+    )
     assert run(tp2) == 0
     tp2_losses = losses(tp2.metrics)
     assert len(tp2_losses) == 20
@@ -142,8 +189,9 @@ def test_tp2_equals_tp1_and_tp2_checkpoints_resume_exactly_at_tp2_and_at_tp1(gpt
     assert np.allclose(tp2_losses, tp1.losses, rtol=0, atol=5e-5)
 
     at10 = str(tmp_path / "ckpt" / "iter_0000010")
-    resumed2 = gpt_config(gpt_prefix, tmp_path / "r2", tensor_model_parallel_size=2, load=at10,
-                          **kw)
+    resumed2 = gpt_config(
+        gpt_prefix, tmp_path / "r2", tensor_model_parallel_size=2, load=at10, **kw
+    )
     assert run(resumed2) == 0
     assert losses(resumed2.metrics) == tp2_losses[10:]  # exact at the same TP
 
@@ -156,11 +204,13 @@ def test_tp2_equals_tp1_and_tp2_checkpoints_resume_exactly_at_tp2_and_at_tp1(gpt
 @pytest.mark.distributed
 def test_tp2_kill_and_resume_with_dropout_is_exact(gpt_prefix, tmp_path):
     ckpt = str(tmp_path / "ckpt")
-    straight = gpt_config(gpt_prefix, tmp_path / "a", tensor_model_parallel_size=2, save=ckpt,
-                          save_interval=10)  # saving reads state only: the run is unchanged
+    straight = gpt_config(
+        gpt_prefix, tmp_path / "a", tensor_model_parallel_size=2, save=ckpt, save_interval=10
+    )  # saving reads state only: the run is unchanged
     assert run(straight) == 0
-    resumed = gpt_config(gpt_prefix, tmp_path / "b", tensor_model_parallel_size=2,
-                         load=ckpt + "/iter_0000010")  # a new pair of processes
+    resumed = gpt_config(
+        gpt_prefix, tmp_path / "b", tensor_model_parallel_size=2, load=ckpt + "/iter_0000010"
+    )  # a new pair of processes
     assert run(resumed) == 0
     assert losses(resumed.metrics) == losses(straight.metrics)[10:]  # dropout 0.1 on both
 
@@ -180,8 +230,13 @@ def test_mt5_tp2_equals_tp1(mt5_prefix, tmp_path):
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_dp2_matches_dp1_on_the_same_global_batch(gpt_prefix, tmp_path):
-    kw = dict(hidden_dropout=0.0, attention_dropout=0.0, train_iters=5, micro_batch_size=2,
-              global_batch_size=4)
+    kw = dict(
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        train_iters=5,
+        micro_batch_size=2,
+        global_batch_size=4,
+    )
     dp2 = gpt_config(gpt_prefix, tmp_path / "dp2", nproc_per_node=2, **kw)
     assert run(dp2) == 0
     dp1 = train(gpt_config(gpt_prefix, tmp_path / "dp1", **kw))
@@ -220,6 +275,29 @@ def test_launcher_stops_the_other_ranks_when_one_fails(monkeypatch):
     t0 = time.monotonic()
     assert launch_local(2, "test_train:_sleep_or_fail", "", grace_s=2) == 3
     assert time.monotonic() - t0 < 60
+
+
+def _abort_in_teardown() -> int:  # launched by test_teardown_abort_after_done_is_success
+    import os
+
+    from trainer.launch import mark_done
+
+    rank = int(os.environ["RANK"])
+    if os.environ.get(PAYLOAD_ENV) == "mark" or rank == 1:
+        mark_done(rank)  # what teardown_distributed does after its barrier
+    os.abort()  # as gloo's "terminate called without an active exception"
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("payload, expected", [("mark", 0), ("", -signal.SIGABRT)])
+def test_teardown_abort_after_done_is_success(monkeypatch, caplog, payload, expected):
+    """A rank killed by SIGABRT after marking its work done succeeded; without the mark it
+    failed (rank 0 aborts unmarked in the second case)."""
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
+    code = launch_local(2, "test_train:_abort_in_teardown", payload, grace_s=2)
+    assert code == (0 if expected == 0 else 1)
+    if expected == 0:
+        assert "after finishing its work" in caplog.text
 
 
 # ------------------------------------------------------------------------------ bad input
@@ -305,10 +383,26 @@ def test_dataprep_train_command(gpt_prefix, tmp_path, capsys):
     from dataprep.cli import main as cli_main
 
     metrics = tmp_path / "m.jsonl"
-    code = cli_main(["train", "--data-path", gpt_prefix, "--model", "gpt-tiny",
-                     "--seq-length", "16",
-                     "--micro-batch-size", "2", "--train-iters", "3", "--num-threads", "1",
-                     "--metrics", str(metrics), "--no-progress"])
+    code = cli_main(
+        [
+            "train",
+            "--data-path",
+            gpt_prefix,
+            "--model",
+            "gpt-tiny",
+            "--seq-length",
+            "16",
+            "--micro-batch-size",
+            "2",
+            "--train-iters",
+            "3",
+            "--num-threads",
+            "1",
+            "--metrics",
+            str(metrics),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     assert [r["step"] for r in read_metrics(metrics)] == [1, 2, 3]
     assert all(math.isfinite(r["loss"]) for r in read_metrics(metrics))
@@ -317,10 +411,20 @@ def test_dataprep_train_command(gpt_prefix, tmp_path, capsys):
 def test_python_dash_m_trainer_help():
     import subprocess
 
-    out = subprocess.run([sys.executable, "-m", "trainer.train", "--help"], capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "trainer.train", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0
-    for flag in ("--data-path", "--tensor-model-parallel-size", "--global-batch-size", "--load",
-                 "--exit-interval", "--metrics"):
+    for flag in (
+        "--data-path",
+        "--tensor-model-parallel-size",
+        "--global-batch-size",
+        "--load",
+        "--exit-interval",
+        "--metrics",
+    ):
         assert flag in out.stdout, flag
     assert textwrap.dedent(out.stderr).strip() == ""

@@ -95,9 +95,11 @@ def _entry(rank: int, fn, port: int, world: int, marker_dir: str, args: tuple) -
         timeout=timedelta(seconds=120),
     )
     fn(rank, *args)
-    dist.barrier()  # before destroy: avoids the teardown abort seen in tensor-parallel.md §4
-    dist.destroy_process_group()
+    # every check of fn has passed; written before the barrier, so once any rank is past it,
+    # all markers exist (a teardown abort then kills the others only after they wrote theirs)
     (Path(marker_dir) / f"done{rank}").write_text("ok")
+    dist.barrier()  # before destroy: makes the teardown abort of tensor-parallel.md §4 rarer
+    dist.destroy_process_group()
 
 
 def run_distributed(fn, *args, tmp_path: Path, nprocs: int = 2) -> None:
@@ -105,5 +107,14 @@ def run_distributed(fn, *args, tmp_path: Path, nprocs: int = 2) -> None:
     traceback."""
     markers = tmp_path / "markers"
     markers.mkdir(exist_ok=True)
-    mp.spawn(_entry, args=(fn, free_port(), nprocs, str(markers), args), nprocs=nprocs, join=True)
-    assert sorted(p.name for p in markers.iterdir()) == [f"done{r}" for r in range(nprocs)]
+    done = [f"done{r}" for r in range(nprocs)]
+    try:
+        mp.spawn(
+            _entry, args=(fn, free_port(), nprocs, str(markers), args), nprocs=nprocs, join=True
+        )
+    except mp.ProcessExitedException as e:
+        # gloo sometimes aborts a rank while destroying the group after all its work passed
+        # ("terminate called without an active exception"); that is not a failure of the test
+        if e.signal_name != "SIGABRT" or sorted(p.name for p in markers.iterdir()) != done:
+            raise
+    assert sorted(p.name for p in markers.iterdir()) == done
