@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -242,7 +243,8 @@ def encode_chunk(task: dict[str, Any], tokenizer=None) -> dict[str, Any]:
         tokens = np.concatenate(arrays) if arrays else np.zeros(0, np.int64)
         max_id = int(tokens.max()) if tokens.size else -1
         narrow = task.get("dtype")
-        if narrow is not None and 0 <= max_id <= np.iinfo(narrow).max and tokens.min() >= 0:
+        fits = 0 <= max_id <= np.iinfo(narrow).max if narrow is not None else False
+        if fits and (tokens.dtype.kind == "u" or tokens.min() >= 0):
             # cast here, in parallel, and ship 2 bytes a token instead of 4; ids that do not fit
             # stay as they are so that the writer reports them
             tokens = tokens.astype(narrow)
@@ -262,18 +264,12 @@ def encode_chunk(task: dict[str, Any], tokenizer=None) -> dict[str, Any]:
     return results
 
 
-def _parse_block(task: dict[str, Any]) -> dict[str, Any]:
-    """Documents of one block of JSON Lines: texts and lines per key, skips, read counters."""
-    from dataprep.readers.base import CollectedRecordErrors, ReadStats
-
-    parser = task["parser"]
-    stats = ReadStats()
-    bad = CollectedRecordErrors(parser.path, task["on_error"])
-    keys = parser.json_keys
+def _group_by_key(docs, keys: Sequence[str]):
+    """Texts and lines per key of `docs`; empty texts are left out and counted per key."""
     texts: dict[str, list[str]] = {k: [] for k in keys}
     lines: dict[str, list[int]] = {k: [] for k in keys}
     empty = dict.fromkeys(keys, 0)
-    for doc in parser.documents(task["first_line"], task["block"], stats=stats, bad=bad):
+    for doc in docs:
         for key in keys:
             text = doc.fields[key]
             if not text:
@@ -281,6 +277,18 @@ def _parse_block(task: dict[str, Any]) -> dict[str, Any]:
                 continue
             texts[key].append(text)
             lines[key].append(doc.line)
+    return texts, lines, empty
+
+
+def _parse_block(task: dict[str, Any]) -> dict[str, Any]:
+    """Documents of one block of JSON Lines: texts and lines per key, skips, read counters."""
+    from dataprep.readers.base import CollectedRecordErrors, ReadStats
+
+    parser = task["parser"]
+    stats = ReadStats()
+    bad = CollectedRecordErrors(parser.path, task["on_error"])
+    docs = parser.documents(task["first_line"], task["block"], stats=stats, bad=bad)
+    texts, lines, empty = _group_by_key(docs, parser.json_keys)
     return {"texts": texts, "lines": lines, "empty_text": empty, "read": stats, "bad": bad}
 
 
@@ -559,29 +567,18 @@ class _Sink:
             tok_pos += n
 
 
-def _iter_chunks(
-    docs: Iterator, keys: Sequence[str], chunk_bytes: int, stats_by_key: dict[str, KeyStats]
-):
-    """Group documents into tokenizer tasks; empty texts are counted here and never sent."""
-    texts: dict[str, list[str]] = {k: [] for k in keys}
-    lines: dict[str, list[int]] = {k: [] for k in keys}
+def _iter_chunks(docs: Iterator, keys: Sequence[str], chunk_bytes: int) -> Iterator[list]:
+    """Documents in groups of about `chunk_bytes` of text (over all keys), for tokenizer tasks."""
+    chunk: list = []
     size = 0
     for doc in docs:
-        for key in keys:
-            text = doc.fields[key]
-            if not text:
-                stats_by_key[key].skip("empty_text")
-                continue
-            texts[key].append(text)
-            lines[key].append(doc.line)
-            size += len(text)
+        chunk.append(doc)
+        size += sum(len(doc.fields[key]) for key in keys)
         if size >= chunk_bytes:
-            yield texts, lines
-            texts = {k: [] for k in keys}
-            lines = {k: [] for k in keys}
-            size = 0
-    if any(texts.values()):
-        yield texts, lines
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
 
 
 def build_index(config: BuildConfig) -> BuildSummary:
@@ -708,9 +705,7 @@ def build_index(config: BuildConfig) -> BuildSummary:
             bad = RecordErrors(path, on_error, file_stats)
             file_docs = 0
 
-            def take(done: tuple[dict[str, Any], Any]) -> None:
-                nonlocal file_docs
-                file_docs += sink.take(file_index, done, file_stats, bad)  # noqa: B023 (same pass)
+            take = functools.partial(sink.take, file_index, file_stats=file_stats, bad=bad)
 
             resolved = resolve_format(path, config.fmt, config.languages, file_stats)
             if resolved is not None and resolved[0] == "parquet":
@@ -723,11 +718,17 @@ def build_index(config: BuildConfig) -> BuildSummary:
                     on_bad_file=on_bad_file,
                     stats=file_stats,
                 )
-                for texts, lines in _iter_chunks(docs, config.json_keys, config.chunk_bytes, stats):
+                for chunk in _iter_chunks(docs, config.json_keys, config.chunk_bytes):
+                    texts, lines, empty = _group_by_key(chunk, config.json_keys)
+                    for key, n in empty.items():
+                        if n:
+                            stats[key].skip("empty_text", n)
+                    if not any(texts.values()):
+                        continue
                     for done in execute({**common, "texts": texts}, lines):
-                        take(done)
+                        file_docs += take(done)
                 for done in drain():
-                    take(done)
+                    file_docs += take(done)
             elif resolved is not None:
                 fmt, language = resolved
                 parser = JsonLinesParser(os.fspath(path), config.json_keys, fmt, language, filters)
@@ -744,21 +745,21 @@ def build_index(config: BuildConfig) -> BuildSummary:
                                 "on_error": on_error,
                             }
                             for done in execute(task, None):
-                                take(done)
+                                file_docs += take(done)
                 except ReadError as e:
                     if e.kind not in FILE_ERROR_KINDS:
                         raise
                     # the blocks before the break come first (a bad record in them is the
                     # first error of the file)
                     for done in drain():
-                        take(done)
+                        file_docs += take(done)
                     if on_bad_file == "raise":
                         raise
                     log.warning("skipped the rest of a bad file: %s", e)
                     file_stats.skip_file(e.kind, path)
                 else:
                     for done in drain():
-                        take(done)
+                        file_docs += take(done)
                     finish_file(path, file_stats, bad, empty=blocks == 0)
             skipped_whole = file_stats.empty_files or any(file_stats.files_skipped.values())
             if file_docs == 0 and not skipped_whole:
