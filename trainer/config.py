@@ -1,0 +1,354 @@
+"""`TrainConfig` and its Megatron-named flags, and the model config they resolve to.
+
+`add_arguments` is shared by `python -m trainer.train` and `dataprep train`; `config_from_args`
+turns the parsed flags into a `TrainConfig` at once. `resolve_model_config` turns `--model` (a
+preset or a .json/.toml file), the dataset's vocabulary and the dropout flags into a `GPTConfig` /
+`MT5Config`; `check_tp_layout` says which model dimension a TP size does not divide.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dataprep.errors import DataprepError, UsageError
+
+log = logging.getLogger("trainer.config")
+
+KIND_ALIASES = {"gpt": "gpt", "gpt2": "gpt", "mt5": "mt5", "t5": "mt5"}  # --model file "model" key
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    data_path: tuple[str, ...]  # one prefix, or "w1 p1 w2 p2 ..." (Megatron --data-path)
+    model: str = "gpt-tiny"  # preset name, or a .json/.toml model config file
+    split: str = "969,30,1"  # train/valid/test weights over sequences (GPT) or documents (T5)
+    seq_length: int | None = None  # GPT tokens per sample; None = the model's block_size
+    encoder_seq_length: int = 512  # mT5 encoder input ids per sample (incl. sentinels and EOS)
+    decoder_seq_length: int | None = None  # mT5 labels per sample; None = T5's targets length
+    micro_batch_size: int = 4  # samples per forward/backward on one DP rank
+    global_batch_size: int | None = (
+        None  # samples per optimizer step; None = micro x DP (no accumulation)
+    )
+    tensor_model_parallel_size: int = 1
+    make_vocab_size_divisible_by: int = 128  # embedding rows padded to a multiple of this x TP
+    train_iters: int = 100  # optimizer steps of the whole run (also the LR schedule length)
+    lr: float = 3e-4  # peak learning rate
+    min_lr: float = 0.0  # end of the cosine decay
+    lr_warmup_iters: int = 0  # linear warmup from 0 to lr over these steps
+    lr_decay_iters: int | None = None  # cosine decay ends here; None = train_iters
+    weight_decay: float = 0.01  # AdamW, on matrices only (not biases, norms)
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
+    clip_grad: float = 1.0  # max global gradient norm; 0 = no clipping
+    hidden_dropout: float | None = None  # None = the model config's value
+    attention_dropout: float | None = (
+        None  # None = the model config's value (GPT only; mT5 has one rate)
+    )
+    seed: int = 1234
+    save: str | None = None  # checkpoint directory
+    save_interval: int | None = None  # save every N steps (and at the end) when --save is given
+    exit_interval: int | None = None  # stop (after saving) when the step is a multiple of N
+    load: str | None = None  # resume from this checkpoint directory (if it holds one)
+    metrics: str | None = None  # JSONL file: one object per step
+    loss_curve: str | None = None  # PNG; None = the metrics path with .png
+    data_cache_path: str | None = None  # GPT index cache directory (Megatron --data-cache-path)
+    tokenizer: str | None = None  # tokenizer spec; None = the one in the dataset's manifest
+    noise_density: float = 0.15  # T5 span corruption
+    mean_noise_span_length: float = 3.0
+    nproc_per_node: int | None = None  # local ranks to start; None = TP size (1 under torchrun)
+    distributed_timeout_minutes: float = (
+        10.0  # a collective waiting longer fails instead of hanging
+    )
+    log_interval: int = 10  # log a line every N steps when there is no progress bar
+    progress: bool = True  # tqdm bar on rank 0
+    num_threads: int | None = None  # torch threads per rank; None = CPUs / local ranks
+    extra: dict = field(default_factory=dict)  # free-form notes copied into the checkpoint
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data_path, str):
+            object.__setattr__(self, "data_path", tuple(self.data_path.split()))
+        object.__setattr__(self, "data_path", tuple(self.data_path))
+        if not self.data_path:
+            raise UsageError("--data-path is required: a dataset prefix or 'w1 p1 w2 p2 ...'")
+        positive = [
+            "micro_batch_size",
+            "tensor_model_parallel_size",
+            "train_iters",
+            "encoder_seq_length",
+            "make_vocab_size_divisible_by",
+            "log_interval",
+        ]
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise UsageError(
+                    f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"
+                )
+        for name in (
+            "seq_length",
+            "decoder_seq_length",
+            "global_batch_size",
+            "save_interval",
+            "exit_interval",
+            "nproc_per_node",
+            "lr_decay_iters",
+            "num_threads",
+        ):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+        if self.lr < 0 or self.min_lr < 0 or self.min_lr > self.lr:
+            raise UsageError(
+                f"need 0 <= --min-lr <= --lr, got --lr {self.lr} --min-lr {self.min_lr}"
+            )
+        if self.lr_warmup_iters < 0:
+            raise UsageError(f"--lr-warmup-iters must be >= 0, got {self.lr_warmup_iters}")
+        if self.clip_grad < 0:
+            raise UsageError(f"--clip-grad must be >= 0, got {self.clip_grad}")
+        for name in ("hidden_dropout", "attention_dropout"):
+            v = getattr(self, name)
+            if v is not None and not 0 <= v < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be in [0, 1), got {v}")
+        if self.distributed_timeout_minutes <= 0:
+            raise UsageError("--distributed-timeout-minutes must be > 0")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainConfig:
+        return cls(**json.loads(text))
+
+
+# ------------------------------------------------------------------------------------------ flags
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Megatron-named flags; shared by `python -m trainer.train` and `dataprep train`."""
+    d = TrainConfig.__dataclass_fields__
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--data-path",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="dataset prefix (without .bin/.idx), or weights and prefixes 'w1 p1 w2 p2 ...'",
+    )
+    g.add_argument(
+        "--split",
+        default=d["split"].default,
+        help="train,valid,test weights, e.g. 969,30,1 (default); training uses the first part",
+    )
+    g.add_argument(
+        "--seq-length", type=int, help="GPT: tokens per sample (default: the model's block_size)"
+    )
+    g.add_argument(
+        "--encoder-seq-length", type=int, default=512, help="mT5: encoder ids per sample (512)"
+    )
+    g.add_argument(
+        "--decoder-seq-length",
+        type=int,
+        help="mT5: decoder ids per sample (default: T5's targets length, 114 for 512)",
+    )
+    g.add_argument("--noise-density", type=float, default=0.15, help="mT5 span corruption (0.15)")
+    g.add_argument(
+        "--mean-noise-span-length", type=float, default=3.0, help="mT5 span corruption (3.0)"
+    )
+    g.add_argument(
+        "--data-cache-path",
+        help="directory for GPT sample-index caches "
+        "(default: <prefix>/cache/GPTDataset_indices as Megatron)",
+    )
+    g.add_argument(
+        "--tokenizer", help="tokenizer spec (default: the one in the dataset's .json manifest)"
+    )
+
+    g = p.add_argument_group("model and parallelism")
+    g.add_argument(
+        "--model",
+        default="gpt-tiny",
+        help="preset (gpt-tiny, gpt-125m, gpt-350m, gpt-1.3b, mt5-tiny, mt5-small, mt5-base) "
+        'or a .json/.toml config: {"model": "gpt"|"mt5" or "preset": NAME, fields...}',
+    )
+    g.add_argument("--tensor-model-parallel-size", type=int, default=1, help="TP size (default 1)")
+    g.add_argument(
+        "--make-vocab-size-divisible-by",
+        type=int,
+        default=128,
+        help="pad the embedding rows to a multiple of this x TP (default 128, as Megatron)",
+    )
+    g.add_argument(
+        "--hidden-dropout", type=float, help="residual/embedding dropout (default: model's)"
+    )
+    g.add_argument("--attention-dropout", type=float, help="attention dropout (default: model's)")
+    g.add_argument(
+        "--nproc-per-node",
+        type=int,
+        help="start this many local ranks (default: the TP size; under torchrun: join it)",
+    )
+    g.add_argument(
+        "--distributed-timeout-minutes",
+        type=float,
+        default=10.0,
+        help="a collective that waits longer fails instead of hanging (default 10)",
+    )
+    g.add_argument("--num-threads", type=int, help="torch threads per rank (default: CPUs / ranks)")
+
+    g = p.add_argument_group("optimization")
+    g.add_argument(
+        "--micro-batch-size", type=int, default=4, help="samples per forward on one DP rank"
+    )
+    g.add_argument(
+        "--global-batch-size",
+        type=int,
+        help="samples per step (default: micro x DP); a larger multiple accumulates gradients",
+    )
+    g.add_argument("--train-iters", type=int, default=100, help="optimizer steps (default 100)")
+    g.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (default 3e-4)")
+    g.add_argument("--min-lr", type=float, default=0.0, help="cosine decay floor (default 0)")
+    g.add_argument("--lr-warmup-iters", type=int, default=0, help="linear warmup steps (default 0)")
+    g.add_argument(
+        "--lr-decay-iters", type=int, help="cosine decay length (default: --train-iters)"
+    )
+    g.add_argument(
+        "--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)"
+    )
+    g.add_argument("--adam-beta1", type=float, default=0.9)
+    g.add_argument("--adam-beta2", type=float, default=0.999)
+    g.add_argument("--adam-eps", type=float, default=1e-8)
+    g.add_argument(
+        "--clip-grad", type=float, default=1.0, help="max gradient norm, 0 = off (default 1)"
+    )
+    g.add_argument("--seed", type=int, default=1234, help="random seed (default 1234)")
+
+    g = p.add_argument_group("checkpoints and output")
+    g.add_argument("--save", help="checkpoint directory")
+    g.add_argument("--save-interval", type=int, help="save every N steps (always at the end)")
+    g.add_argument(
+        "--exit-interval", type=int, help="save and stop when the step is a multiple of N"
+    )
+    g.add_argument(
+        "--load",
+        help="resume from this checkpoint directory (exactly: model, optimizer, "
+        "schedule, RNG, data position); may have been saved at another TP",
+    )
+    g.add_argument(
+        "--metrics", metavar="FILE", help="write one JSON object per step to FILE (JSONL)"
+    )
+    g.add_argument(
+        "--loss-curve", metavar="PNG", help="loss plot (default: the metrics file with .png)"
+    )
+    g.add_argument("--log-interval", type=int, default=10, help="log every N steps without a bar")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    kw = {k: v for k, v in vars(args).items() if k in names}
+    return TrainConfig(**kw)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m trainer.train", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    return p
+
+
+def _read_model_file(path: Path) -> dict:
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            return tomllib.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--model {path}: cannot read the model config: {e}") from e
+
+
+def resolve_model_config(config: TrainConfig, *, vocab_size: int | None) -> tuple[str, Any]:
+    """(kind, GPTConfig | MT5Config) from --model, the data's vocabulary and the dropout flags.
+
+    A preset takes the dataset's vocabulary; a config file naming `vocab_size` must agree with it.
+    """
+    from trainer.models import GPT_PRESETS, MT5_PRESETS, GPTConfig, MT5Config, pad_vocab_size
+
+    spec = config.model
+    fields: dict[str, Any]
+    if spec in GPT_PRESETS or spec in MT5_PRESETS:
+        kind = "gpt" if spec in GPT_PRESETS else "mt5"
+        fields = dict((GPT_PRESETS if kind == "gpt" else MT5_PRESETS)[spec])
+        from_file = False
+    else:
+        path = Path(spec)
+        if not path.is_file():
+            raise UsageError(
+                f"--model {spec!r} is neither a preset "
+                f"({', '.join(sorted(GPT_PRESETS) + sorted(MT5_PRESETS))}) "
+                "nor an existing .json/.toml config file"
+            )
+        raw = _read_model_file(path)
+        fields = dict(raw)
+        preset = fields.pop("preset", None)
+        kind = fields.pop("model", None) or fields.pop("type", None)
+        if preset is not None:
+            if preset not in GPT_PRESETS and preset not in MT5_PRESETS:
+                raise UsageError(f"--model {path}: unknown preset {preset!r}")
+            kind = kind or ("gpt" if preset in GPT_PRESETS else "mt5")
+            fields = {**(GPT_PRESETS if kind == "gpt" else MT5_PRESETS)[preset], **fields}
+        if kind not in KIND_ALIASES:
+            raise UsageError(
+                f'--model {path}: set "model": "gpt" or "mt5" (or "preset"), got {kind!r}'
+            )
+        kind = KIND_ALIASES[kind]
+        from_file = True
+    cls = GPTConfig if kind == "gpt" else MT5Config
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise UsageError(
+            f"--model {spec}: unknown {cls.__name__} fields {unknown}; known: {sorted(known)}"
+        )
+    if vocab_size is not None:
+        if from_file and "vocab_size" in fields and int(fields["vocab_size"]) != vocab_size:
+            raise DataprepError(
+                f"--model {spec} has vocab_size {fields['vocab_size']} but the dataset's "
+                f"tokenizer has "
+                f"{vocab_size} ids: use a model config for this tokenizer or the matching dataset"
+            )
+        fields["vocab_size"] = vocab_size
+    if config.hidden_dropout is not None:
+        fields["dropout" if kind == "gpt" else "dropout_rate"] = config.hidden_dropout
+    if config.attention_dropout is not None:
+        if kind == "gpt":
+            fields["attn_dropout"] = config.attention_dropout
+        elif config.hidden_dropout is None or config.attention_dropout != config.hidden_dropout:
+            log.warning(
+                "mT5 has one dropout rate (HF dropout_rate); --attention-dropout is ignored"
+            )
+    if not fields.get("padded_vocab_size"):
+        fields["padded_vocab_size"] = pad_vocab_size(
+            fields.get("vocab_size", cls.__dataclass_fields__["vocab_size"].default),
+            config.tensor_model_parallel_size,
+            config.make_vocab_size_divisible_by,
+        )
+    return kind, cls(**fields)
+
+
+def check_tp_layout(kind: str, mc: Any, tp: int) -> None:
+    """TP must divide the attention heads, the FFN width and the padded vocabulary."""
+    if kind == "gpt":
+        dims = {"n_head": mc.n_head, "FFN width 4*n_embd": 4 * mc.n_embd}
+    else:
+        dims = {"num_heads": mc.num_heads, "d_ff": mc.d_ff}
+    dims["padded_vocab_size"] = mc.padded_vocab_size
+    bad = {k: v for k, v in dims.items() if v % tp}
+    if bad:
+        what = ", ".join(f"{k}={v}" for k, v in bad.items())
+        raise UsageError(
+            f"--tensor-model-parallel-size {tp} does not divide the model's {what}: "
+            f"pick a TP size that divides them (or another --model)"
+        )

@@ -1,0 +1,434 @@
+"""The training loop: AdamW, linear warmup then cosine decay, TP-aware clipping, accumulation.
+
+`train(config)` runs on one rank (joining the launched group when there is one): it checks the
+run (trainer/preflight.py), builds the model from its config with the same seed on every rank,
+shards it (trainer/parallel.py), resumes from a checkpoint if asked (trainer/checkpoint.py) and
+trains. The loss of a step is the mean over every target token of the global batch; the data
+position is the step, so a resumed run sees exactly the batches the uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dataprep.errors import DataprepError, UsageError
+from trainer.config import TrainConfig, check_tp_layout, resolve_model_config
+from trainer.preflight import DataInfo, check_lengths, inspect_data
+from trainer.resume import (
+    checkpoint_model_config,
+    find_checkpoint,
+    load_training_checkpoint,
+    save_training_checkpoint,
+)
+from trainer.rng import seed_everything
+
+log = logging.getLogger("trainer.train")
+
+
+# ----------------------------------------------------------------------------------------- schedule
+def lr_at(step: int, *, lr: float, min_lr: float, warmup_iters: int, decay_iters: int) -> float:
+    """LR of 0-based step `step`: lr*(step+1)/warmup during warmup, then cosine from lr to min_lr.
+
+    E.g. lr 1e-3, min 1e-4, warmup 10, decay 110: step 0 -> 1e-4, step 9 -> 1e-3, step 60 -> 5.5e-4,
+    step >= 110 -> 1e-4.
+    """
+    if warmup_iters > 0 and step < warmup_iters:
+        return lr * (step + 1) / warmup_iters
+    span = max(1, decay_iters - warmup_iters)
+    progress = min(1.0, max(0.0, (step - warmup_iters) / span))
+    return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+# ----------------------------------------------------------------------------------------- the loop
+@dataclass
+class TrainResult:
+    kind: str
+    start_step: int  # steps done before this run (resume point)
+    end_step: int  # steps done at the end
+    losses: list[float] = field(
+        default_factory=list
+    )  # per step of this run (rank 0's view = global)
+    tokens_per_s: float = 0.0  # median over this run's steps after the first
+    data_wait_share: float = 0.0  # time waiting for data / loop time
+    seconds: float = 0.0
+    metrics_path: str | None = None
+    loss_curve_path: str | None = None
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train on this rank (joining the launched group when there is one); raises DataprepError."""
+    import numpy as np
+    import torch
+
+    from trainer import parallel
+    from trainer.data import BatchLoader
+    from trainer.launch import check_world, dist_env, setup_distributed, teardown_distributed
+    from trainer.models import build_model
+
+    tp = config.tensor_model_parallel_size
+    env = dist_env()
+    check_world(env.world_size if env else 1, tp)
+    # every check that needs no other rank, before any collective
+    info = inspect_data(config)
+    kind, model_config = resolve_model_config(config, vocab_size=info.vocab_size)
+    check_tp_layout(kind, model_config, tp)
+    if info.vocab_size is None:
+        log.warning(
+            "the dataset has no manifest naming its tokenizer; trusting the model's vocab_size %d",
+            model_config.vocab_size,
+        )
+    if info.max_token_id is not None and info.max_token_id >= model_config.vocab_size:
+        raise DataprepError(
+            f"--data-path holds token id {info.max_token_id} but the model's vocabulary "
+            f"is {model_config.vocab_size}: use a model for this tokenizer"
+        )
+    seq_length = check_lengths(config, kind, model_config)
+    resume = find_checkpoint(config.load)
+    if resume is not None:
+        model_config = checkpoint_model_config(resume, kind, model_config, config)
+
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    elif env is not None and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, env.local_world_size)))
+    layout = setup_distributed(tp, timeout_s=config.distributed_timeout_minutes * 60, env=env)
+    result = TrainResult(kind, 0, 0)
+    loader = None
+    bar = None
+    metrics = None
+    finished = False
+    try:
+        gbs = config.global_batch_size or config.micro_batch_size * layout.dp_size
+        num_samples = config.train_iters * gbs
+        source = _build_source(config, kind, info, seq_length, num_samples, layout)
+
+        seed_everything(config.seed)  # identical full weights on every rank before sharding
+        model = build_model(model_config)
+        model = parallel.apply_tensor_parallel(
+            model, layout.tp_group, dropout_seed=config.seed + 1009 * layout.dp_rank
+        )
+        model.to(layout.device)
+        optimizer = _make_optimizer(model, config)
+        # dropout: the same stream on the TP ranks of one DP rank, different across DP ranks
+        seed_everything(config.seed + 1 + 1009 * layout.dp_rank)
+
+        start_step = 0
+        if resume is not None:
+            start_step = load_training_checkpoint(resume, model, optimizer, layout, parallel)
+        end_step = config.train_iters
+        if start_step >= end_step:
+            log.info(
+                "checkpoint %s is already at step %d of --train-iters %d; nothing to do",
+                resume,
+                start_step,
+                end_step,
+            )
+        result.start_step = result.end_step = start_step
+
+        tokens_per_sample = (
+            seq_length if kind == "gpt" else config.encoder_seq_length + source.decoder_length
+        )
+        tokens_per_step = gbs * tokens_per_sample
+        if layout.is_main:
+            n_params = sum(p.numel() for p in model.parameters()) * (tp if tp > 1 else 1)
+            log.info(
+                "%s %s (~%.1fM parameters), TP=%d DP=%d, global batch %d (micro %d, "
+                "accumulation %d),"
+                " %d tokens/step, steps %d..%d",
+                kind,
+                config.model,
+                n_params / 1e6,
+                tp,
+                layout.dp_size,
+                gbs,
+                config.micro_batch_size,
+                gbs // (config.micro_batch_size * layout.dp_size),
+                tokens_per_step,
+                start_step,
+                end_step,
+            )
+            if config.metrics:
+                from trainer.metrics import MetricsWriter
+
+                metrics = MetricsWriter(config.metrics, resume_from=start_step)
+            bar = _progress_bar(config, start_step, end_step, kind)
+
+        loader = BatchLoader(
+            source,
+            start_step=start_step,
+            end_step=end_step,
+            micro_batch_size=config.micro_batch_size,
+            global_batch_size=gbs,
+            dp_rank=layout.dp_rank,
+            dp_size=layout.dp_size,
+        )
+        autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if layout.device.type == "cuda"
+            else contextlib.nullcontext()
+        )
+        decay_iters = config.lr_decay_iters or config.train_iters
+        params = [p for p in model.parameters() if p.requires_grad]
+        rates, t_loop = [], time.perf_counter()
+        wait_before = 0.0
+        step_t0 = time.perf_counter()
+        for batches in loader:
+            step = batches.step
+            lr = lr_at(
+                step,
+                lr=config.lr,
+                min_lr=config.min_lr,
+                warmup_iters=config.lr_warmup_iters,
+                decay_iters=decay_iters,
+            )
+            loss, grad_norm = _train_step(
+                model,
+                optimizer,
+                batches.micro_batches,
+                params,
+                kind=kind,
+                layout=layout,
+                autocast=autocast,
+                lr=lr,
+                clip=config.clip_grad,
+                vocab_size=model_config.vocab_size,
+                parallel=parallel,
+            )
+            now = time.perf_counter()
+            dt, step_t0 = now - step_t0, now
+            wait = loader.wait_s - wait_before
+            wait_before = loader.wait_s
+            done = step + 1
+            result.losses.append(loss)
+            result.end_step = done
+            if not math.isfinite(loss):
+                raise DataprepError(
+                    f"step {done}: the loss is {loss}; lower --lr or check the data"
+                )
+            tps = tokens_per_step / dt if dt > 0 else 0.0
+            if step > start_step:
+                rates.append(tps)
+            if layout.is_main:
+                rec = {
+                    "step": done,
+                    "loss": loss,
+                    "lr": lr,
+                    "tokens_per_s": tps,
+                    "grad_norm": grad_norm,
+                    "step_time_s": dt,
+                    "data_wait_s": wait,
+                    "tokens": done * tokens_per_step,
+                }
+                if metrics:
+                    metrics.write(rec)
+                if bar is not None:
+                    bar.set_postfix_str(
+                        f"loss {loss:.3f} lr {lr:.2e} {tps:,.0f} tok/s", refresh=False
+                    )
+                    bar.update(1)
+                elif done % config.log_interval == 0 or done == end_step:
+                    log.info(
+                        "step %d/%d loss %.4f lr %.3e %.0f tokens/s", done, end_step, loss, lr, tps
+                    )
+            last = done == end_step
+            exiting = bool(config.exit_interval and done % config.exit_interval == 0)
+            if config.save and (
+                last or exiting or (config.save_interval and done % config.save_interval == 0)
+            ):
+                save_training_checkpoint(
+                    config, model, optimizer, layout, done, kind, model_config, parallel
+                )
+            if exiting and not last:
+                log.info("--exit-interval %d: stopping after step %d", config.exit_interval, done)
+                break
+        loop_s = time.perf_counter() - t_loop
+        result.seconds = loop_s
+        result.tokens_per_s = float(np.median(rates)) if rates else 0.0
+        result.data_wait_share = loader.wait_s / loop_s if loop_s > 0 else 0.0
+        finished = True
+    finally:
+        if loader is not None:
+            loader.close()
+        if bar is not None:
+            bar.close()
+        if metrics is not None:
+            metrics.close()
+            result.metrics_path = config.metrics
+        try:
+            # before the teardown: all of this rank's work is done once teardown starts
+            if finished and layout.is_main and config.metrics and result.end_step > 0:
+                from trainer.metrics import plot_loss_curve, read_metrics
+
+                png = config.loss_curve or str(Path(config.metrics).with_suffix(".png"))
+                out = plot_loss_curve(
+                    [r for r in read_metrics(config.metrics) if "loss" in r],
+                    png,
+                    title=f"{config.model} TP={tp}",
+                )
+                result.loss_curve_path = str(out) if out else None
+        finally:
+            teardown_distributed(layout)
+    if layout.is_main:
+        log.info(
+            "done: step %d, %.1f s, %.0f tokens/s, %.2f%% of the time waiting for data",
+            result.end_step,
+            result.seconds,
+            result.tokens_per_s,
+            100 * result.data_wait_share,
+        )
+    return result
+
+
+def _build_source(
+    config: TrainConfig, kind: str, info: DataInfo, seq_length: int, num_samples: int, layout: Any
+) -> Any:
+    from trainer.data import make_source
+
+    if kind == "gpt":
+        return make_source(
+            "gpt",
+            data_path=config.data_path,
+            seq_length=seq_length,
+            num_samples=num_samples,
+            split=config.split,
+            seed=config.seed,
+            cache_dir=config.data_cache_path,
+        )
+    from dataprep.sampling.t5 import sentinel_ids_of
+    from dataprep.tokenizers import load_tokenizer
+
+    if info.tokenizer_spec is None:
+        raise UsageError(
+            "mT5 span corruption needs the tokenizer's sentinels and EOS: the dataset has no "
+            "manifest naming its tokenizer; pass --tokenizer NAME_OR_PATH"
+        )
+    tok = load_tokenizer(info.tokenizer_spec)
+    sentinels = sentinel_ids_of(tok)
+    from dataprep.sampling.t5 import T5Samples
+
+    _, targets = T5Samples.lengths_for(
+        config.encoder_seq_length,
+        noise_density=config.noise_density,
+        mean_noise_span_length=config.mean_noise_span_length,
+    )
+    return make_source(
+        "mt5",
+        data_path=config.data_path,
+        encoder_length=config.encoder_seq_length,
+        decoder_length=config.decoder_seq_length or targets,
+        num_samples=num_samples,
+        split=config.split,
+        seed=config.seed,
+        sentinel_ids=sentinels,
+        eos_id=tok.eos_id,
+        noise_density=config.noise_density,
+        mean_noise_span_length=config.mean_noise_span_length,
+        pad_id=tok.pad_id if tok.pad_id is not None else 0,
+    )
+
+
+def _make_optimizer(model: Any, config: TrainConfig) -> Any:
+    import torch
+
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        groups, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_eps
+    )
+
+
+def _forward(model: Any, batch: Any, kind: str) -> Any:
+    if kind == "gpt":
+        return model(batch.tokens)
+    return model(batch.encoder_ids, batch.decoder_input_ids, batch.encoder_mask)
+
+
+def _train_step(
+    model,
+    optimizer,
+    micro_batches,
+    params,
+    *,
+    kind,
+    layout,
+    autocast,
+    lr,
+    clip,
+    vocab_size,
+    parallel,
+) -> tuple[float, float]:
+    """One optimizer step over the micro-batches; (global mean token loss, gradient norm)."""
+    import torch
+    import torch.distributed as dist
+
+    batches = [b.to(layout.device) for b in micro_batches]
+    targets = [b.targets() for b in batches]
+    for b, t in zip(batches, targets, strict=True):
+        ids = b.tokens if kind == "gpt" else b.encoder_ids
+        if int(ids.max()) >= vocab_size or int(t.max()) >= vocab_size:
+            bad = max(int(ids.max()), int(t.max()))
+            raise DataprepError(
+                f"the data holds token id {bad} but the model's vocabulary is {vocab_size}"
+            )
+    counts = torch.stack([(t != -100).sum() for t in targets]).to(torch.float64)
+    total = counts.sum()
+    if layout.dp_group is not None:
+        dist.all_reduce(total, group=layout.dp_group)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=layout.device)
+    for b, t, n in zip(batches, targets, counts, strict=True):
+        with autocast:
+            logits = _forward(model, b, kind)
+        mean = parallel.cross_entropy(
+            logits.float(), t, ignore_index=-100, tp_group=layout.tp_group
+        )
+        # the step loss is the mean over the global batch's target tokens, whatever the split into
+        # micro-batches and DP ranks
+        scaled = mean * (n / total).to(mean.dtype)
+        scaled.backward()
+        loss_sum += scaled.detach().to(torch.float64)
+    if layout.dp_group is not None:
+        grads = [p.grad for p in params if p.grad is not None]
+        from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+        flat = _flatten_dense_tensors(grads)
+        dist.all_reduce(flat, group=layout.dp_group)
+        for g, r in zip(grads, _unflatten_dense_tensors(flat, grads), strict=True):
+            g.copy_(r)
+        dist.all_reduce(loss_sum, group=layout.dp_group)
+    grad_norm = parallel.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss_sum), float(grad_norm)
+
+
+def _progress_bar(config: TrainConfig, start: int, end: int, kind: str) -> Any:
+    if not config.progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(
+        total=end,
+        initial=start,
+        desc=f"train {config.model}",
+        unit="step",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        mininterval=0.5,
+        leave=True,
+    )

@@ -1,0 +1,102 @@
+"""Checks of a training run that need no process group: run before ranks start and again on each.
+
+`inspect_data` checks the `--data-path` prefixes exist and agree on one tokenizer and reads the
+vocabulary facts from their manifests; `check_lengths` checks sequence lengths against the model.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from dataprep.errors import DataprepError, UsageError
+from trainer.config import TrainConfig
+
+
+@dataclass(frozen=True, slots=True)
+class DataInfo:
+    prefixes: tuple[str, ...]
+    vocab_size: int | None  # tokenizer vocabulary from the manifest (or --tokenizer)
+    max_token_id: int | None  # largest id in the data, when a manifest records it
+    tokenizer_spec: str | None
+    tokens: int | None
+
+
+def inspect_data(config: TrainConfig) -> DataInfo:
+    """Check the prefixes exist and agree on one tokenizer; read vocab facts from the manifests."""
+    from dataprep.manifest import load_manifest
+    from trainer.data import parse_data_path
+
+    prefixes = tuple(p for _, p in parse_data_path(config.data_path))
+    vocab, spec, max_id, tokens = set(), set(), [], 0
+    for prefix in prefixes:
+        missing = [s for s in (".bin", ".idx") if not os.path.isfile(prefix + s)]
+        if missing:
+            hint = (
+                " (give the prefix without .bin/.idx)" if prefix.endswith((".bin", ".idx")) else ""
+            )
+            raise DataprepError(
+                f"--data-path {prefix}: no {prefix}{' or '.join(missing)}{hint}; "
+                "build it with `dataprep build-index`"
+            )
+        m = load_manifest(prefix)
+        if m is None:
+            continue
+        tok = m.get("tokenizer") or {}
+        if tok.get("vocab_size") is not None:
+            vocab.add(int(tok["vocab_size"]))
+        if tok.get("spec"):
+            spec.add(tok["spec"])
+        if m.get("max_token_id") is not None:
+            max_id.append(int(m["max_token_id"]))
+        tokens += int(m.get("tokens") or 0)
+    if len(vocab) > 1 or len(spec) > 1:
+        raise DataprepError(
+            f"--data-path datasets were built with different tokenizers "
+            f"({sorted(spec)}, vocab sizes {sorted(vocab)}): blend only one tokenizer's data"
+        )
+    tok_spec = config.tokenizer or (spec.pop() if spec else None)
+    vocab_size = vocab.pop() if vocab else None
+    if config.tokenizer is not None:
+        from dataprep.tokenizers import load_tokenizer
+
+        t = load_tokenizer(config.tokenizer)
+        if vocab_size is not None and vocab_size != t.vocab_size:
+            raise DataprepError(
+                f"--tokenizer {config.tokenizer} has {t.vocab_size} ids but the dataset "
+                f"was built with a {vocab_size}-id tokenizer"
+            )
+        vocab_size = t.vocab_size
+    max_token_id = max(max_id) if max_id else None
+    if vocab_size is not None and max_token_id is not None and max_token_id >= vocab_size:
+        raise DataprepError(
+            f"--data-path holds token id {max_token_id}, but the tokenizer has only "
+            f"{vocab_size} ids: the manifest and the data disagree; rebuild the dataset"
+        )
+    return DataInfo(prefixes, vocab_size, max_token_id, tok_spec, tokens or None)
+
+
+def check_lengths(config: TrainConfig, kind: str, mc: Any) -> int:
+    if kind == "gpt":
+        seq = config.seq_length or mc.block_size
+        if seq > mc.block_size:
+            raise UsageError(
+                f"--seq-length {seq} exceeds the model's block_size {mc.block_size} "
+                "(position table rows): shorten it or use a model with a larger block_size"
+            )
+        return seq
+    from dataprep.sampling.t5 import T5Samples
+
+    _, targets = T5Samples.lengths_for(
+        config.encoder_seq_length,
+        noise_density=config.noise_density,
+        mean_noise_span_length=config.mean_noise_span_length,
+    )
+    if config.decoder_seq_length is not None and config.decoder_seq_length < targets:
+        raise UsageError(
+            f"--decoder-seq-length {config.decoder_seq_length} is shorter than the {targets} "
+            f"target ids span corruption makes for --encoder-seq-length "
+            f"{config.encoder_seq_length}: omit it or raise it to {targets}"
+        )
+    return config.encoder_seq_length

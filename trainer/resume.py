@@ -1,0 +1,106 @@
+"""What a training run saves and restores around trainer/checkpoint.py: the step, every rank's RNG
+states and the train config beside the model and optimizer; which checkpoint `--load` means; and
+whether its architecture matches this run's (a different TP size is fine, another model is not).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from typing import Any
+
+from dataprep.errors import DataprepError
+from trainer.config import TrainConfig
+from trainer.rng import rng_state, set_rng_state
+
+log = logging.getLogger("trainer.train")
+
+
+def find_checkpoint(load: str | None) -> str | None:
+    if load is None:
+        return None
+    from trainer import checkpoint
+
+    if not os.path.isdir(load):
+        raise DataprepError(f"--load {load}: no such directory")
+    found = checkpoint.find_latest(load)
+    if found is None:
+        log.warning("--load %s holds no checkpoint; starting from scratch", load)
+    return found
+
+
+def checkpoint_model_config(path: str, kind: str, mc: Any, config: TrainConfig) -> Any:
+    """This run's model config adjusted to a checkpoint: same architecture required (else a clear
+    error); its padded vocabulary is kept when the TP size divides it, so resharding is exact."""
+    from trainer import checkpoint
+
+    meta = checkpoint.read_metadata(path)
+    saved_kind = {"GPT": "gpt", "MT5": "mt5"}.get(meta["model_type"], meta["model_type"])
+    saved, now = meta["config"], dataclasses.asdict(mc)
+    ignore = checkpoint.RESUMABLE_FIELDS
+    keys = set(saved) | set(now)
+    diff = sorted(k for k in keys if k not in ignore and saved.get(k) != now.get(k))
+    if saved_kind != kind:
+        raise DataprepError(
+            f"--load {path}: the checkpoint holds a {saved_kind} model but --model {config.model} "
+            f"is {kind}; resume with the checkpoint's architecture"
+        )
+    if diff:
+        what = ", ".join(f"{k}={saved.get(k)} (now {now.get(k)})" for k in diff)
+        hint = " (another tokenizer's data?)" if "vocab_size" in diff else ""
+        raise DataprepError(
+            f"--load {path}: the checkpoint's {kind} config differs from --model {config.model} on "
+            f"this data: {what}{hint}; resume with the same architecture and tokenizer"
+        )
+    rows, tp = int(saved["padded_vocab_size"]), config.tensor_model_parallel_size
+    if rows != mc.padded_vocab_size and rows % tp == 0 and rows >= mc.vocab_size:
+        log.info("keeping the checkpoint's %d embedding rows (TP=%d divides them)", rows, tp)
+        return dataclasses.replace(mc, padded_vocab_size=rows)
+    return mc
+
+
+def save_training_checkpoint(config, model, optimizer, layout, step, kind, mc, parallel) -> None:
+    from trainer import checkpoint
+
+    extra = {
+        "step": step,
+        "model_kind": kind,
+        "train_config": json.loads(config.to_json()),
+        "rng": {**rng_state(), **parallel.get_rng_state(model)},
+        "tp_size": layout.tp_size,
+        "dp_rank": layout.dp_rank,
+        "tp_rank": layout.tp_rank,
+    }
+    checkpoint.save_checkpoint(
+        config.save,
+        model,
+        optimizer,
+        step=step,
+        extra=extra,
+        tp_group=layout.tp_group,
+        dp_rank=layout.dp_rank,
+    )
+
+
+def load_training_checkpoint(path: str, model, optimizer, layout, parallel) -> int:
+    from trainer import checkpoint
+
+    extra = checkpoint.load_checkpoint(
+        path, model, optimizer, tp_group=layout.tp_group, dp_rank=layout.dp_rank
+    )
+    if "step" not in extra:
+        raise DataprepError(
+            f"--load {path}: the checkpoint has no trainer state (step, RNG); "
+            "it was not written by this trainer"
+        )
+    step = int(extra["step"])
+    rng = extra.get("rng")
+    if rng is not None:
+        set_rng_state(rng)
+        if extra.get("tp_size") != layout.tp_size:
+            rng = {k: v for k, v in rng.items() if k != "tp"}  # per-TP-rank streams do not map
+        parallel.set_rng_state(model, rng)
+    log.info("resumed from %s at step %d", path, step)
+    return step
