@@ -13,9 +13,9 @@ from dataprep.errors import DataprepError, UsageError
 HELP = "tokenize documents into Megatron .bin/.idx datasets (preprocess_data.py's job)"
 DESCRIPTION = """\
 Read documents (Pile *.jsonl.zst, mC4 c4-<lang>*.json.gz, plain *.jsonl[.gz|.zst], *.parquet),
-tokenize them and write Megatron's indexed dataset
-{output_prefix}_{key}_{document|sentence}.bin/.idx for each
---json-keys key, with a manifest {prefix}.json and per-document provenance {prefix}.provenance.npy.
+tokenize them and write one Megatron indexed dataset per --json-keys key,
+  {output_prefix}_{key}_{document|sentence}.bin/.idx
+with a manifest {prefix}.json and per-document provenance {prefix}.provenance.npy beside it.
 megatron-core's IndexedDataset / GPTDataset read the outputs unchanged.
 
 examples:
@@ -24,10 +24,10 @@ examples:
   dataprep build-index --input 'mc4/c4-*.json.gz' --languages ja,ru --output-prefix out/mc4 \\
       --tokenizer mt5-toy --skip-bad-records
 
-Malformed records stop the build with file:line by default (--skip-bad-records counts them instead);
-corrupt compressed files likewise (--skip-bad-files). Outputs appear only when complete; an
-interrupted
-build continues with --resume and ends with the same bytes as an uninterrupted one."""
+Malformed records stop the build with file:line by default (--skip-bad-records counts them
+instead); corrupt compressed files likewise (--skip-bad-files). Outputs appear only when
+complete; an interrupted build continues with --resume and ends with the same bytes as an
+uninterrupted one."""
 
 # Megatron --tokenizer-type values we can map onto our tokenizer specs
 _MEGATRON_TYPES = (
