@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from dataprep.cli import main
+from dataprep.errors import UsageError
 from dataprep.indexed import IndexedDatasetReader, IndexedDatasetWriter
 from dataprep.manifest import manifest_path, write_json_atomic
 from dataprep.preview import decode_pieces, highlight, render_ids, use_color
@@ -194,7 +195,9 @@ def test_prompt_mode(capsys, spm_model, tok):
         (["--noise-density", 0], 2, "--noise-density 0.0 must be strictly between 0 and 1"),
         (["--noise-density", 1], 2, "--noise-density 1.0 must be strictly between 0 and 1"),
         (["--mean-noise-span-length", 0], 2, "--mean-noise-span-length 0.0 must be > 0"),
-        (["--seq-length", 2], 2, "seq length 2 cannot hold one target"),
+        (["--seq-length", 0], 2, "--seq-length 0 must be >= 3: an encoder input needs"),
+        (["--seq-length", 1], 2, "--seq-length 1 must be >= 3: an encoder input needs"),
+        (["--seq-length", 2], 2, "--seq-length 2 must be >= 3: an encoder input needs"),
         (["--seq-length", 4096], 2, "makes 227 noise spans per sample but the tokenizer has 100"),
         (["--tokenizer", "gpt2"], 2, "tokenizer gpt2 has no sentinel pieces"),
         (["--start", 10**6, "--seq-length", 64], 2, "--start 1000000 is past the last sample"),
@@ -228,8 +231,33 @@ def test_bad_usage_before_any_work(capsys, tmp_path, spm_model):
     assert code == 2 and "--input needs --tokenizer" in err
     code, _, err = run_cli(capsys, "--prompt", "no marker here", "--tokenizer", spm_model)
     assert code == 2 and "has no <mask> marker" in err
-    code, _, err = run_cli(capsys, missing)  # no manifest to name the tokenizer
-    assert code == 1 and "pass --tokenizer" in err
+    code, _, err = run_cli(capsys, "--input", tmp_path, "--tokenizer", spm_model)
+    assert code == 2 and "is a directory" in err
+    code, _, err = run_cli(capsys, "--input", missing, "--tokenizer", spm_model)
+    assert code == 2 and f"--input {missing} does not exist" in err
+    code, _, err = run_cli(capsys, missing)  # the prefix is named before the manifest is sought
+    assert code == 2 and "no dataset has that prefix" in err
+
+
+def test_min_seq_length_is_t5s(capsys, dataset):
+    # the bound the flag check states is the one T5Samples.lengths_for enforces
+    from dataprep.commands.preview_masking import MIN_SEQ_LENGTH
+
+    for density in (0.01, 0.15, 0.5, 0.9):
+        assert T5Samples.lengths_for(MIN_SEQ_LENGTH, noise_density=density)[0] >= 2
+        with pytest.raises(UsageError):
+            T5Samples.lengths_for(MIN_SEQ_LENGTH - 1, noise_density=density)
+    code, out, _ = run_cli(capsys, dataset, "--seq-length", MIN_SEQ_LENGTH, "--num-samples", 1)
+    assert code == 0 and "encoder input 3 ids" in out
+
+
+def test_prefix_without_manifest_needs_tokenizer(capsys, tmp_path, tok):
+    prefix = str(tmp_path / "bare")
+    with IndexedDatasetWriter(prefix, dtype=np.uint16) as w:
+        w.add_document(np.array(tok.encode(TEXTS[0]) + [tok.eos_id]))
+    code, out, err = run_cli(capsys, prefix)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "no build manifest (bare.json) names the tokenizer; pass --tokenizer" in err
 
 
 def test_use_color_and_highlight(monkeypatch):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -33,6 +34,9 @@ examples:
   dataprep preview-masking --prompt "La capitale de la France est <mask>." --tokenizer mt5-toy"""
 
 MASK = "<mask>"
+# The shortest encoder input T5Samples.lengths_for (dataprep/sampling/t5.py) accepts, whatever the
+# density: one clean token, one sentinel and EOS (from a chunk of 2 raw tokens at T5's density).
+MIN_SEQ_LENGTH = 3
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -112,6 +116,11 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(
             f"--mean-noise-span-length {args.mean_noise_span_length} must be > 0 (T5 uses 3.0)"
         )
+    if args.seq_length < MIN_SEQ_LENGTH:
+        raise UsageError(
+            f"--seq-length {args.seq_length} must be >= {MIN_SEQ_LENGTH}: an encoder input needs "
+            "at least one clean token, one sentinel and EOS (T5 uses 512)"
+        )
     if args.num_samples < 1:
         raise UsageError(f"--num-samples {args.num_samples} must be >= 1")
     if args.start < 0:
@@ -126,6 +135,9 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError("give a dataset PREFIX or --input FILE (one of them)")
     if args.input and args.tokenizer is None:
         raise UsageError("--input needs --tokenizer: a raw file does not say how to tokenize it")
+    if args.input and not os.path.isfile(args.input):
+        what = "is a directory" if os.path.isdir(args.input) else "does not exist"
+        raise UsageError(f"--input {args.input} {what}; give one jsonl / json.gz / jsonl.zst file")
 
 
 def _sentinel_tokenizer(spec: str):
@@ -158,10 +170,10 @@ def run(args: argparse.Namespace) -> int:
         source: Any = _tokenize_input(args.input, tok, json_keys=args.json_keys, max_tokens=need)
         where = args.input
     else:
+        from dataprep.commands.common import dataset_tokenizer_spec
         from dataprep.indexed import IndexedDatasetReader
-        from dataprep.manifest import tokenizer_spec_from_manifest
 
-        spec = args.tokenizer or tokenizer_spec_from_manifest(args.prefix)
+        spec = dataset_tokenizer_spec(args.prefix, args.tokenizer)
         tok, sentinels = _sentinel_tokenizer(spec)
         _check_span_budget(args, tokens_length, sentinels)
         source = IndexedDatasetReader(args.prefix)
