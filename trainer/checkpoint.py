@@ -31,7 +31,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from dataprep.errors import DataprepError
-from trainer.models import GPT, MT5, GPTConfig, MT5Config, pad_vocab_size
+from trainer.models import GPT, GPTJ, MT5, GPTConfig, GPTJConfig, MT5Config, pad_vocab_size
 from trainer.parallel import load_full_state_dict, shard_dims, vocab_parallel_keys
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,11 @@ FORMAT = "dataprep-trainer-checkpoint"
 VERSION = 1
 METADATA = "metadata.json"
 LATEST = "latest"
-MODEL_TYPES: dict[str, tuple[type, type]] = {"GPT": (GPT, GPTConfig), "MT5": (MT5, MT5Config)}
+MODEL_TYPES: dict[str, tuple[type, type]] = {
+    "GPT": (GPT, GPTConfig),
+    "GPTJ": (GPTJ, GPTJConfig),
+    "MT5": (MT5, MT5Config),
+}
 # config fields that may change between save and load (dropout; the padding follows the TP size)
 RESUMABLE_FIELDS = {"dropout", "attn_dropout", "dropout_rate", "padded_vocab_size"}
 
@@ -140,8 +144,12 @@ def save_checkpoint(
     extra: dict | None = None,
     tp_group: dist.ProcessGroup | None = None,
     dp_rank: int = 0,
+    info: dict[str, Any] | None = None,
 ) -> Path:
     """Write `root/iter_{step:07d}` atomically and point `root/latest` at it; return its path.
+
+    `info`: JSON facts kept in metadata.json (e.g. "tokenizer": the spec the data was built with,
+    which `trainer.hf.export_hf` turns into the HF tokenizer).
 
     Collective: every rank calls it (with its `extra`, e.g. its RNG states). DP rank 0 of each TP
     rank writes the model/optimizer shard; global rank 0 writes the metadata and renames. The world
@@ -178,6 +186,7 @@ def save_checkpoint(
             "has_optimizer": optimizer is not None,
             "shard_dims": shard_dims(model),
             "torch_version": torch.__version__,
+            "info": info or {},
         }
         (tmp / METADATA).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         if final.exists():
@@ -242,10 +251,48 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-def load_config(path: str | os.PathLike) -> GPTConfig | MT5Config:
+def load_config(path: str | os.PathLike) -> GPTConfig | GPTJConfig | MT5Config:
     """The model config a checkpoint was saved with (build the model from it to load exactly)."""
     meta = read_metadata(path)
     return MODEL_TYPES[meta["model_type"]][1](**meta["config"])
+
+
+def resolve_checkpoint(path: str | os.PathLike, *, what: str = "checkpoint") -> str:
+    """A checkpoint directory from a path that is one or a `--save` root (its latest iteration);
+    a one-line DataprepError naming what was found otherwise."""
+    p = Path(path)
+    if not p.exists():
+        raise DataprepError(f"{what} {p}: no such directory")
+    if not p.is_dir():
+        raise DataprepError(
+            f"{what} {p}: a file, expected a checkpoint directory from `dataprep train --save`"
+        )
+    found = find_latest(p)
+    if found is None:
+        raise DataprepError(
+            f"{what} {p}: no {METADATA} here and no iter_* checkpoint inside; expected a directory "
+            "written by `dataprep train --save` (the root or one iter_NNNNNNN)"
+        )
+    return found
+
+
+def load_model(
+    path: str | os.PathLike, *, tp_group: dist.ProcessGroup | None = None, dtype=None
+) -> nn.Module:
+    """The model of a checkpoint saved at any TP, for inference: built from its config, sharded over
+    `tp_group` (None = TP 1, the whole model in this process), weights loaded, in eval mode.
+    `path` may be a `--save` root (its latest iteration)."""
+    from trainer.parallel import apply_tensor_parallel
+
+    path = resolve_checkpoint(path)
+    config = load_config(path)
+    model = MODEL_TYPES[read_metadata(path)["model_type"]][0](config)
+    if tp_group is not None:
+        apply_tensor_parallel(model, tp_group)
+    load_checkpoint(path, model, None, tp_group=tp_group)
+    if dtype is not None:
+        model.to(dtype)
+    return model.eval()
 
 
 def _check_compatible(meta: dict, model: nn.Module, path: Path) -> None:
@@ -329,8 +376,8 @@ def load_checkpoint(
     rank's `extra` (that of TP rank 0 / DP rank 0 when the layout changed).
 
     Same TP and padding: bit-exact. Another TP: shards merged then re-chunked, also exact. If the
-    padded vocabulary differs (it follows 128 * TP), the padded rows are cut or zero-filled and the
-    padded logits change slightly; build the model from `load_config(path)` to avoid that.
+    padded vocabulary differs (it follows 128 * TP), the padded rows are cut or zero-filled; they
+    take no part in the loss (`parallel.cross_entropy(vocab_size=)`), so the model is the same.
     """
     path = Path(path)
     meta = read_metadata(path)
@@ -347,9 +394,9 @@ def load_checkpoint(
     else:
         model_sd, optim = merge_checkpoint(path)
         if saved_rows != rows:
-            log.warning(
-                "%s: padded vocabulary %d -> %d rows; the padded logits change, so the loss is not "
-                "exactly the saved model's (build the model with trainer.checkpoint.load_config)",
+            log.info(
+                "%s: padded vocabulary %d -> %d rows (the padded rows take no part in the loss, "
+                "so the model is unchanged)",
                 path,
                 saved_rows,
                 rows,

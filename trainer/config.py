@@ -20,8 +20,6 @@ from dataprep.errors import DataprepError, UsageError
 
 log = logging.getLogger("trainer.config")
 
-KIND_ALIASES = {"gpt": "gpt", "gpt2": "gpt", "mt5": "mt5", "t5": "mt5"}  # --model file "model" key
-
 
 @dataclass(frozen=True, slots=True)
 class TrainConfig:
@@ -171,15 +169,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--model",
         default="gpt-tiny",
-        help="preset (gpt-tiny, gpt-125m, gpt-350m, gpt-1.3b, mt5-tiny, mt5-small, mt5-base) "
-        'or a .json/.toml config: {"model": "gpt"|"mt5" or "preset": NAME, fields...}',
+        help="preset (gpt-tiny, gpt-125m, gpt-350m, gpt-1.3b, gptj-tiny, gptj-125m, gptj-6b, "
+        "mt5-tiny, mt5-small, mt5-base) or a .json/.toml config: "
+        '{"model": "gpt"|"gptj"|"mt5" or "preset": NAME, fields...}',
     )
     g.add_argument("--tensor-model-parallel-size", type=int, default=1, help="TP size (default 1)")
     g.add_argument(
         "--make-vocab-size-divisible-by",
         type=int,
         default=128,
-        help="pad the embedding rows to a multiple of this x TP (default 128, as Megatron)",
+        help="store the embedding rows padded to a multiple of this x TP (default 128, as "
+        "Megatron); the padded rows are zero and outside the loss, so the model is the same at "
+        "every TP size",
     )
     g.add_argument(
         "--hidden-dropout", type=float, help="residual/embedding dropout (default: model's)"
@@ -270,42 +271,51 @@ def _read_model_file(path: Path) -> dict:
 
 
 def resolve_model_config(config: TrainConfig, *, vocab_size: int | None) -> tuple[str, Any]:
-    """(kind, GPTConfig | MT5Config) from --model, the data's vocabulary and the dropout flags.
+    """(task, model config) from --model, the data's vocabulary and the dropout flags; the task is
+    "gpt" (GPT, GPT-J: causal LM on GPT windows) or "mt5" (span corruption).
 
     A preset takes the dataset's vocabulary; a config file naming `vocab_size` must agree with it.
     """
-    from trainer.models import GPT_PRESETS, MT5_PRESETS, GPTConfig, MT5Config, pad_vocab_size
+    from trainer.models import (
+        ARCHITECTURES,
+        all_presets,
+        architecture_of,
+        architecture_of_preset,
+        pad_vocab_size,
+    )
 
     spec = config.model
     fields: dict[str, Any]
-    if spec in GPT_PRESETS or spec in MT5_PRESETS:
-        kind = "gpt" if spec in GPT_PRESETS else "mt5"
-        fields = dict((GPT_PRESETS if kind == "gpt" else MT5_PRESETS)[spec])
-        from_file = False
+    arch = architecture_of_preset(spec)
+    from_file = arch is None
+    if arch is not None:
+        fields = dict(arch.presets[spec])
     else:
         path = Path(spec)
         if not path.is_file():
             raise UsageError(
-                f"--model {spec!r} is neither a preset "
-                f"({', '.join(sorted(GPT_PRESETS) + sorted(MT5_PRESETS))}) "
+                f"--model {spec!r} is neither a preset ({', '.join(all_presets())}) "
                 "nor an existing .json/.toml config file"
             )
-        raw = _read_model_file(path)
-        fields = dict(raw)
+        fields = dict(_read_model_file(path))
         preset = fields.pop("preset", None)
-        kind = fields.pop("model", None) or fields.pop("type", None)
+        name = fields.pop("model", None) or fields.pop("type", None)
         if preset is not None:
-            if preset not in GPT_PRESETS and preset not in MT5_PRESETS:
+            preset_arch = architecture_of_preset(preset)
+            if preset_arch is None:
                 raise UsageError(f"--model {path}: unknown preset {preset!r}")
-            kind = kind or ("gpt" if preset in GPT_PRESETS else "mt5")
-            fields = {**(GPT_PRESETS if kind == "gpt" else MT5_PRESETS)[preset], **fields}
-        if kind not in KIND_ALIASES:
+            name = name or preset_arch.name
+            fields = {**preset_arch.presets[preset], **fields}
+        try:
+            arch = architecture_of(str(name)) if name is not None else None
+        except DataprepError:
+            arch = None
+        if arch is None:
             raise UsageError(
-                f'--model {path}: set "model": "gpt" or "mt5" (or "preset"), got {kind!r}'
+                f'--model {path}: set "model" to one of {sorted(ARCHITECTURES)} (or "preset"), '
+                f"got {name!r}"
             )
-        kind = KIND_ALIASES[kind]
-        from_file = True
-    cls = GPTConfig if kind == "gpt" else MT5Config
+    cls = arch.config
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(fields) - known)
     if unknown:
@@ -320,10 +330,11 @@ def resolve_model_config(config: TrainConfig, *, vocab_size: int | None) -> tupl
                 f"{vocab_size} ids: use a model config for this tokenizer or the matching dataset"
             )
         fields["vocab_size"] = vocab_size
+    one_rate = "dropout_rate" in known  # mT5 (HF dropout_rate) has a single dropout
     if config.hidden_dropout is not None:
-        fields["dropout" if kind == "gpt" else "dropout_rate"] = config.hidden_dropout
+        fields["dropout_rate" if one_rate else "dropout"] = config.hidden_dropout
     if config.attention_dropout is not None:
-        if kind == "gpt":
+        if not one_rate:
             fields["attn_dropout"] = config.attention_dropout
         elif config.hidden_dropout is None or config.attention_dropout != config.hidden_dropout:
             log.warning(
@@ -335,17 +346,12 @@ def resolve_model_config(config: TrainConfig, *, vocab_size: int | None) -> tupl
             config.tensor_model_parallel_size,
             config.make_vocab_size_divisible_by,
         )
-    return kind, cls(**fields)
+    return arch.task, cls(**fields)
 
 
 def check_tp_layout(kind: str, mc: Any, tp: int) -> None:
     """TP must divide the attention heads, the FFN width and the padded vocabulary."""
-    if kind == "gpt":
-        dims = {"n_head": mc.n_head, "FFN width 4*n_embd": 4 * mc.n_embd}
-    else:
-        dims = {"num_heads": mc.num_heads, "d_ff": mc.d_ff}
-    dims["padded_vocab_size"] = mc.padded_vocab_size
-    bad = {k: v for k, v in dims.items() if v % tp}
+    bad = {k: v for k, v in mc.tp_dims().items() if v % tp}
     if bad:
         what = ", ".join(f"{k}={v}" for k, v in bad.items())
         raise UsageError(

@@ -244,7 +244,15 @@ def train(config: TrainConfig) -> TrainResult:
                 last or exiting or (config.save_interval and done % config.save_interval == 0)
             ):
                 save_training_checkpoint(
-                    config, model, optimizer, layout, done, kind, model_config, parallel
+                    config,
+                    model,
+                    optimizer,
+                    layout,
+                    done,
+                    kind,
+                    model_config,
+                    parallel,
+                    tokenizer=info.tokenizer_spec,
                 )
             if exiting and not last:
                 log.info("--exit-interval %d: stopping after step %d", config.exit_interval, done)
@@ -393,7 +401,7 @@ def _train_step(
         with autocast:
             logits = _forward(model, b, kind)
         mean = parallel.cross_entropy(
-            logits.float(), t, ignore_index=-100, tp_group=layout.tp_group
+            logits.float(), t, ignore_index=-100, tp_group=layout.tp_group, vocab_size=vocab_size
         )
         # the step loss is the mean over the global batch's target tokens, whatever the split into
         # micro-batches and DP ranks

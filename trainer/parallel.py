@@ -1,7 +1,7 @@
 """Megatron-style tensor parallelism on plain tensors (reference/tensor-parallel.md §3).
 
-`apply_tensor_parallel(model, tp_group)` rewrites a GPT or MT5 in place following a per-model plan
-(module name pattern -> style, torchtitan v0.2 style): q/k/v and fc/wi_0/wi_1 become
+`apply_tensor_parallel(model, tp_group)` rewrites a GPT, GPT-J or MT5 in place following a
+per-model plan (module name pattern -> style, torchtitan v0.2 style): q/k/v and fc/wi_0/wi_1 become
 column-parallel, o/c_proj/wo row-parallel, the (padded) vocabulary is split across ranks in the
 embedding and the head, and mT5's relative-bias table is split by heads. Every sharded layer keeps
 its chunk of the full weight, so with the same seed the TP=2 weights are bit-identical chunks of the
@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dataprep.errors import UsageError
-from trainer.models import GPT, MT5, pad_vocab_size
+from trainer.models import GPT, GPTJ, MT5, pad_vocab_size
 
 __all__ = [
     "ColumnParallelLinear",
@@ -296,7 +296,21 @@ MT5_PLAN: dict[str, object] = {
     "lm_head": VOCAB_HEAD,
 }
 
-PLANS: dict[type, dict[str, object]] = {GPT: GPT_PLAN, MT5: MT5_PLAN}
+GPTJ_PLAN: dict[str, object] = {
+    "transformer.wte": VOCAB_EMBEDDING,
+    # attention and MLP read the same ln_1 output; each region copies it for its own backward
+    "transformer.h.*.attn": Region(("x",)),
+    "transformer.h.*.attn.q_proj": COLWISE,
+    "transformer.h.*.attn.k_proj": COLWISE,
+    "transformer.h.*.attn.v_proj": COLWISE,
+    "transformer.h.*.attn.out_proj": ROWWISE,
+    "transformer.h.*.mlp": Region(("x",)),
+    "transformer.h.*.mlp.fc_in": COLWISE,
+    "transformer.h.*.mlp.fc_out": ROWWISE,
+    "lm_head": VOCAB_HEAD,  # untied, with a bias sharded like its rows
+}
+
+PLANS: dict[type, dict[str, object]] = {GPT: GPT_PLAN, GPTJ: GPTJ_PLAN, MT5: MT5_PLAN}
 
 # parameter name -> shard dim, per style (missing = replicated)
 _STYLE_DIMS = {
@@ -351,16 +365,9 @@ def vocab_parallel_keys(model: nn.Module) -> list[str]:
 
 def check_tensor_parallel(model: nn.Module, tp: int) -> None:
     """Raise UsageError naming every config field that `tp` does not divide."""
+    _plan_matches(model)  # raises TypeError for unknown models
     c = model.config
-    if isinstance(model, GPT):
-        fields = {"n_head": c.n_head, "4 * n_embd (MLP width)": 4 * c.n_embd}
-    elif isinstance(model, MT5):
-        fields = {"num_heads": c.num_heads, "d_ff": c.d_ff}
-    else:
-        _plan_matches(model)  # raises TypeError for unknown models
-        fields = {}
-    fields["padded_vocab_size"] = c.padded_vocab_size
-    bad = [f"{name}={value}" for name, value in fields.items() if value % tp]
+    bad = [f"{name}={value}" for name, value in c.tp_dims().items() if value % tp]
     if bad:
         hint = ""
         if c.padded_vocab_size % tp:
@@ -463,12 +470,18 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, logits, targets, group):
+    def forward(ctx, logits, targets, group, vocab_size):
         V_local = logits.shape[-1]
-        m = logits.max(dim=-1).values
+        start = dist.get_rank(group) * V_local
+        real = min(V_local, max(0, vocab_size - start))  # this rank's columns below vocab_size
+        if real > 0:
+            m = logits[:, :real].max(dim=-1).values
+        else:
+            m = logits.new_full(logits.shape[:1], float("-inf"))
         dist.all_reduce(m, op=dist.ReduceOp.MAX, group=group)
         z = logits - m.unsqueeze(-1)  # (N, V/tp), the only full-size allocation
-        local = targets - dist.get_rank(group) * V_local
+        z[:, real:] = float("-inf")  # padded rows: softmax 0, gradient 0
+        local = targets - start
         owned = (local >= 0) & (local < V_local)
         local = local.masked_fill(~owned, 0)
         target_logit = z.gather(-1, local.unsqueeze(-1)).squeeze(-1).masked_fill(~owned, 0.0)
@@ -486,7 +499,7 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         rows = torch.arange(softmax.shape[0], device=softmax.device)
         softmax[rows, local] -= owned.to(softmax.dtype)  # d loss / d logits = softmax - onehot
         softmax.mul_(grad.unsqueeze(-1))
-        return softmax, None, None
+        return softmax, None, None, None
 
 
 def vocab_parallel_cross_entropy(
@@ -495,14 +508,18 @@ def vocab_parallel_cross_entropy(
     ignore_index: int = -100,
     *,
     tp_group: dist.ProcessGroup,
+    vocab_size: int | None = None,
 ) -> torch.Tensor:
     """Mean cross-entropy over targets != ignore_index, from this rank's vocab slice (..., V/tp) of
-    the logits and global target ids (...). 0 when every target is ignored. Backward runs once."""
+    the logits and global target ids (...). 0 when every target is ignored. Backward runs once.
+    Columns from `vocab_size` on (the padded rows) are left out of the softmax."""
     V_local = logits_local.shape[-1]
+    if vocab_size is None:
+        vocab_size = V_local * dist.get_world_size(tp_group)
     t = targets.reshape(-1)
     valid = t != ignore_index
     losses = _VocabParallelCrossEntropy.apply(
-        logits_local.reshape(-1, V_local), t.masked_fill(~valid, 0), tp_group
+        logits_local.reshape(-1, V_local), t.masked_fill(~valid, 0), tp_group, vocab_size
     )
     return losses.masked_fill(~valid, 0.0).sum() / valid.sum().clamp(min=1)
 
@@ -513,10 +530,19 @@ def cross_entropy(
     *,
     ignore_index: int = -100,
     tp_group: dist.ProcessGroup | None = None,
+    vocab_size: int | None = None,
 ) -> torch.Tensor:
-    """Mean token cross-entropy (0 if all ignored); vocab-parallel when tp_group is given."""
+    """Mean token cross-entropy (0 if all ignored); vocab-parallel when tp_group is given.
+
+    `vocab_size`: the tokenizer's ids; the logits of the padded rows past it take no part in the
+    softmax, so the loss (and every gradient) is the same whatever the padding. None = all columns.
+    """
     if tp_group is not None:
-        return vocab_parallel_cross_entropy(logits, targets, ignore_index, tp_group=tp_group)
+        return vocab_parallel_cross_entropy(
+            logits, targets, ignore_index, tp_group=tp_group, vocab_size=vocab_size
+        )
+    if vocab_size is not None:
+        logits = logits[..., :vocab_size]
     t = targets.reshape(-1)
     total = F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), t, ignore_index=ignore_index, reduction="sum"

@@ -35,17 +35,18 @@ def checkpoint_model_config(path: str, kind: str, mc: Any, config: TrainConfig) 
     """This run's model config adjusted to a checkpoint: same architecture required (else a clear
     error); its padded vocabulary is kept when the TP size divides it, so resharding is exact."""
     from trainer import checkpoint
+    from trainer.models import architecture_of
 
     meta = checkpoint.read_metadata(path)
-    saved_kind = {"GPT": "gpt", "MT5": "mt5"}.get(meta["model_type"], meta["model_type"])
+    saved_type, now_type = meta["model_type"], architecture_of(mc).model.__name__
     saved, now = meta["config"], dataclasses.asdict(mc)
     ignore = checkpoint.RESUMABLE_FIELDS
     keys = set(saved) | set(now)
     diff = sorted(k for k in keys if k not in ignore and saved.get(k) != now.get(k))
-    if saved_kind != kind:
+    if saved_type != now_type:
         raise DataprepError(
-            f"--load {path}: the checkpoint holds a {saved_kind} model but --model {config.model} "
-            f"is {kind}; resume with the checkpoint's architecture"
+            f"--load {path}: the checkpoint holds a {saved_type} model but --model {config.model} "
+            f"is {now_type}; resume with the checkpoint's architecture"
         )
     if diff:
         what = ", ".join(f"{k}={saved.get(k)} (now {now.get(k)})" for k in diff)
@@ -61,7 +62,9 @@ def checkpoint_model_config(path: str, kind: str, mc: Any, config: TrainConfig) 
     return mc
 
 
-def save_training_checkpoint(config, model, optimizer, layout, step, kind, mc, parallel) -> None:
+def save_training_checkpoint(
+    config, model, optimizer, layout, step, kind, mc, parallel, *, tokenizer: str | None = None
+) -> None:
     from trainer import checkpoint
 
     extra = {
@@ -81,6 +84,7 @@ def save_training_checkpoint(config, model, optimizer, layout, step, kind, mc, p
         extra=extra,
         tp_group=layout.tp_group,
         dp_rank=layout.dp_rank,
+        info={"tokenizer": tokenizer, "model": config.model},
     )
 
 

@@ -111,7 +111,7 @@ def test_gpt_init_follows_gpt2():
     assert torch.count_nonzero(h.attn.q.bias) == 0 and torch.all(h.ln_1.weight == 1)
 
 
-def test_mt5_init_follows_hf_t5():
+def test_mt5_init_follows_hf_t5_except_the_head():
     torch.manual_seed(0)
     c = MT5Config(d_model=256, d_kv=32, d_ff=512, num_layers=2, num_heads=8, vocab_size=4000)
     model = MT5(c)
@@ -123,11 +123,13 @@ def test_mt5_init_follows_hf_t5():
         att.o.weight: (8 * 32) ** -0.5,
         ff.wi_0.weight: 256**-0.5,
         ff.wo.weight: 512**-0.5,
-        model.shared.weight: 1.0,
-        model.lm_head.weight: 1.0,
+        model.shared.weight[:4000]: 1.0,
+        model.lm_head.weight[:4000]: 0.02,  # Megatron's init_method_std, not HF's 1.0
     }
     for w, std in expected.items():
         assert abs(w.std().item() / std - 1) < 0.05
+    assert torch.count_nonzero(model.lm_head.weight[4000:]) == 0  # padded rows
+    assert torch.count_nonzero(model.shared.weight[4000:]) == 0
     assert model.lm_head.weight is not model.shared.weight
     assert not hasattr(model.encoder.block[1].layer[0].SelfAttention, "relative_attention_bias")
     assert model.decoder.block[0].layer[0].SelfAttention.relative_attention_bias.weight.shape == (

@@ -172,7 +172,9 @@ def test_gradient_accumulation_equals_one_big_micro_batch(gpt_prefix, tmp_path):
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_tp2_equals_tp1_and_tp2_checkpoints_resume_exactly_at_tp2_and_at_tp1(gpt_prefix, tmp_path):
-    kw = dict(hidden_dropout=0.0, attention_dropout=0.0, save_interval=10)
+    # lr 1e-3: at 3e-3 this run has a loss spike (6.5 -> 9.4 at step 8) that amplifies fp32
+    # round-off between the TP sizes past 1e-5
+    kw = dict(hidden_dropout=0.0, attention_dropout=0.0, save_interval=10, lr=1e-3, min_lr=1e-4)
     tp2 = gpt_config(
         gpt_prefix,
         tmp_path / "tp2",
@@ -361,7 +363,7 @@ def test_checkpoint_of_another_architecture(gpt_prefix, tmp_path):
 def test_checkpoint_of_gpt_loaded_as_mt5(gpt_prefix, mt5_prefix, tmp_path):
     ckpt = tmp_path / "ckpt"
     train(gpt_config(gpt_prefix, tmp_path, train_iters=1, save=str(ckpt)))
-    with pytest.raises(DataprepError, match="holds a gpt model but --model mt5-tiny is mt5"):
+    with pytest.raises(DataprepError, match="holds a GPT model but --model mt5-tiny is MT5"):
         train(mt5_config(mt5_prefix, tmp_path, load=str(ckpt)))
 
 

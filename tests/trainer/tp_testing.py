@@ -62,7 +62,9 @@ def batch(kind: str, step: int) -> dict[str, torch.Tensor]:
 def train_step(model, optimizer, b, *, tp_group=None, max_norm: float = 0.5):
     """One AdamW step with clipping; (loss, {name: grad before clipping})."""
     logits = model(*b["inputs"])
-    loss = parallel.cross_entropy(logits, b["targets"], tp_group=tp_group)
+    loss = parallel.cross_entropy(
+        logits, b["targets"], tp_group=tp_group, vocab_size=model.config.vocab_size
+    )
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}

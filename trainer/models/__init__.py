@@ -1,4 +1,4 @@
-"""Plain-PyTorch models for the trainer: GPT-2 (`gpt.py`) and HF-shaped mT5 (`mt5.py`).
+"""Plain-PyTorch models for the trainer: GPT-2 (`gpt.py`), GPT-J (`gptj.py`), mT5 (`mt5.py`).
 
 Models never import `torch.distributed`; `trainer/parallel.py` shards them. Each model keeps its
 config as `model.config`, and every config stores both the tokenizer vocabulary (`vocab_size`) and
@@ -7,6 +7,8 @@ reference/formats.md §5).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from dataprep.errors import UsageError
 
@@ -26,46 +28,116 @@ def pad_vocab_size(vocab_size: int, tp: int = 1, divisible_by: int = 128) -> int
     return -(-vocab_size // multiple) * multiple
 
 
+def vocab_rows(module_type, *args, **kwargs):
+    """An nn.Embedding / nn.Linear with padded vocabulary rows, built without touching the global
+    RNG: its constructor's default init would draw a number of values that depends on the padding
+    and so shift every parameter initialised after it. `init_vocab_rows_` initialises it."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        return module_type(*args, **kwargs)
+
+
+def init_vocab_rows_(weight, vocab_size: int, *, std: float) -> None:
+    """Normal(0, std) for the first `vocab_size` rows of an embedding or head, zeros for the rest.
+
+    The random draws cover exactly the real rows, so neither their values nor the initialisation of
+    any later parameter depends on the padding (which follows the TP size); zero padded rows stay
+    zero because the loss never sees their logits (trainer/parallel.py cross_entropy).
+    """
+    import torch
+
+    with torch.no_grad():
+        torch.nn.init.normal_(weight[:vocab_size], mean=0.0, std=std)
+        weight[vocab_size:].zero_()
+
+
 # The model modules import pad_vocab_size from here, so they are imported after it is defined.
 from trainer.models.gpt import GPT, GPT_PRESETS, GPTConfig  # noqa: E402
+from trainer.models.gptj import GPTJ, GPTJ_PRESETS, GPTJConfig  # noqa: E402
 from trainer.models.mt5 import MT5, MT5_PRESETS, MT5Config, shift_right  # noqa: E402
 
-ModelConfig = GPTConfig | MT5Config
+ModelConfig = GPTConfig | GPTJConfig | MT5Config
 
 
-def config_from_preset(name: str, *, tp: int = 1, **overrides) -> GPTConfig | MT5Config:
-    """A config from a preset name (`gpt-tiny`, `gpt-125m`, ..., `mt5-small`), vocab padded for
-    `tp`."""
-    if name in GPT_PRESETS:
-        return GPTConfig.from_preset(name, tp=tp, **overrides)
-    if name in MT5_PRESETS:
-        return MT5Config.from_preset(name, tp=tp, **overrides)
-    raise UsageError(
-        f"unknown model preset {name!r}; expected one of "
-        f"{sorted(GPT_PRESETS) + sorted(MT5_PRESETS)}"
+@dataclass(frozen=True)
+class Architecture:
+    name: str  # "gpt", "gptj", "mt5": the "model" key of a --model file, checkpoint metadata
+    model: type
+    config: type
+    presets: dict[str, dict]
+    task: str  # "gpt" (causal LM on GPT windows) or "mt5" (span corruption, encoder-decoder)
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    a.name: a
+    for a in (
+        Architecture("gpt", GPT, GPTConfig, GPT_PRESETS, "gpt"),
+        Architecture("gptj", GPTJ, GPTJConfig, GPTJ_PRESETS, "gpt"),
+        Architecture("mt5", MT5, MT5Config, MT5_PRESETS, "mt5"),
     )
+}
+ARCHITECTURE_ALIASES = {"gpt2": "gpt", "gpt-j": "gptj", "t5": "mt5"}
 
 
-def build_model(config: GPTConfig | MT5Config):
+def architecture_of(obj) -> Architecture:
+    """The architecture of a model, a config, their class, or a name / alias."""
+    if isinstance(obj, str):
+        name = ARCHITECTURE_ALIASES.get(obj.lower(), obj.lower())
+        if name not in ARCHITECTURES:
+            raise UsageError(
+                f"unknown model architecture {obj!r}; expected one of {sorted(ARCHITECTURES)}"
+            )
+        return ARCHITECTURES[name]
+    cls = obj if isinstance(obj, type) else type(obj)
+    for a in ARCHITECTURES.values():
+        if issubclass(cls, (a.model, a.config)):
+            return a
+    raise TypeError(f"{cls.__name__} is not one of the trainer's models or configs")
+
+
+def architecture_of_preset(name: str) -> Architecture | None:
+    return next((a for a in ARCHITECTURES.values() if name in a.presets), None)
+
+
+def all_presets() -> list[str]:
+    return sorted(p for a in ARCHITECTURES.values() for p in a.presets)
+
+
+def config_from_preset(name: str, *, tp: int = 1, **overrides) -> ModelConfig:
+    """A config from a preset name (`gpt-tiny`, `gptj-tiny`, `mt5-small`, ...), vocab padded for
+    `tp`."""
+    arch = architecture_of_preset(name)
+    if arch is None:
+        raise UsageError(f"unknown model preset {name!r}; expected one of {all_presets()}")
+    return arch.config.from_preset(name, tp=tp, **overrides)
+
+
+def build_model(config: ModelConfig):
     """The (unsharded, freshly initialised) model for a config. Seed torch first for
     reproducibility."""
-    if isinstance(config, GPTConfig):
-        return GPT(config)
-    if isinstance(config, MT5Config):
-        return MT5(config)
-    raise TypeError(f"build_model expects a GPTConfig or MT5Config, got {type(config).__name__}")
+    return architecture_of(config).model(config)
 
 
 __all__ = [
+    "ARCHITECTURES",
     "GPT",
     "GPTConfig",
+    "GPTJ",
+    "GPTJConfig",
+    "GPTJ_PRESETS",
     "GPT_PRESETS",
     "MT5",
     "MT5Config",
     "MT5_PRESETS",
     "ModelConfig",
+    "all_presets",
+    "architecture_of",
+    "architecture_of_preset",
     "build_model",
     "config_from_preset",
+    "init_vocab_rows_",
     "pad_vocab_size",
     "shift_right",
+    "vocab_rows",
 ]

@@ -5,8 +5,9 @@ Architecture = HF `GPT2LMHeadModel`: learned positions, pre-LayerNorm blocks, ta
 attention scaled by 1/sqrt(head_dim), causal, input and output embeddings tied. Differences that do
 not change the function: q/k/v are three Linear layers (HF fuses them into one Conv1D `c_attn`;
 `checkpoint.export_hf` concatenates them) and the vocabulary is padded to `padded_vocab_size` rows
-(Megatron; the padded logits exist and take part in the softmax, as in Megatron, but no target ever
-points at them).
+(Megatron's stored shape). The padded rows start at zero and their logits are left out of the loss
+(`trainer.parallel.cross_entropy(..., vocab_size=)`), so they stay zero and the model computes the
+same function whatever the padding, hence whatever the TP size.
 
 No `torch.distributed` here: `trainer/parallel.py` shards the named Linear/Embedding layers. Every
 shape below uses `-1` for the head count, so the same code runs on a rank that holds only some
@@ -23,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dataprep.errors import UsageError
-from trainer.models import pad_vocab_size
+from trainer.models import init_vocab_rows_, pad_vocab_size, vocab_rows
 
 
 class CausalSelfAttention(nn.Module):
@@ -120,6 +121,14 @@ class GPTConfig:
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise UsageError(f"GPTConfig.{name} must be in [0, 1), got {getattr(self, name)}")
 
+    def tp_dims(self) -> dict[str, int]:
+        """The sizes a tensor-parallel size must divide."""
+        return {
+            "n_head": self.n_head,
+            "4 * n_embd (MLP width)": 4 * self.n_embd,
+            "padded_vocab_size": self.padded_vocab_size,
+        }
+
     @classmethod
     def from_preset(cls, name: str, *, tp: int = 1, **overrides) -> GPTConfig:
         """A preset with overrides; the vocabulary is padded to a multiple of 128 * tp."""
@@ -138,14 +147,14 @@ class GPT(nn.Module):
         C = config.n_embd
         self.transformer = nn.ModuleDict(
             dict(
-                wte=nn.Embedding(config.padded_vocab_size, C),
+                wte=vocab_rows(nn.Embedding, config.padded_vocab_size, C),
                 wpe=nn.Embedding(config.block_size, C),
                 drop=nn.Dropout(config.dropout),
                 h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
                 ln_f=nn.LayerNorm(C, eps=config.layer_norm_epsilon, bias=config.bias),
             )
         )
-        self.lm_head = nn.Linear(C, config.padded_vocab_size, bias=False)
+        self.lm_head = vocab_rows(nn.Linear, C, config.padded_vocab_size, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # tied, as GPT-2
 
         self.apply(self._init_weights)
@@ -154,9 +163,12 @@ class GPT(nn.Module):
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
+    def _init_weights(self, module: nn.Module) -> None:
+        if module is self.lm_head:
+            return  # tied: initialised as transformer.wte
+        if module is self.transformer.wte:
+            init_vocab_rows_(module.weight, self.config.vocab_size, std=0.02)
+        elif isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)

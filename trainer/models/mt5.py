@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dataprep.errors import UsageError
-from trainer.models import pad_vocab_size
+from trainer.models import init_vocab_rows_, pad_vocab_size, vocab_rows
 
 
 class MT5LayerNorm(nn.Module):
@@ -270,6 +270,14 @@ class MT5Config:
         if not 0.0 <= self.dropout_rate < 1.0:
             raise UsageError(f"MT5Config.dropout_rate must be in [0, 1), got {self.dropout_rate}")
 
+    def tp_dims(self) -> dict[str, int]:
+        """The sizes a tensor-parallel size must divide."""
+        return {
+            "num_heads": self.num_heads,
+            "d_ff": self.d_ff,
+            "padded_vocab_size": self.padded_vocab_size,
+        }
+
     @classmethod
     def from_preset(cls, name: str, *, tp: int = 1, **overrides) -> MT5Config:
         """A preset with overrides; the vocabulary is padded to a multiple of 128 * tp."""
@@ -289,24 +297,31 @@ def shift_right(labels: torch.Tensor, decoder_start: int = 0, ignore: int = -100
     return out.masked_fill(out == ignore, 0)
 
 
+# The untied head: HF's T5 init draws it with std 1.0 (initializer_factor), which with RMSNormed
+# decoder states of norm ~sqrt(d_model) gives logits of std ~sqrt(d_model) and a first loss of ~40
+# nats for mt5-tiny (ln V = 9.0). Megatron/NeMo initialise every weight with init_method_std 0.02,
+# so the first loss is ~ln V; we follow them for the head (README "Training" gives both figures).
+LM_HEAD_INIT_STD = 0.02
+
+
 class MT5(nn.Module):
     def __init__(self, config: MT5Config) -> None:
         super().__init__()
         self.config = config
-        self.shared = nn.Embedding(config.padded_vocab_size, config.d_model)
+        self.shared = vocab_rows(nn.Embedding, config.padded_vocab_size, config.d_model)
         self.encoder = MT5Stack(config, is_decoder=False)
         self.decoder = MT5Stack(config, is_decoder=True)
-        self.lm_head = nn.Linear(config.d_model, config.padded_vocab_size, bias=False)
+        self.lm_head = vocab_rows(nn.Linear, config.d_model, config.padded_vocab_size, bias=False)
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
-        """HF T5 `_init_weights` with initializer_factor 1.0."""
+        """HF T5 `_init_weights` with initializer_factor 1.0, except the head (LM_HEAD_INIT_STD)."""
         c = self.config
         if isinstance(module, MT5LayerNorm):
             nn.init.ones_(module.weight)
         elif isinstance(module, MT5):
-            nn.init.normal_(module.shared.weight, std=1.0)
-            nn.init.normal_(module.lm_head.weight, std=1.0)
+            init_vocab_rows_(module.shared.weight, c.vocab_size, std=1.0)
+            init_vocab_rows_(module.lm_head.weight, c.vocab_size, std=LM_HEAD_INIT_STD)
         elif isinstance(module, MT5DenseGatedActDense):
             nn.init.normal_(module.wi_0.weight, std=c.d_model**-0.5)
             nn.init.normal_(module.wi_1.weight, std=c.d_model**-0.5)
