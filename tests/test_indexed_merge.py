@@ -126,9 +126,9 @@ def test_cli_merges_a_directory_in_sorted_order(tmp_path, capsys):
     assert manifest["tokenizer"] == tok and manifest["max_token_id"] == 49999
 
     # explicit prefixes (a .bin suffix is accepted) keep the given order; an existing output needs
-    # --overwrite (exit 1 and a one-line message)
+    # --overwrite (a usage error, exit 2, as in build-index, and a one-line message)
     args = ["merge", "--input", str(shards / "s1.bin"), str(shards / "s0"), "--output-prefix", out]
-    assert main(args) == 1
+    assert main(args) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main([*args, "--overwrite"]) == 0
     r = IndexedDatasetReader(out)

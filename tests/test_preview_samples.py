@@ -93,8 +93,11 @@ def test_blend_records_name_their_dataset(tmp_path, tok, capsys):
 
 def test_errors_are_one_line_with_exit_codes(tmp_path, tok, dataset, capsys):
     bare = write(tmp_path / "bare", tok, TEXTS, manifest=False)
-    assert main(["preview-samples", bare, "--seq-length", "8", "--split", "1"]) == 1
-    assert "--tokenizer" in capsys.readouterr().err
+    assert main(["preview-samples", bare, "--seq-length", "8", "--split", "1"]) == 2
+    assert "pass --tokenizer" in capsys.readouterr().err
+    missing = str(tmp_path / "nothing_here")
+    assert main(["preview-samples", "--data-path", "1", dataset, "1", missing]) == 2
+    assert "no dataset has that prefix" in capsys.readouterr().err
     assert main(["preview-samples", dataset, "--seq-length", "0"]) == 2
     assert main(["preview-samples", dataset, "--split", "a,b"]) == 2
     assert main(["preview-samples", dataset, "--data-path", dataset]) == 2

@@ -54,7 +54,9 @@ def expand_inputs(inputs: list[str]) -> list[str]:
             directory = Path(item)
             stems = {p.name[:-4] for p in directory.iterdir() if p.suffix in (".bin", ".idx")}
             if not stems:
-                raise DataprepError(f"{item}: directory holds no .bin/.idx datasets")
+                raise UsageError(
+                    f"{item}: directory holds no .bin/.idx datasets; name the dataset prefixes"
+                )
             for stem in sorted(stems):
                 for suffix in (".bin", ".idx"):
                     if not (directory / (stem + suffix)).is_file():

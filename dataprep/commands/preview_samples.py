@@ -188,7 +188,8 @@ def _header(samples: Any, args: argparse.Namespace, tok: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataprep.manifest import tokenizer_spec_from_manifest
+    from dataprep.commands.common import dataset_tokenizer_spec
+    from dataprep.indexed.reader import check_dataset_files
     from dataprep.preview import highlight, use_color
     from dataprep.sampling import build_gpt_samples, parse_data_path
     from dataprep.tokenizers import load_tokenizer
@@ -201,7 +202,9 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--alpha weights the datasets itself: give prefixes without weights")
         if not 0 <= args.alpha <= 1:
             raise UsageError(f"--alpha {args.alpha}: expected a number in [0, 1]")
-    spec = args.tokenizer or tokenizer_spec_from_manifest(prefixes[0])
+    for prefix in prefixes:
+        check_dataset_files(prefix)  # every prefix names a dataset, before any work
+    spec = dataset_tokenizer_spec(prefixes[0], args.tokenizer)
     tok = load_tokenizer(spec)
     train_samples = args.train_samples or args.start + args.num_samples
     samples = build_gpt_samples(

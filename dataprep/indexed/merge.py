@@ -215,7 +215,7 @@ def merge_datasets(
     outputs = [output_prefix + ".bin", output_prefix + ".idx", *map(str, sidecars)]
     existing = [p for p in outputs if os.path.exists(p)]
     if existing and not overwrite:
-        raise DataprepError(
+        raise UsageError(
             f"{' and '.join(existing)} already exist; pass --overwrite (overwrite=True) to "
             "replace them"
         )

@@ -13,10 +13,30 @@ from functools import cached_property
 
 import numpy as np
 
-from dataprep.errors import DataprepError, IndexFormatError
+from dataprep.errors import DataprepError, IndexFormatError, UsageError
 from dataprep.indexed import format as fmt
 
 _CHECK_CHUNK = 1 << 23  # elements per step when validating long arrays
+
+
+def check_dataset_files(path_prefix: str | os.PathLike) -> None:
+    """Raise unless `{path_prefix}.bin` and `.idx` both exist.
+
+    Neither there: the prefix names no dataset, a `UsageError` (exit 2, a wrong argument); only one
+    there: an incomplete dataset, a `DataprepError` (exit 1, bad data).
+    """
+    prefix = os.fspath(path_prefix)
+    missing = [p for p in (prefix + ".idx", prefix + ".bin") if not os.path.isfile(p)]
+    if not missing:
+        return
+    hint = ""
+    if prefix.endswith((".bin", ".idx")):
+        hint = " (pass the path prefix without the .bin/.idx suffix)"
+    if len(missing) == 2:
+        raise UsageError(
+            f"dataset {prefix}: missing {' and '.join(missing)}: no dataset has that prefix{hint}"
+        )
+    raise DataprepError(f"dataset {prefix}: missing {missing[0]}{hint}; the pair is incomplete")
 
 
 class IndexedDatasetReader:
@@ -26,14 +46,7 @@ class IndexedDatasetReader:
         self.path_prefix = os.fspath(path_prefix)
         self.idx_path = self.path_prefix + ".idx"
         self.bin_path = self.path_prefix + ".bin"
-        missing = [p for p in (self.idx_path, self.bin_path) if not os.path.isfile(p)]
-        if missing:
-            hint = ""
-            if self.path_prefix.endswith((".bin", ".idx")):
-                hint = " (pass the path prefix without the .bin/.idx suffix)"
-            raise DataprepError(
-                f"dataset {self.path_prefix}: missing {' and '.join(missing)}{hint}"
-            )
+        check_dataset_files(self.path_prefix)
         self._open()
 
     def _open(self) -> None:

@@ -1,0 +1,34 @@
+"""Argument checks shared by the commands that read a dataset prefix (not a command itself).
+
+The exit-code rule (README "Exit codes"): a prefix that names no dataset, or a dataset without a
+build manifest when no --tokenizer is given, is a usage error (exit 2): the fix is on the command
+line. A dataset that exists but is incomplete or corrupt is bad data (exit 1).
+"""
+
+from __future__ import annotations
+
+import os
+
+from dataprep.errors import UsageError
+
+
+def dataset_tokenizer_spec(prefix: str | os.PathLike, tokenizer: str | None) -> str:
+    """The tokenizer spec for a dataset: `tokenizer` if given, else its build manifest's.
+
+    Checks first that the prefix names a dataset, so a typo in it is reported as such and not as
+    a missing manifest.
+    """
+    from dataprep.indexed.reader import check_dataset_files
+    from dataprep.manifest import load_manifest, manifest_path
+
+    check_dataset_files(prefix)
+    if tokenizer:
+        return tokenizer
+    entry = (load_manifest(prefix) or {}).get("tokenizer")
+    spec = entry.get("spec") if isinstance(entry, dict) else None
+    if not spec:
+        raise UsageError(
+            f"{os.fspath(prefix)}: no build manifest ({manifest_path(prefix).name}) names the "
+            "tokenizer; pass --tokenizer NAME_OR_PATH"
+        )
+    return spec
