@@ -3,7 +3,9 @@
 Each command module defines `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`, and
 imports nothing heavy at module level, so `dataprep --help` stays fast. User mistakes raise
 `DataprepError` and are printed as one line; the exit code is 0 on success, 1 on bad data, 2 on bad
-usage.
+usage (README "Exit codes"). An OSError no command caught is printed as one line too: 2 when a path
+names nothing or the wrong kind of thing, 1 otherwise (permissions, a full disk); -v adds the
+traceback.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ COMMANDS: dict[str, str] = {
     "train": "train",
     "smoke": "smoke",
 }
+
+
+# OSErrors that mean a path given on the command line names nothing, or the wrong kind of thing
+_PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError)
 
 
 def _available_commands() -> dict[str, object]:
@@ -84,3 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as e:  # a path the system refused, not caught by the command: still one line
+        logging.getLogger(__name__).debug("%s failed", args.command, exc_info=True)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"dataprep {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2 if isinstance(e, _PATH_ERRORS) else 1
