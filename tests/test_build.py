@@ -250,7 +250,7 @@ def test_resume_after_failure_gives_identical_bytes(tmp_path):
 
 
 def test_long_document_is_cut_without_changing_ids(tmp_path, hf_gpt2, monkeypatch):
-    import dataprep.build as build
+    import dataprep.build.encode as build
 
     monkeypatch.setattr(build, "LONG_DOCUMENT_CHARS", 500)
     monkeypatch.setattr(build, "LONG_DOCUMENT_PIECE", 100)

@@ -1,0 +1,120 @@
+"""Build configuration and results: `BuildConfig` (validated at construction), per-key counts
+(`KeyStats`) and the summary printed at the end (`BuildSummary`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dataprep.errors import UsageError
+
+
+@dataclass(frozen=True, slots=True)
+class BuildConfig:
+    inputs: tuple[str, ...]  # files, directories, globs or @list.txt
+    output_prefix: str  # outputs are {output_prefix}_{key}_{level}.bin/.idx
+    tokenizer: str = "gpt2"  # a spec for dataprep.tokenizers.load_tokenizer
+    json_keys: tuple[str, ...] = ("text",)  # one dataset per key
+    append_eod: bool = False  # append the tokenizer's end-of-document id to each document
+    split_sentences: bool = False  # one sequence per sentence (level "sentence")
+    keep_newlines: bool = False  # with split_sentences: keep the newline at a sentence's end
+    workers: int = 1  # tokenizer processes; 1 = tokenize in this process
+    fmt: str | None = None  # reader format; None = detect from magic bytes and name
+    filters: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (metadata key, accepted values)
+    languages: tuple[str, ...] | None = None  # mC4 languages to keep; None = all
+    skip_bad_records: bool = False  # count malformed records as skips instead of stopping
+    skip_bad_files: bool = False  # count corrupt/truncated input files as skips
+    overwrite: bool = False  # replace existing outputs
+    resume: bool = False  # continue an interrupted build of the same configuration
+    chunk_bytes: int = 1 << 19  # text per tokenizer task (--chunk-mb)
+    progress: bool = True  # tqdm bar on stderr (only when stderr is a terminal)
+    log_interval: int = 0  # log a progress line every N documents when there is no bar
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise UsageError("no --input given")
+        if not self.json_keys:
+            raise UsageError("--json-keys needs at least one key")
+        if len(set(self.json_keys)) != len(self.json_keys):
+            raise UsageError(f"--json-keys has duplicates: {list(self.json_keys)}")
+        if self.workers < 1:
+            raise UsageError(f"--workers must be >= 1, got {self.workers}")
+        if self.overwrite and self.resume:
+            raise UsageError("--overwrite and --resume contradict each other; pick one")
+
+    @property
+    def level(self) -> str:
+        return "sentence" if self.split_sentences else "document"
+
+    def output_prefixes(self) -> dict[str, str]:
+        return {key: f"{self.output_prefix}_{key}_{self.level}" for key in self.json_keys}
+
+    @property
+    def work_dir(self) -> Path:
+        return Path(self.output_prefix + ".dataprep-build")
+
+    def fingerprint(self, inputs: Sequence[dict[str, Any]], tokenizer_identity: str) -> str:
+        """What must match for --resume to continue an earlier build."""
+        keep = {
+            k: v
+            for k, v in dataclasses.asdict(self).items()
+            if k not in ("overwrite", "resume", "workers", "progress", "log_interval")
+        }
+        keep["inputs"] = [i["path"] for i in inputs]
+        keep["tokenizer_identity"] = tokenizer_identity
+        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class KeyStats:
+    documents: int = 0
+    sequences: int = 0
+    tokens: int = 0
+    max_token_id: int = -1
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def skip(self, reason: str, n: int = 1) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + n
+
+
+@dataclass
+class BuildSummary:
+    outputs: dict[str, str]  # key -> dataset prefix
+    stats: dict[str, KeyStats]
+    read: dict[str, Any]  # ReadStats.to_dict()
+    inputs: list[dict[str, Any]]
+    seconds: float
+    text_bytes: int
+
+    def format(self) -> str:
+        lines = []
+        mb = self.text_bytes / 1e6
+        rate = mb / self.seconds if self.seconds > 0 else float("inf")
+        lines.append(
+            f"read {len(self.inputs)} input file(s), {self.read.get('documents', 0):,} records, "
+            f"{mb:,.1f} MB of text in {self.seconds:,.1f} s ({rate:,.2f} MB/s)"
+        )
+        for key, prefix in self.outputs.items():
+            s = self.stats[key]
+            tok_rate = s.tokens / self.seconds if self.seconds > 0 else float("inf")
+            lines.append(
+                f"{prefix}.bin/.idx: {s.documents:,} documents, {s.sequences:,} sequences, "
+                f"{s.tokens:,} tokens ({tok_rate:,.0f} tokens/s), largest id {s.max_token_id}"
+            )
+            if s.skipped:
+                reasons = ", ".join(f"{r}={n:,}" for r, n in sorted(s.skipped.items()))
+                lines.append(f"  skipped documents: {reasons}")
+        record_skips = self.read.get("skipped") or {}
+        if record_skips:
+            reasons = ", ".join(f"{r}={n:,}" for r, n in sorted(record_skips.items()))
+            lines.append(f"  skipped records: {reasons}")
+        for reason, files in sorted(self.read.get("files_skipped", {}).items()):
+            lines.append(f"  skipped files ({reason}): {', '.join(files)}")
+        if self.read.get("empty_files"):
+            lines.append(f"  empty input files: {', '.join(self.read['empty_files'])}")
+        return "\n".join(lines)

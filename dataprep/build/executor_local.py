@@ -1,0 +1,137 @@
+"""The local executor's process pool: tokenizer processes fed blocks through their own pipes,
+results collected in submission order (so the output does not depend on the number of workers)."""
+
+from __future__ import annotations
+
+import collections
+import multiprocessing
+import pickle
+import queue
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Iterator
+from typing import Any
+
+from dataprep.build import encode
+from dataprep.build.encode import run_task
+from dataprep.errors import DataprepError
+
+
+def _worker_main(conn, spec: str | None) -> None:
+    """A tokenizer process: tasks arrive on `conn` (a thread keeps reading them, so the main
+    process never waits to hand one over), results go back in the same order."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    if spec is not None:  # spawn: load here; fork: inherited
+        encode.init_worker(spec)
+    sys.setswitchinterval(0.0005)  # the receiving thread gets the GIL soon after a message lands
+    tasks: queue.Queue = queue.Queue()
+
+    def receive() -> None:
+        try:
+            while True:
+                data = conn.recv_bytes()
+                tasks.put(data)
+                if not data:
+                    return
+        except (EOFError, OSError):
+            tasks.put(b"")
+
+    threading.Thread(target=receive, daemon=True).start()
+    while True:
+        data = tasks.get()
+        if not data:
+            return
+        try:
+            reply = ("ok", run_task(pickle.loads(data)))
+        except BaseException as e:  # handed to the main process, which raises it
+            reply = ("error", e)
+        try:
+            payload = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            text = traceback.format_exception(reply[1]) if reply[0] == "error" else []
+            payload = pickle.dumps(("error", RuntimeError("".join(text) or "unpicklable result")))
+        conn.send_bytes(payload)
+
+
+class LocalPool:
+    """Tokenizer processes, each fed through its own pipe, tasks dealt round-robin; results come
+    back in submission order. No helper threads in this process: handing over and collecting
+    happen in the caller's thread, between reads."""
+
+    def __init__(self, count: int, tokenizer, per_worker: int = 2) -> None:
+        if sys.platform == "linux":
+            # forked workers inherit the loaded tokenizer: no second load per worker
+            encode.WORKER_TOKENIZER = tokenizer
+            ctx, spec = multiprocessing.get_context("fork"), None
+        else:
+            ctx, spec = multiprocessing.get_context("spawn"), tokenizer.spec
+        self.conns, self.procs = [], []
+        try:
+            for _ in range(count):
+                here, there = ctx.Pipe()
+                proc = ctx.Process(target=_worker_main, args=(there, spec), daemon=True)
+                proc.start()
+                there.close()
+                self.conns.append(here)
+                self.procs.append(proc)
+        except BaseException:
+            self.close()
+            raise
+        self.limit = count * per_worker
+        self.pending: collections.deque = collections.deque()  # (worker, context)
+        self.submitted = 0
+
+    def submit(self, task: dict[str, Any], context: Any) -> Iterator[tuple[dict[str, Any], Any]]:
+        """Hand `task` to the next worker; yields the (result, context) pairs that had to be
+        collected first to stay within the in-flight limit."""
+        while len(self.pending) >= self.limit:
+            yield self._collect()
+        worker = self.submitted % len(self.conns)
+        data = pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            self.conns[worker].send_bytes(data)
+        except OSError as e:
+            raise self._died(worker) from e
+        self.pending.append((worker, context))
+        self.submitted += 1
+
+    def drain(self) -> Iterator[tuple[dict[str, Any], Any]]:
+        while self.pending:
+            yield self._collect()
+
+    def _collect(self) -> tuple[dict[str, Any], Any]:
+        worker, context = self.pending.popleft()
+        try:
+            status, value = pickle.loads(self.conns[worker].recv_bytes())
+        except (EOFError, OSError) as e:
+            raise self._died(worker) from e
+        if status == "error":
+            raise value
+        return value, context
+
+    def _died(self, worker: int) -> DataprepError:
+        proc = self.procs[worker]
+        proc.join(timeout=1)
+        return DataprepError(
+            f"tokenizer worker {worker} died (exit code {proc.exitcode}); if it ran out of "
+            "memory, use fewer --workers"
+        )
+
+    def close(self) -> None:
+        """Stop the workers: politely when all results were collected, at once otherwise."""
+        if not getattr(self, "pending", None):
+            for conn in self.conns:
+                try:
+                    conn.send_bytes(b"")
+                except OSError:
+                    pass
+            for proc in self.procs:
+                proc.join(timeout=2)
+        for proc in self.procs:
+            if proc.is_alive():
+                proc.terminate()
+                proc.join()
+        for conn in self.conns:
+            conn.close()

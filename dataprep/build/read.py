@@ -1,0 +1,120 @@
+"""Reading one input file into the sink: JSON Lines are decompressed and cut into blocks of whole
+lines here and parsed by the executor's task function; Parquet is read here and only tokenized
+there. Bad records and bad files are raised or counted exactly as a sequential read would."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from dataprep.errors import ReadError
+
+log = logging.getLogger(__name__)
+
+Execute = Callable[[dict[str, Any], Any], Iterator[tuple[dict[str, Any], Any]]]
+Drain = Callable[[], Iterator[tuple[dict[str, Any], Any]]]
+
+
+def process_file(
+    file_index: int,
+    path: Path,
+    *,
+    config,
+    common: dict[str, Any],
+    filters,
+    execute: Execute,
+    drain: Drain,
+    sink,
+):
+    """Read, tokenize (through `execute`/`drain`) and write one input file; returns its
+    ReadStats and the number of documents written from it."""
+    from dataprep.build.encode import group_by_key
+    from dataprep.readers import FILE_ERROR_KINDS, ReadStats, iter_documents, resolve_format
+    from dataprep.readers.base import RecordErrors
+    from dataprep.readers.compression import open_decompressed
+    from dataprep.readers.jsonl import JsonLinesParser, finish_file, line_blocks
+
+    on_error = "skip" if config.skip_bad_records else "raise"
+    on_bad_file = "skip" if config.skip_bad_files else "raise"
+    file_stats = ReadStats()
+    bad = RecordErrors(path, on_error, file_stats)
+    file_docs = 0
+
+    take = functools.partial(sink.take, file_index, file_stats=file_stats, bad=bad)
+
+    resolved = resolve_format(path, config.fmt, config.languages, file_stats)
+    if resolved is not None and resolved[0] == "parquet":
+        docs = iter_documents(
+            path,
+            fmt="parquet",
+            json_keys=config.json_keys,
+            filters=filters,
+            on_error=on_error,
+            on_bad_file=on_bad_file,
+            stats=file_stats,
+        )
+        for chunk in iter_chunks(docs, config.json_keys, config.chunk_bytes):
+            texts, lines, empty = group_by_key(chunk, config.json_keys)
+            for key, n in empty.items():
+                if n:
+                    sink.stats[key].skip("empty_text", n)
+            if not any(texts.values()):
+                continue
+            for done in execute({**common, "texts": texts}, lines):
+                file_docs += take(done)
+        for done in drain():
+            file_docs += take(done)
+    elif resolved is not None:
+        fmt, language = resolved
+        parser = JsonLinesParser(os.fspath(path), config.json_keys, fmt, language, filters)
+        blocks = 0
+        try:
+            with open_decompressed(path) as reader:
+                for first_line, block in line_blocks(reader, config.chunk_bytes):
+                    blocks += 1
+                    task = {
+                        **common,
+                        "parser": parser,
+                        "first_line": first_line,
+                        "block": block,
+                        "on_error": on_error,
+                    }
+                    for done in execute(task, None):
+                        file_docs += take(done)
+        except ReadError as e:
+            if e.kind not in FILE_ERROR_KINDS:
+                raise
+            # the blocks before the break come first (a bad record in them is the
+            # first error of the file)
+            for done in drain():
+                file_docs += take(done)
+            if on_bad_file == "raise":
+                raise
+            log.warning("skipped the rest of a bad file: %s", e)
+            file_stats.skip_file(e.kind, path)
+        else:
+            for done in drain():
+                file_docs += take(done)
+            finish_file(path, file_stats, bad, empty=blocks == 0)
+    skipped_whole = file_stats.empty_files or any(file_stats.files_skipped.values())
+    if file_docs == 0 and not skipped_whole:
+        log.warning("%s: no documents written from this file", path)
+    return file_stats, file_docs
+
+
+def iter_chunks(docs: Iterator, keys: Sequence[str], chunk_bytes: int) -> Iterator[list]:
+    """Documents in groups of about `chunk_bytes` of text (over all keys), for tokenizer tasks."""
+    chunk: list = []
+    size = 0
+    for doc in docs:
+        chunk.append(doc)
+        size += sum(len(doc.fields[key]) for key in keys)
+        if size >= chunk_bytes:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk

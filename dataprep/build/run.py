@@ -1,0 +1,213 @@
+"""`build_index(config)`: plan the inputs, prepare or resume the state, run every input file
+through the executor into the sink, then write the manifests and provenance."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dataprep import __version__
+from dataprep.build.config import BuildConfig, BuildSummary, KeyStats
+from dataprep.build.plan import describe_inputs, existing_outputs, sha256_of
+from dataprep.build.read import process_file
+from dataprep.build.sink import Progress, Sink
+from dataprep.build.state import save_state
+from dataprep.errors import UsageError
+from dataprep.manifest import manifest_path, provenance_path, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+def build_index(config: BuildConfig) -> BuildSummary:
+    """Run a whole build; raises DataprepError subclasses for user mistakes and bad data."""
+    from dataprep.build.encode import run_task
+    from dataprep.indexed import IndexedDatasetWriter
+    from dataprep.indexed.format import optimal_dtype
+    from dataprep.indexed.writer import WriterState, bin_tmp_path
+    from dataprep.readers import ReadStats, expand_inputs, normalize_filters
+    from dataprep.tokenizers import load_tokenizer
+
+    files = expand_inputs(list(config.inputs))
+    tokenizer = load_tokenizer(config.tokenizer)
+    if config.append_eod and tokenizer.eod_id is None:
+        raise UsageError(f"--append-eod: tokenizer {tokenizer.spec!r} has no end-of-document token")
+    dtype = np.dtype(optimal_dtype(tokenizer.vocab_size))
+    outputs = config.output_prefixes()
+    out_dir = Path(config.output_prefix).parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    inputs = describe_inputs(files)
+    fingerprint = config.fingerprint(inputs, tokenizer.identity)
+    work = config.work_dir
+    state_file = work / "state.json"
+
+    existing = existing_outputs(list(outputs.values()))
+    if existing and not config.overwrite:
+        raise UsageError(
+            f"output already exists: {', '.join(existing)}; pass --overwrite to replace it"
+        )
+    if existing and config.overwrite and not config.resume:
+        # an interrupted --overwrite build must not leave the old dataset beside a new manifest
+        for prefix in outputs.values():
+            for path in (
+                prefix + ".bin",
+                prefix + ".idx",
+                manifest_path(prefix),
+                provenance_path(prefix),
+            ):
+                Path(path).unlink(missing_ok=True)
+    if work.exists() and not config.resume:
+        if state_file.exists() and not config.overwrite:
+            raise UsageError(
+                f"an interrupted build left {work}; pass --resume to continue it "
+                "or --overwrite to start again"
+            )
+        shutil.rmtree(work)
+
+    # --- resume state
+    done_files = 0
+    stats = {key: KeyStats() for key in config.json_keys}
+    read_stats = ReadStats()
+    provenance: dict[str, list[np.ndarray]] = {key: [] for key in config.json_keys}
+    writer_states: dict[str, Any] = {key: None for key in config.json_keys}
+    if config.resume:
+        if not state_file.exists():
+            raise UsageError(f"--resume: no interrupted build found at {work}")
+        state = json.loads(state_file.read_text())
+        if state["fingerprint"] != fingerprint:
+            raise UsageError(
+                f"--resume: {work} belongs to a build with other inputs, flags or tokenizer; "
+                "rerun with the same arguments, or use --overwrite to start again"
+            )
+        done_files = state["done_files"]
+        for old, new in zip(state["inputs"][:done_files], inputs, strict=False):
+            if (old["size"], old["mtime_ns"]) != (new["size"], new["mtime_ns"]):
+                raise UsageError(
+                    f"--resume: {new['path']} changed since it was processed; "
+                    "use --overwrite to start again"
+                )
+        for key in config.json_keys:
+            stats[key] = KeyStats(**state["stats"][key])
+            provenance[key] = [np.load(work / f"{key}.provenance.npy")]
+            writer_states[key] = WriterState.load(work / f"{key}.writer.npz")
+        read_stats = ReadStats.from_dict(state["read"])
+        inputs[:done_files] = state["inputs"][:done_files]
+        log.info("resuming: %d of %d input files already done", done_files, len(files))
+    work.mkdir(parents=True, exist_ok=True)
+
+    writers = {
+        key: IndexedDatasetWriter(
+            prefix, dtype=dtype, keep_partial=True, resume_from=writer_states[key]
+        )
+        for key, prefix in outputs.items()
+    }
+    filters = normalize_filters({k: v for k, v in config.filters})
+    progress = Progress(config.progress, config.log_interval, len(files))
+    sink = Sink(writers, stats, provenance, progress, split_sentences=config.split_sentences)
+    common = {
+        "split_sentences": config.split_sentences,
+        "keep_newlines": config.keep_newlines,
+        "append_eod": config.append_eod,
+        "dtype": dtype.str,
+    }
+    workers = None
+    if config.workers > 1:
+        from dataprep.build.executor_local import LocalPool
+
+        workers = LocalPool(config.workers, tokenizer)
+
+    def execute(task: dict[str, Any], lines: Any) -> Iterator[tuple[dict[str, Any], Any]]:
+        if workers is None:
+            yield run_task(task, tokenizer), lines
+        else:
+            yield from workers.submit(task, lines)
+
+    def drain() -> Iterator[tuple[dict[str, Any], Any]]:
+        return iter(()) if workers is None else workers.drain()
+
+    start = time.perf_counter()
+    try:
+        for file_index in range(done_files, len(files)):
+            path = files[file_index]
+            file_stats, _ = process_file(
+                file_index,
+                path,
+                config=config,
+                common=common,
+                filters=filters,
+                execute=execute,
+                drain=drain,
+                sink=sink,
+            )
+            read_stats.merge(file_stats)
+            inputs[file_index]["documents"] = file_stats.documents
+            inputs[file_index]["sha256"] = sha256_of(path)
+            save_state(
+                work, fingerprint, file_index + 1, stats, read_stats, inputs, provenance, writers
+            )
+        seconds = time.perf_counter() - start
+        for w in writers.values():
+            w.close()
+    except BaseException:
+        if not state_file.exists():
+            # nothing finished that --resume could reuse: leave no trace of this build
+            for w in writers.values():
+                w.abort()
+            for prefix in outputs.values():
+                bin_tmp_path(prefix).unlink(missing_ok=True)
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    finally:
+        for w in writers.values():
+            w.abort()  # no-op for closed writers; keeps .bin.tmp of unfinished ones for --resume
+        progress.close()
+        if workers is not None:
+            workers.close()
+
+    read_dict = read_stats.to_dict()
+    for key, prefix in outputs.items():
+        prov = np.concatenate(provenance[key]) if provenance[key] else np.zeros((0, 2), np.int64)
+        tmp = Path(str(provenance_path(prefix)) + ".tmp.npy")
+        np.save(tmp, prov)
+        os.replace(tmp, provenance_path(prefix))
+        s = stats[key]
+        write_json_atomic(
+            manifest_path(prefix),
+            {
+                "dataprep_version": __version__,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "prefix": os.path.basename(prefix),
+                "json_key": key,
+                "level": config.level,
+                "dtype": dtype.name,
+                "append_eod": config.append_eod,
+                "documents": s.documents,
+                "sequences": s.sequences,
+                "tokens": s.tokens,
+                "max_token_id": s.max_token_id,
+                "skipped_documents": dict(sorted(s.skipped.items())),
+                "read": read_dict,
+                "inputs": [{k: v for k, v in i.items() if k != "mtime_ns"} for i in inputs],
+                "tokenizer": tokenizer.describe(),
+                "filters": {k: list(v) for k, v in config.filters},
+                "languages": list(config.languages) if config.languages else None,
+                "provenance": provenance_path(prefix).name,
+            },
+        )
+    shutil.rmtree(work, ignore_errors=True)
+    return BuildSummary(
+        outputs=outputs,
+        stats=stats,
+        read=read_dict,
+        inputs=inputs,
+        seconds=seconds,
+        text_bytes=sink.text_bytes,
+    )
