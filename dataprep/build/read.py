@@ -23,6 +23,7 @@ def process_file(
     file_index: int,
     path: Path,
     *,
+    input_offset: int = 0,
     config,
     common: dict[str, Any],
     filters,
@@ -31,11 +32,12 @@ def process_file(
     sink,
 ):
     """Read, tokenize (through `execute`/`drain`) and write one input file; returns its
-    ReadStats and the number of documents written from it."""
+    ReadStats and the number of documents written from it. `input_offset` is the input bytes of
+    the files before this one (for the progress bar)."""
     from dataprep.build.encode import group_by_key
     from dataprep.readers import FILE_ERROR_KINDS, ReadStats, iter_documents, resolve_format
     from dataprep.readers.base import RecordErrors
-    from dataprep.readers.compression import open_decompressed
+    from dataprep.readers.compression import compressed_offset, open_decompressed
     from dataprep.readers.jsonl import JsonLinesParser, finish_file, line_blocks
 
     on_error = "skip" if config.skip_bad_records else "raise"
@@ -76,6 +78,7 @@ def process_file(
             with open_decompressed(path) as reader:
                 for first_line, block in line_blocks(reader, config.chunk_bytes):
                     blocks += 1
+                    sink.progress.input_position(input_offset + compressed_offset(reader))
                     task = {
                         **common,
                         "parser": parser,

@@ -110,7 +110,15 @@ def build_index(config: BuildConfig) -> BuildSummary:
         for key, prefix in outputs.items()
     }
     filters = normalize_filters({k: v for k, v in config.filters})
-    progress = Progress(config.progress, config.log_interval, len(files))
+    sizes = [i["size"] for i in inputs]
+    progress = Progress(
+        config.progress,
+        config.log_interval,
+        len(files),
+        total_bytes=sum(sizes),
+        done_bytes=sum(sizes[:done_files]),
+        done_files=done_files,
+    )
     sink = Sink(writers, stats, provenance, progress, split_sentences=config.split_sentences)
     common = {
         "split_sentences": config.split_sentences,
@@ -140,6 +148,7 @@ def build_index(config: BuildConfig) -> BuildSummary:
             file_stats, _ = process_file(
                 file_index,
                 path,
+                input_offset=sum(sizes[:file_index]),
                 config=config,
                 common=common,
                 filters=filters,
@@ -148,6 +157,7 @@ def build_index(config: BuildConfig) -> BuildSummary:
                 sink=sink,
             )
             read_stats.merge(file_stats)
+            progress.file_done(sum(sizes[: file_index + 1]))
             inputs[file_index]["documents"] = file_stats.documents
             inputs[file_index]["sha256"] = sha256_of(path)
             save_state(

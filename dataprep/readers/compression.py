@@ -383,6 +383,15 @@ class _GzipRaw(_DecompressedRaw):
                 return out
 
 
+def compressed_offset(reader: io.BufferedIOBase) -> int:
+    """Bytes of the file (compressed, for zstd/gzip) consumed by a reader from `open_decompressed`
+    so far: the position to show progress by."""
+    raw = getattr(reader, "raw", None)
+    if isinstance(raw, _DecompressedRaw):
+        return raw._offset
+    return reader.tell()
+
+
 def open_decompressed(
     path: str | os.PathLike, *, buffer_size: int = BUFFER_SIZE
 ) -> io.BufferedReader:
