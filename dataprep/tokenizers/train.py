@@ -93,12 +93,17 @@ def train_sentencepiece(
     output_prefix.parent.mkdir(parents=True, exist_ok=True)
     sentencepiece.set_random_generator_seed(seed)
     n_lines = 0
+    read_error: DataprepError | None = None  # raised while SentencePiece pulled lines
 
     def counted(lines: Iterator[str]) -> Iterator[str]:
-        nonlocal n_lines
-        for line in lines:
-            n_lines += 1
-            yield line
+        nonlocal n_lines, read_error
+        try:
+            for line in lines:
+                n_lines += 1
+                yield line
+        except DataprepError as e:  # SentencePiece would wrap it into a multi-line RuntimeError
+            read_error = e
+            raise
 
     try:
         sentencepiece.SentencePieceTrainer.train(
@@ -118,6 +123,8 @@ def train_sentencepiece(
             minloglevel=2,
         )
     except RuntimeError as e:
+        if read_error is not None:  # a bad input, reported as the reader said it (file:line)
+            raise read_error from None
         raise DataprepError(
             f"SentencePiece training on {n_lines} lines failed: {e} (it was asked for "
             f"{vocab_size - sentinels} pieces: vocab_size {vocab_size} minus {sentinels} "
