@@ -42,3 +42,40 @@ def test_progress_log_lines_have_percent_and_eta(tmp_path, caplog):
     percents = [float(m.split("files done, ")[1].split("%")[0]) for m in lines]
     assert len(percents) >= 3 and percents == sorted(percents) and 0 < percents[0] < 100
     assert all("ETA " in m for m in lines)
+
+
+def test_a_filter_that_matches_nothing_is_an_error_naming_the_values(tmp_path, capsys):
+    src = write_zst(tmp_path / "a.jsonl.zst", pile(TEXTS[:4], "Github") + pile(TEXTS[4:]))
+    out = tmp_path / "o"
+    args = ["--input", src, "--output-prefix", out, "--workers", 1]
+    assert run_build(*args, "--filter", "pile_set_name=github") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "--filter pile_set_name=github filtered out all 6 records" in err
+    assert "'Github' (4)" in err and "'Pile-CC' (2)" in err and "--allow-empty" in err
+    assert list(tmp_path.glob("o*")) == []  # no dataset, no resume state
+    # --allow-empty writes the empty dataset, which megatron-core can open
+    assert run_build(*args, "--filter", "pile_set_name=github", "--allow-empty") == 0
+    manifest = json.loads(Path(f"{out}_text_document.json").read_text())
+    assert manifest["documents"] == 0 and manifest["read"]["skipped"]["filtered"] == 6
+
+
+def test_every_file_bad_is_an_error(tmp_path, capsys):
+    for name in ("a.jsonl.zst", "b.jsonl.zst"):
+        blob = write_zst(tmp_path / name, pile(TEXTS * 50)).read_bytes()
+        (tmp_path / name).write_bytes(blob[:20])
+    args = ["--input", tmp_path, "--output-prefix", tmp_path / "out" / "o", "--workers", 1]
+    assert run_build(*args, "--skip-bad-files") == 1
+    err = capsys.readouterr().err
+    assert "every input file was skipped as bad" in err
+    assert "a.jsonl.zst (truncated)" in err and "b.jsonl.zst (truncated)" in err
+
+
+def test_languages_matching_no_file_and_all_empty_texts_are_errors(tmp_path, capsys):
+    src = write_zst(tmp_path / "c4-ja.tfrecord-00000-of-00001.json.gz", [{"text": "x"}])
+    args = ["--input", src, "--output-prefix", tmp_path / "o", "--workers", 1]
+    assert run_build(*args, "--languages", "de") == 1
+    assert "--languages de matched none of the 1 input file(s)" in capsys.readouterr().err
+    blank = write_zst(tmp_path / "blank.jsonl.zst", pile(["", ""]))
+    assert run_build("--input", blank, "--output-prefix", tmp_path / "b", "--workers", 1) == 1
+    assert "empty_text=2" in capsys.readouterr().err

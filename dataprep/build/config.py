@@ -34,6 +34,7 @@ class BuildConfig:
     chunk_bytes: int = 1 << 19  # text per tokenizer task (--chunk-mb)
     progress: bool = True  # tqdm bar on stderr (only when stderr is a terminal)
     log_interval: int = 0  # log a progress line every N documents when there is no bar
+    allow_empty: bool = False  # write a dataset with no documents instead of failing
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -63,7 +64,8 @@ class BuildConfig:
         keep = {
             k: v
             for k, v in dataclasses.asdict(self).items()
-            if k not in ("overwrite", "resume", "workers", "progress", "log_interval")
+            if k
+            not in ("overwrite", "resume", "workers", "progress", "log_interval", "allow_empty")
         }
         keep["inputs"] = [i["path"] for i in inputs]
         keep["tokenizer_identity"] = tokenizer_identity

@@ -164,6 +164,15 @@ def build_index(config: BuildConfig) -> BuildSummary:
                 work, fingerprint, file_index + 1, stats, read_stats, inputs, provenance, writers
             )
         seconds = time.perf_counter() - start
+        empty = [key for key, s in stats.items() if s.documents == 0]
+        if empty and not config.allow_empty:
+            from dataprep.build.empty import EmptyResultError, explain_empty
+
+            state_file.unlink(missing_ok=True)  # nothing worth resuming: the cleanup below removes everything
+            key = empty[0]
+            raise EmptyResultError(
+                explain_empty(key, files, config, read_stats.to_dict(), stats[key].skipped)
+            )
         for w in writers.values():
             w.close()
     except BaseException:

@@ -129,6 +129,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     g.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="write a dataset even when filters, skips or empty inputs leave no documents "
+        "(default: that is an error naming what removed them)",
+    )
+    g.add_argument(
         "--resume",
         action="store_true",
         help="continue an interrupted build (same arguments), skipping finished input files",
@@ -230,6 +236,7 @@ def config_from_args(args: argparse.Namespace):
         chunk_bytes=int(args.chunk_mb * (1 << 20)),
         progress=not args.no_progress,
         log_interval=args.log_interval,
+        allow_empty=args.allow_empty,
     )
 
 
