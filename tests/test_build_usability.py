@@ -7,8 +7,6 @@ import logging
 import sys
 from pathlib import Path
 
-import pytest
-
 from dataprep.cli import main
 from tests.test_build import TEXTS, pile, run_build, write_zst
 
@@ -79,3 +77,29 @@ def test_languages_matching_no_file_and_all_empty_texts_are_errors(tmp_path, cap
     blank = write_zst(tmp_path / "blank.jsonl.zst", pile(["", ""]))
     assert run_build("--input", blank, "--output-prefix", tmp_path / "b", "--workers", 1) == 1
     assert "empty_text=2" in capsys.readouterr().err
+
+
+def test_resume_summary_separates_this_run_from_the_whole_build(tmp_path, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for j in range(3):
+        write_zst(inputs / f"{j}.jsonl.zst", pile([f"{j}.{i} {t}" for i, t in enumerate(TEXTS)]))
+    good = (inputs / "2.jsonl.zst").read_bytes()
+    (inputs / "2.jsonl.zst").write_bytes(good[:30])  # the first run stops at the third file
+    args = ["--input", inputs, "--output-prefix", tmp_path / "o", "--workers", 1]
+    assert run_build(*args) == 1
+    capsys.readouterr()
+    (inputs / "2.jsonl.zst").write_bytes(good)
+    assert run_build(*args, "--resume") == 0
+    out = capsys.readouterr().out.splitlines()
+    tokens = json.loads(Path(f"{tmp_path / 'o'}_text_document.json").read_text())["tokens"]
+    assert out[0].startswith("this run: 1 of 3 input file(s), 6 records, ")
+    run_tokens = int(out[0].split(" MB of text, ")[1].split(" tokens")[0].replace(",", ""))
+    assert 0 < run_tokens < tokens / 2  # one file of three: this run's share, not the total
+    assert out[1].startswith(
+        "whole build (resumed after 2 finished file(s)): 3 input file(s), 18 records"
+    )
+    assert f"18 documents, 18 sequences, {tokens:,} tokens, largest id" in out[2]
+    # a build in one run keeps the one-line header
+    assert run_build(*args[:-2], "--workers", 1, "--overwrite") == 0
+    assert capsys.readouterr().out.startswith("read 3 input file(s), 18 records, ")

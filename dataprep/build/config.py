@@ -90,15 +90,47 @@ class BuildSummary:
     stats: dict[str, KeyStats]
     read: dict[str, Any]  # ReadStats.to_dict()
     inputs: list[dict[str, Any]]
-    seconds: float
-    text_bytes: int
+    seconds: float  # this run's wall time
+    text_bytes: int  # text tokenized in this run
+    # --resume: what earlier runs had finished (0 files: a build in one run)
+    resumed_files: int = 0
+    earlier_records: int = 0
+    earlier_text_bytes: int = 0
+    earlier_tokens: dict[str, int] = field(default_factory=dict)
 
     def format(self) -> str:
         lines = []
         mb = self.text_bytes / 1e6
         rate = mb / self.seconds if self.seconds > 0 else float("inf")
+        records = self.read.get("documents", 0)
+        if self.resumed_files:
+            # this run's figures and rates, then the whole build's totals (no rate: it spans runs)
+            run_records = records - self.earlier_records
+            run_tokens = sum(s.tokens for s in self.stats.values()) - sum(
+                self.earlier_tokens.values()
+            )
+            tok_rate = run_tokens / self.seconds if self.seconds > 0 else float("inf")
+            lines.append(
+                f"this run: {len(self.inputs) - self.resumed_files} of {len(self.inputs)} input "
+                f"file(s), {run_records:,} records, {mb:,.1f} MB of text, {run_tokens:,} tokens "
+                f"in {self.seconds:,.1f} s ({rate:,.2f} MB/s, {tok_rate:,.0f} tokens/s)"
+            )
+            lines.append(
+                f"whole build (resumed after {self.resumed_files} finished file(s)): "
+                f"{len(self.inputs)} input file(s), {records:,} records, "
+                f"{(self.text_bytes + self.earlier_text_bytes) / 1e6:,.1f} MB of text"
+            )
+            for key, prefix in self.outputs.items():
+                s = self.stats[key]
+                lines.append(
+                    f"{prefix}.bin/.idx: {s.documents:,} documents, {s.sequences:,} sequences, "
+                    f"{s.tokens:,} tokens, largest id {s.max_token_id}"
+                )
+                self._skips(lines, s)
+            self._read_skips(lines)
+            return "\n".join(lines)
         lines.append(
-            f"read {len(self.inputs)} input file(s), {self.read.get('documents', 0):,} records, "
+            f"read {len(self.inputs)} input file(s), {records:,} records, "
             f"{mb:,.1f} MB of text in {self.seconds:,.1f} s ({rate:,.2f} MB/s)"
         )
         for key, prefix in self.outputs.items():
@@ -108,9 +140,17 @@ class BuildSummary:
                 f"{prefix}.bin/.idx: {s.documents:,} documents, {s.sequences:,} sequences, "
                 f"{s.tokens:,} tokens ({tok_rate:,.0f} tokens/s), largest id {s.max_token_id}"
             )
-            if s.skipped:
-                reasons = ", ".join(f"{r}={n:,}" for r, n in sorted(s.skipped.items()))
-                lines.append(f"  skipped documents: {reasons}")
+            self._skips(lines, s)
+        self._read_skips(lines)
+        return "\n".join(lines)
+
+    @staticmethod
+    def _skips(lines: list[str], s: KeyStats) -> None:
+        if s.skipped:
+            reasons = ", ".join(f"{r}={n:,}" for r, n in sorted(s.skipped.items()))
+            lines.append(f"  skipped documents: {reasons}")
+
+    def _read_skips(self, lines: list[str]) -> None:
         record_skips = self.read.get("skipped") or {}
         if record_skips:
             reasons = ", ".join(f"{r}={n:,}" for r, n in sorted(record_skips.items()))
@@ -119,4 +159,3 @@ class BuildSummary:
             lines.append(f"  skipped files ({reason}): {', '.join(files)}")
         if self.read.get("empty_files"):
             lines.append(f"  empty input files: {', '.join(self.read['empty_files'])}")
-        return "\n".join(lines)

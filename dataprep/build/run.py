@@ -78,6 +78,7 @@ def build_index(config: BuildConfig) -> BuildSummary:
     read_stats = ReadStats()
     provenance: dict[str, list[np.ndarray]] = {key: [] for key in config.json_keys}
     writer_states: dict[str, Any] = {key: None for key in config.json_keys}
+    earlier_text_bytes = 0
     if config.resume:
         if not state_file.exists():
             raise UsageError(f"--resume: no interrupted build found at {work}")
@@ -99,9 +100,12 @@ def build_index(config: BuildConfig) -> BuildSummary:
             provenance[key] = [np.load(work / f"{key}.provenance.npy")]
             writer_states[key] = WriterState.load(work / f"{key}.writer.npz")
         read_stats = ReadStats.from_dict(state["read"])
+        earlier_text_bytes = state.get("text_bytes", 0)
         inputs[:done_files] = state["inputs"][:done_files]
         log.info("resuming: %d of %d input files already done", done_files, len(files))
     work.mkdir(parents=True, exist_ok=True)
+    earlier_records = read_stats.documents
+    earlier_tokens = {key: s.tokens for key, s in stats.items()}
 
     writers = {
         key: IndexedDatasetWriter(
@@ -161,14 +165,24 @@ def build_index(config: BuildConfig) -> BuildSummary:
             inputs[file_index]["documents"] = file_stats.documents
             inputs[file_index]["sha256"] = sha256_of(path)
             save_state(
-                work, fingerprint, file_index + 1, stats, read_stats, inputs, provenance, writers
+                work,
+                fingerprint,
+                file_index + 1,
+                stats,
+                read_stats,
+                inputs,
+                provenance,
+                writers,
+                text_bytes=earlier_text_bytes + sink.text_bytes,
             )
         seconds = time.perf_counter() - start
         empty = [key for key, s in stats.items() if s.documents == 0]
         if empty and not config.allow_empty:
             from dataprep.build.empty import EmptyResultError, explain_empty
 
-            state_file.unlink(missing_ok=True)  # nothing worth resuming: the cleanup below removes everything
+            state_file.unlink(
+                missing_ok=True
+            )  # nothing worth resuming: the cleanup below removes everything
             key = empty[0]
             raise EmptyResultError(
                 explain_empty(key, files, config, read_stats.to_dict(), stats[key].skipped)
@@ -229,4 +243,8 @@ def build_index(config: BuildConfig) -> BuildSummary:
         inputs=inputs,
         seconds=seconds,
         text_bytes=sink.text_bytes,
+        resumed_files=done_files,
+        earlier_records=earlier_records,
+        earlier_text_bytes=earlier_text_bytes,
+        earlier_tokens=earlier_tokens,
     )

@@ -23,6 +23,8 @@ def save_state(
     inputs: list[dict[str, Any]],
     provenance: dict[str, list[np.ndarray]],
     writers,
+    *,
+    text_bytes: int = 0,
 ) -> None:
     """Checkpoint after a finished input file: writers flushed, arrays saved, state.json last."""
     for key, w in writers.items():
@@ -39,5 +41,6 @@ def save_state(
             "stats": {k: dataclasses.asdict(v) for k, v in stats.items()},
             "read": read_stats.to_dict(),
             "inputs": inputs,
+            "text_bytes": text_bytes,  # text tokenized so far, over all runs
         },
     )
