@@ -103,3 +103,25 @@ def test_resume_summary_separates_this_run_from_the_whole_build(tmp_path, capsys
     # a build in one run keeps the one-line header
     assert run_build(*args[:-2], "--workers", 1, "--overwrite") == 0
     assert capsys.readouterr().out.startswith("read 3 input file(s), 18 records, ")
+
+
+def test_one_file_behind_two_symlinks_is_read_once_with_a_warning(tmp_path, caplog):
+    store, inputs = tmp_path / "store", tmp_path / "in"
+    store.mkdir()
+    inputs.mkdir()
+    write_zst(store / "real.jsonl.zst", pile(TEXTS))
+    (inputs / "a.jsonl.zst").symlink_to(store / "real.jsonl.zst")
+    (inputs / "b.jsonl.zst").symlink_to(store / "real.jsonl.zst")
+    write_zst(inputs / "c.jsonl.zst", pile(TEXTS[:2]))
+    with caplog.at_level(logging.WARNING, logger="dataprep.readers"):
+        args = ["--input", inputs, inputs / "c.jsonl.zst", "--output-prefix", tmp_path / "o"]
+        assert run_build(*args, "--workers", 1) == 0
+    warnings = [r.getMessage() for r in caplog.records]
+    assert any(
+        "a.jsonl.zst and " in m and "b.jsonl.zst are the same file" in m and "read once" in m
+        for m in warnings
+    )
+    assert any("c.jsonl.zst is given more than once" in m for m in warnings)
+    manifest = json.loads(Path(f"{tmp_path / 'o'}_text_document.json").read_text())
+    assert [i["name"] for i in manifest["inputs"]] == ["a.jsonl.zst", "c.jsonl.zst"]
+    assert manifest["documents"] == len(TEXTS) + 2

@@ -95,8 +95,9 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     A directory contributes its files with known suffixes (`INPUT_SUFFIXES`), recursively, skipping
     hidden ones. A glob may use "**". "@list.txt" names a text file with one input (file, directory
     or glob) per line; blank lines and "#" comments are ignored and relative entries are relative to
-    the list's own directory. The result is de-duplicated (by real path) and sorted by path;
-    anything that matches nothing is a UsageError naming it.
+    the list's own directory. The result is de-duplicated (by real path: two symlinks to one file
+    give it once, with a warning naming both) and sorted by path; anything that matches nothing is
+    a UsageError naming it.
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
@@ -125,7 +126,20 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
             raise UsageError(f"the input list {list_path} names no inputs")
     unique: dict[str, Path] = {}
     for path in sorted(files, key=os.fspath):
-        unique.setdefault(os.path.realpath(path), path)
+        real = os.path.realpath(path)
+        first = unique.setdefault(real, path)
+        if first is not path:
+            # two names (symlinks, overlapping globs, a file named twice) for one file: reading
+            # it twice would only duplicate its documents
+            if os.fspath(first) == os.fspath(path):
+                log.warning("input %s is given more than once: it is read once", real)
+            else:
+                log.warning(
+                    "inputs %s and %s are the same file (%s): it is read once",
+                    os.fspath(first),
+                    os.fspath(path),
+                    real,
+                )
     return sorted(unique.values(), key=os.fspath)
 
 
