@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "train-tokenizer": "train_tokenizer",
     "preview-masking": "preview_masking",
     "preview-samples": "preview_samples",
+    "report": "report",
     "train": "train",
     "smoke": "smoke",
 }

@@ -112,6 +112,12 @@ CASES = [
     pytest.param("train --data-path {missing}", 2, "--data-path", marks=TRAINER_XFAIL),
     pytest.param("train --data-path {gpt} --load {missing}", 2, "--load", marks=TRAINER_XFAIL),
     ("train --data-path {truncated} --model gpt-tiny --train-iters 1", 1, "truncated"),
+    # report
+    ("report {missing}", 2, "no dataset has that prefix"),
+    ("report {gpt} --output {missing}/r.png", 2, "does not exist"),
+    ("report {gpt} --seq-length 2", 2, "--seq-length 2"),
+    ("report {truncated}", 1, "truncated"),
+    ("report {half}", 1, "the pair is incomplete"),
     # smoke
     ("smoke --tensor-model-parallel-size 0", 2, "--tensor-model-parallel-size"),
     ("smoke --bogus", 2, "unrecognized arguments: --bogus"),
@@ -149,4 +155,4 @@ def test_every_command_is_in_the_table():
     from dataprep.cli import COMMANDS
 
     covered = {_line(c).split()[0] for c in CASES}
-    assert covered >= set(COMMANDS) - {"report"}
+    assert covered >= set(COMMANDS)
