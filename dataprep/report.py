@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -182,7 +183,20 @@ def _reread_set_names(
     documents = iter_documents(
         path, fmt="pile", json_keys=(json_key,), on_error="skip", on_bad_file="skip"
     )
+    log.info("reading %s again for pile_set_name (%d documents)", path, lines.size)
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=lines.size,
+        unit="doc",
+        desc=f"pile_set_name of {os.path.basename(path)}",
+        disable=not sys.stderr.isatty(),
+        leave=False,
+    )
     for doc in documents:
+        bar.n = want
+        if want % 4096 == 0:
+            bar.refresh()
         while want < lines.size and lines[want] < doc.line:
             add(unknown, want)  # a line the reader skipped this time
             want, missing = want + 1, missing + 1
@@ -191,6 +205,7 @@ def _reread_set_names(
         if lines[want] == doc.line:
             add(str(doc.metadata.get("pile_set_name", unknown)), want)
             want += 1
+    bar.close()
     for k in range(want, lines.size):
         add(unknown, k)
     missing += lines.size - want
