@@ -237,10 +237,14 @@ def draw_report(data: ReportData):
     return fig, out
 
 
+def _cell(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> str:
     cells = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+        "<tr>" + "".join(f"<td>{html.escape(_cell(c))}</td>" for c in row) + "</tr>" for row in rows
     )
     return f"<table><tr>{cells}</tr>{body}</table>"
 

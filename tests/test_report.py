@@ -201,3 +201,20 @@ def test_gone_input_is_said_not_guessed(pile, tmp_path):
     expected = _expected_pile_mix()
     assert data.mix["(unknown)"][0] == 2  # 00.jsonl.zst's two documents
     assert data.mix["Gutenberg (PG-19)"] == expected["Gutenberg (PG-19)"]
+
+
+def test_dataset_without_manifest_still_draws_every_panel(tmp_path, capsys):
+    from dataprep.indexed import IndexedDatasetWriter
+
+    prefix = str(tmp_path / "megatron_made")
+    with IndexedDatasetWriter(prefix, dtype=np.uint16) as w:
+        for n in (5, 50, 500):
+            w.add_document(np.arange(n) % 100)
+    data = collect_report(prefix)
+    assert data.manifest is None and data.mix == {} and "no build manifest" in data.mix_note
+    assert data.top_ids[0][2] == ""  # no tokenizer to decode with
+    assert data.t5 is None and "pass --tokenizer" in data.t5_note
+    _, panels = draw_report(data)
+    assert all(ax.patches + ax.lines + ax.texts for ax in panels.values())
+    assert panels["build"].texts[0].get_text().startswith("no build manifest")
+    assert main(["report", prefix, "--output", str(tmp_path / "r.png")]) == 0
