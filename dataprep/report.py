@@ -286,11 +286,17 @@ def collect_report(
     manifest = load_manifest(prefix)
     lengths = _document_lengths(reader)
     spec = tokenizer or ((manifest or {}).get("tokenizer") or {}).get("spec")
-    tok = None
+    tok, tok_note = None, "no tokenizer (no manifest; pass --tokenizer)"
     if spec:
+        from dataprep.errors import DataprepError
         from dataprep.tokenizers import load_tokenizer
 
-        tok = load_tokenizer(spec)
+        try:
+            tok = load_tokenizer(spec)
+        except DataprepError as e:
+            if tokenizer:  # the user's own --tokenizer: their mistake to fix
+                raise
+            tok_note = f"the manifest's tokenizer cannot be loaded ({e}); pass --tokenizer"
     mix_by, mix, mix_note = _mix(reader, manifest, lengths, reread=reread)
     counts, counted = count_token_ids(reader.tokens(), max_tokens=max_tokens)
     order = np.argsort(-counts, kind="stable")[:top]
@@ -313,7 +319,7 @@ def collect_report(
         duplicates=duplicates,
     )
     if tok is None:
-        data.t5_note = "no tokenizer (no manifest; pass --tokenizer)"
+        data.t5_note = tok_note
     elif not getattr(tok, "sentinel_ids", None):
         data.t5_note = f"not a T5 dataset: tokenizer {tok.name} has no sentinels"
     else:

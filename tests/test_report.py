@@ -218,3 +218,15 @@ def test_dataset_without_manifest_still_draws_every_panel(tmp_path, capsys):
     assert all(ax.patches + ax.lines + ax.texts for ax in panels.values())
     assert panels["build"].texts[0].get_text().startswith("no build manifest")
     assert main(["report", prefix, "--output", str(tmp_path / "r.png")]) == 0
+
+
+def test_a_manifest_tokenizer_that_is_gone_is_a_note(pile, tmp_path, capsys):
+    prefix = str(tmp_path / "moved_tok")
+    for suffix in (".bin", ".idx", ".provenance.npy"):
+        (tmp_path / f"moved_tok{suffix}").write_bytes(open(pile + suffix, "rb").read())
+    manifest = load_manifest(pile)
+    manifest["tokenizer"]["spec"] = str(tmp_path / "gone.model")
+    write_json_atomic(manifest_path(prefix), manifest)
+    data = collect_report(prefix)
+    assert data.tokenizer_name is None and "cannot be loaded" in data.t5_note
+    assert main(["report", prefix, "--tokenizer", str(tmp_path / "gone.model")]) == 2
