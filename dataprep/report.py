@@ -213,7 +213,13 @@ def _reread_set_names(
 
 
 def _skips(manifest) -> tuple[dict[str, int], dict[str, int] | None]:
-    """(skips by reason, duplicates recorded or None) from the manifest."""
+    """(skips by reason, duplicates recorded or None) from the manifest.
+
+    Skips: `read.skipped` and `skipped_documents` (records by reason), `read.files_skipped` (files
+    by kind). Duplicates: a top-level `dedup` or `duplicates` entry (a count, or a dict whose
+    numeric values are counts, e.g. {"method": "exact", "removed": 12}) and any skip reason
+    naming "dup" (e.g. "exact_duplicate"), which is then shown as a duplicate, not a skip.
+    """
     if manifest is None:
         return {}, None
     read = manifest.get("read") or {}
@@ -344,4 +350,5 @@ def _piece(tok, i: int) -> str:
         return "?"
     if not text or "\ufffd" in text:  # SentencePiece's bare "▁", a part of a UTF-8 sequence
         text = tok.id_to_piece(i) if hasattr(tok, "id_to_piece") else text
+    text = text.replace("\u2581", " ")  # SentencePiece's word-start mark is a space too
     return text.replace(" ", "\u2423").replace("\n", "\\n").replace("\t", "\\t")
