@@ -29,6 +29,8 @@ COMMANDS: dict[str, str] = {
     "preview-samples": "preview_samples",
     "report": "report",
     "train": "train",
+    "export-hf": "export_hf",
+    "import-hf": "import_hf",
     "smoke": "smoke",
 }
 

@@ -55,17 +55,7 @@ def _early_breaks(text: str) -> list[str]:
 
 @pytest.mark.parametrize(
     "command",
-    [
-        pytest.param(
-            c,
-            marks=pytest.mark.xfail(
-                strict=True, reason="dataprep/commands/train.py (trainer lead) breaks a line early"
-            ),
-        )
-        if c == "train"
-        else c
-        for c in sorted(COMMANDS)
-    ],
+    sorted(COMMANDS),
 )
 def test_help_description_is_not_broken_mid_sentence(command):
     import importlib

@@ -17,13 +17,6 @@ from dataprep.cli import main
 from dataprep.indexed import IndexedDatasetWriter
 from dataprep.manifest import manifest_path, write_json_atomic
 
-TRAINER_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="trainer/ (owned by the trainer lead) reports a --data-path or --load that names "
-    "nothing as bad data (1); remove this mark once it raises UsageError",
-)
-
-
 def _dataset(prefix, ids_per_doc, *, dtype=np.uint16, tokenizer="gpt2"):
     with IndexedDatasetWriter(prefix, dtype=dtype) as w:
         for ids in ids_per_doc:
@@ -109,8 +102,8 @@ CASES = [
     # train: only what fails before ranks start
     ("train --data-path {gpt} --model nosuch", 2, "--model 'nosuch'"),
     ("train --data-path {gpt} --bogus", 2, "unrecognized arguments: --bogus"),
-    pytest.param("train --data-path {missing}", 2, "--data-path", marks=TRAINER_XFAIL),
-    pytest.param("train --data-path {gpt} --load {missing}", 2, "--load", marks=TRAINER_XFAIL),
+    ("train --data-path {missing}", 2, "--data-path"),
+    ("train --data-path {gpt} --load {missing}", 2, "--load"),
     ("train --data-path {truncated} --model gpt-tiny --train-iters 1", 1, "truncated"),
     # report
     ("report {missing}", 2, "no dataset has that prefix"),

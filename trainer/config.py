@@ -20,11 +20,13 @@ from dataprep.errors import DataprepError, UsageError
 
 log = logging.getLogger("trainer.config")
 
+DEFAULT_MODEL = "gpt-tiny"  # --model when neither it nor a --load checkpoint says otherwise
+
 
 @dataclass(frozen=True, slots=True)
 class TrainConfig:
     data_path: tuple[str, ...]  # one prefix, or "w1 p1 w2 p2 ..." (Megatron --data-path)
-    model: str = "gpt-tiny"  # preset name, or a .json/.toml model config file
+    model: str | None = None  # preset or .json/.toml file; None = gpt-tiny, or --load's model
     split: str = "969,30,1"  # train/valid/test weights over sequences (GPT) or documents (T5)
     seq_length: int | None = None  # GPT tokens per sample; None = the model's block_size
     encoder_seq_length: int = 512  # mT5 encoder input ids per sample (incl. sentinels and EOS)
@@ -168,10 +170,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and parallelism")
     g.add_argument(
         "--model",
-        default="gpt-tiny",
         help="preset (gpt-tiny, gpt-125m, gpt-350m, gpt-1.3b, gptj-tiny, gptj-125m, gptj-6b, "
         "mt5-tiny, mt5-small, mt5-base) or a .json/.toml config: "
-        '{"model": "gpt"|"gptj"|"mt5" or "preset": NAME, fields...}',
+        '{"model": "gpt"|"gptj"|"mt5" or "preset": NAME, fields...}; default: the model of the '
+        "--load checkpoint (e.g. one made by `dataprep import-hf`), else gpt-tiny",
     )
     g.add_argument("--tensor-model-parallel-size", type=int, default=1, help="TP size (default 1)")
     g.add_argument(
@@ -284,7 +286,7 @@ def resolve_model_config(config: TrainConfig, *, vocab_size: int | None) -> tupl
         pad_vocab_size,
     )
 
-    spec = config.model
+    spec = config.model or DEFAULT_MODEL
     fields: dict[str, Any]
     arch = architecture_of_preset(spec)
     from_file = arch is None

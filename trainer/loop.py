@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from dataprep.errors import DataprepError, UsageError
-from trainer.config import TrainConfig, check_tp_layout, resolve_model_config
+from trainer.config import DEFAULT_MODEL, TrainConfig, check_tp_layout
 from trainer.preflight import DataInfo, check_lengths, inspect_data
 from trainer.resume import (
-    checkpoint_model_config,
-    find_checkpoint,
     load_training_checkpoint,
+    run_model_config,
     save_training_checkpoint,
 )
 from trainer.rng import seed_everything
@@ -34,6 +33,13 @@ log = logging.getLogger("trainer.train")
 
 
 # ----------------------------------------------------------------------------------------- schedule
+def model_label(config: TrainConfig) -> str:
+    """--model as given, or what None means for this run."""
+    if config.model:
+        return config.model
+    return "the --load checkpoint's model" if config.load else DEFAULT_MODEL
+
+
 def lr_at(step: int, *, lr: float, min_lr: float, warmup_iters: int, decay_iters: int) -> float:
     """LR of 0-based step `step`: lr*(step+1)/warmup during warmup, then cosine from lr to min_lr.
 
@@ -78,7 +84,7 @@ def train(config: TrainConfig) -> TrainResult:
     check_world(env.world_size if env else 1, tp)
     # every check that needs no other rank, before any collective
     info = inspect_data(config)
-    kind, model_config = resolve_model_config(config, vocab_size=info.vocab_size)
+    kind, model_config, resume = run_model_config(config, info.vocab_size)
     check_tp_layout(kind, model_config, tp)
     if info.vocab_size is None:
         log.warning(
@@ -91,9 +97,6 @@ def train(config: TrainConfig) -> TrainResult:
             f"is {model_config.vocab_size}: use a model for this tokenizer"
         )
     seq_length = check_lengths(config, kind, model_config)
-    resume = find_checkpoint(config.load)
-    if resume is not None:
-        model_config = checkpoint_model_config(resume, kind, model_config, config)
 
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
@@ -144,7 +147,7 @@ def train(config: TrainConfig) -> TrainResult:
                 "accumulation %d),"
                 " %d tokens/step, steps %d..%d",
                 kind,
-                config.model,
+                model_label(config),
                 n_params / 1e6,
                 tp,
                 layout.dp_size,
@@ -279,7 +282,7 @@ def train(config: TrainConfig) -> TrainResult:
                 out = plot_loss_curve(
                     [r for r in read_metrics(config.metrics) if "loss" in r],
                     png,
-                    title=f"{config.model} TP={tp}",
+                    title=f"{model_label(config)} TP={tp}",
                 )
                 result.loss_curve_path = str(out) if out else None
         finally:
@@ -433,7 +436,7 @@ def _progress_bar(config: TrainConfig, start: int, end: int, kind: str) -> Any:
     return tqdm(
         total=end,
         initial=start,
-        desc=f"train {config.model}",
+        desc=f"train {model_label(config)}",
         unit="step",
         file=sys.stderr,
         dynamic_ncols=True,

@@ -36,7 +36,9 @@ def inspect_data(config: TrainConfig) -> DataInfo:
             hint = (
                 " (give the prefix without .bin/.idx)" if prefix.endswith((".bin", ".idx")) else ""
             )
-            raise DataprepError(
+            # nothing there: the flag names nothing (usage, 2); half a pair: bad data (1)
+            error = UsageError if len(missing) == 2 else DataprepError
+            raise error(
                 f"--data-path {prefix}: no {prefix}{' or '.join(missing)}{hint}; "
                 "build it with `dataprep build-index`"
             )

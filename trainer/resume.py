@@ -11,7 +11,7 @@ import logging
 import os
 from typing import Any
 
-from dataprep.errors import DataprepError
+from dataprep.errors import DataprepError, UsageError
 from trainer.config import TrainConfig
 from trainer.rng import rng_state, set_rng_state
 
@@ -24,11 +24,44 @@ def find_checkpoint(load: str | None) -> str | None:
     from trainer import checkpoint
 
     if not os.path.isdir(load):
-        raise DataprepError(f"--load {load}: no such directory")
+        raise UsageError(f"--load {load}: no such directory")
     found = checkpoint.find_latest(load)
     if found is None:
         log.warning("--load %s holds no checkpoint; starting from scratch", load)
     return found
+
+
+def run_model_config(config: TrainConfig, vocab_size: int | None) -> tuple[str, Any, str | None]:
+    """(task, model config, checkpoint to resume or None) of a run. Without --model, a --load
+    checkpoint's own architecture is used (an imported HF model, say); with it, the two must agree.
+    """
+    from trainer.config import resolve_model_config
+    from trainer.models import architecture_of
+
+    resume = find_checkpoint(config.load)
+    if resume is None or config.model is not None:
+        kind, mc = resolve_model_config(config, vocab_size=vocab_size)
+        if resume is not None:
+            mc = checkpoint_model_config(resume, kind, mc, config)
+        return kind, mc, resume
+    from trainer import checkpoint
+
+    mc = checkpoint.load_config(resume)
+    if vocab_size is not None and mc.vocab_size != vocab_size:
+        raise DataprepError(
+            f"--load {resume}: the checkpoint's model has a {mc.vocab_size}-id vocabulary but "
+            f"--data-path was built with a {vocab_size}-id tokenizer; train it on data of its "
+            "own tokenizer"
+        )
+    fields = {f.name for f in dataclasses.fields(mc)}
+    changes: dict[str, Any] = {}
+    if config.hidden_dropout is not None:
+        changes["dropout_rate" if "dropout_rate" in fields else "dropout"] = config.hidden_dropout
+    if config.attention_dropout is not None and "attn_dropout" in fields:
+        changes["attn_dropout"] = config.attention_dropout
+    mc = dataclasses.replace(mc, **changes)
+    log.info("--model not given: using the checkpoint's %s", type(mc).__name__)
+    return architecture_of(mc).task, mc, resume
 
 
 def checkpoint_model_config(path: str, kind: str, mc: Any, config: TrainConfig) -> Any:
@@ -91,6 +124,9 @@ def save_training_checkpoint(
 def load_training_checkpoint(path: str, model, optimizer, layout, parallel) -> int:
     from trainer import checkpoint
 
+    if not checkpoint.read_metadata(path).get("has_optimizer"):
+        log.info("%s has no optimizer state (an imported model): starting a fresh AdamW", path)
+        optimizer = None
     extra = checkpoint.load_checkpoint(
         path, model, optimizer, tp_group=layout.tp_group, dp_rank=layout.dp_rank
     )

@@ -31,6 +31,7 @@ from trainer.config import (
 )
 from trainer.loop import TrainResult, lr_at, train
 from trainer.preflight import check_lengths, inspect_data
+from trainer.resume import run_model_config
 
 __all__ = [
     "TrainConfig",
@@ -103,7 +104,7 @@ def _validate_before_launch(config: TrainConfig, nproc: int) -> None:
 
     check_world(nproc, config.tensor_model_parallel_size)
     info = inspect_data(config)
-    kind, model_config = resolve_model_config(config, vocab_size=info.vocab_size)
+    kind, model_config, _ = run_model_config(config, info.vocab_size)
     check_tp_layout(kind, model_config, config.tensor_model_parallel_size)
     check_lengths(config, kind, model_config)
 

@@ -123,7 +123,7 @@ class GPT2BPETokenizer(TokenizerBase):
             special_tokens=special,
         )
         identity = f"{cls.kind}:vocab.json={vocab_sha},merges.txt={merges_sha}"
-        return cls(
+        tok = cls(
             encoding,
             vocab_json=vocab_json,
             eod_id=special.get(ENDOFTEXT),
@@ -131,6 +131,8 @@ class GPT2BPETokenizer(TokenizerBase):
             name=name or vocab_json.parent.name,
             identity=identity,
         )
+        tok.files = (vocab_json, merges_txt)  # for an exact Hugging Face export
+        return tok
 
     def encode(self, text: str) -> list[int]:
         return self._enc.encode_ordinary(text)

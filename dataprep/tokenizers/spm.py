@@ -67,13 +67,15 @@ class SentencePieceTokenizer(TokenizerBase):
                 f"{model_path}: not a readable SentencePiece model ({e}); pass a *.model file "
                 "written by SentencePieceTrainer"
             ) from e
-        return cls(
+        tok = cls(
             processor,
             spec=spec or str(model_path),
             name=name or model_path.stem,
             identity=f"{cls.kind}:{model_path.name}={sha256_file(model_path)}",
             where=str(model_path),
         )
+        tok.model_file = model_path  # for an exact Hugging Face export
+        return tok
 
     def encode(self, text: str) -> list[int]:
         return self._sp.encode(text)

@@ -376,7 +376,7 @@ def test_unknown_model_and_seq_length_too_long(gpt_prefix, tmp_path):
 
 def test_main_prints_one_line_errors(gpt_prefix, tmp_path, capsys):
     code = main(["--data-path", str(tmp_path / "missing"), "--no-progress"])
-    assert code == 1
+    assert code == 2  # a flag naming nothing is a usage error (README: exit codes)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("train: error:") and "missing" in err[0]
 
