@@ -11,8 +11,8 @@ checkpoint is a directory written under a temporary name, then renamed, so it is
 
 `save_checkpoint(root, ..., step=s)` writes `root/iter_{s:07d}` and names it in `root/latest`.
 Loading at the saved TP reads one shard; at another TP it concatenates all shards along
-`shard_dims` (no process group needed) and each rank takes its chunks. `export_hf` renames a full
-state dict to HF `GPT2LMHeadModel` / `MT5ForConditionalGeneration` keys (reference/formats.md §6).
+`shard_dims` (no process group needed) and each rank takes its chunks. Hugging Face export and
+import live in trainer/hf.py and trainer/hf_export.py.
 The `.pt` files are pickles: load only checkpoints you trust.
 """
 
@@ -31,7 +31,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from dataprep.errors import DataprepError
-from trainer.models import GPT, GPTJ, MT5, GPTConfig, GPTJConfig, MT5Config, pad_vocab_size
+from trainer.models import GPT, GPTJ, MT5, GPTConfig, GPTJConfig, MT5Config
 from trainer.parallel import load_full_state_dict, shard_dims, vocab_parallel_keys
 
 log = logging.getLogger(__name__)
@@ -49,9 +49,7 @@ MODEL_TYPES: dict[str, tuple[type, type]] = {
 RESUMABLE_FIELDS = {"dropout", "attn_dropout", "dropout_rate", "padded_vocab_size"}
 
 __all__ = [
-    "export_hf",
     "find_latest",
-    "hf_config_kwargs",
     "load_checkpoint",
     "load_config",
     "merge_checkpoint",
@@ -423,99 +421,3 @@ def load_checkpoint(
     if not extra_path.is_file():
         extra_path = path / _extra_file(0, 0)
     return torch.load(extra_path, weights_only=False) if extra_path.is_file() else {}
-
-
-# ------------------------------------------------------------------------------------------------
-# HF export (reference/formats.md §6)
-
-
-def _hf_mt5_vocab(config: MT5Config) -> int:
-    # HF mT5 configs keep the TP=1 padding (250100 -> 250112)
-    return min(config.padded_vocab_size, pad_vocab_size(config.vocab_size))
-
-
-def hf_config_kwargs(config: GPTConfig | MT5Config) -> dict[str, Any]:
-    """Keyword arguments for transformers' GPT2Config / MT5Config matching `config`.
-
-    transformers 5.x: MT5Config forces tie_word_embeddings=True (lm_head tied to `shared`); our mT5
-    has an untied head, so set `hf_config.tie_word_embeddings = False` on the built config before
-    creating MT5ForConditionalGeneration (formats.md §6.1).
-    """
-    if isinstance(config, GPTConfig):
-        return dict(
-            vocab_size=config.vocab_size,
-            n_positions=config.block_size,
-            n_embd=config.n_embd,
-            n_layer=config.n_layer,
-            n_head=config.n_head,
-            activation_function="gelu_new",
-            resid_pdrop=config.dropout,
-            embd_pdrop=config.dropout,
-            attn_pdrop=config.attn_dropout,
-            layer_norm_epsilon=config.layer_norm_epsilon,
-            tie_word_embeddings=True,
-        )
-    return dict(
-        vocab_size=_hf_mt5_vocab(config),
-        d_model=config.d_model,
-        d_kv=config.d_kv,
-        d_ff=config.d_ff,
-        num_layers=config.num_layers,
-        num_decoder_layers=config.num_decoder_layers,
-        num_heads=config.num_heads,
-        relative_attention_num_buckets=config.relative_attention_num_buckets,
-        relative_attention_max_distance=config.relative_attention_max_distance,
-        dropout_rate=config.dropout_rate,
-        layer_norm_epsilon=config.layer_norm_epsilon,
-        feed_forward_proj="gated-gelu",
-        tie_word_embeddings=False,
-        pad_token_id=config.pad_token_id,
-        eos_token_id=config.eos_token_id,
-        decoder_start_token_id=config.decoder_start_token_id,
-    )
-
-
-def export_hf(model_sd: dict[str, torch.Tensor], config: GPTConfig | MT5Config) -> dict:
-    """A full (TP=1, e.g. from merge_checkpoint) state dict renamed to HF keys.
-
-    GPT -> GPT2LMHeadModel: q/k/v concatenated into Conv1D `c_attn` ([in, out], the transpose of
-    nn.Linear), every Linear transposed, vocabulary cut to `vocab_size`, lm_head = wte. MT5 ->
-    MT5ForConditionalGeneration: the same names, encoder/decoder.embed_tokens = shared, vocabulary
-    cut to the TP=1 padding.
-    """
-    sd = {k: v.detach() for k, v in model_sd.items()}
-    if isinstance(config, MT5Config):
-        V = _hf_mt5_vocab(config)
-        out = dict(sd)
-        out["shared.weight"] = sd["shared.weight"][:V].clone()
-        out["lm_head.weight"] = sd["lm_head.weight"][:V].clone()
-        out["encoder.embed_tokens.weight"] = out["shared.weight"]
-        out["decoder.embed_tokens.weight"] = out["shared.weight"]
-        return out
-    if not isinstance(config, GPTConfig):
-        raise TypeError(f"export_hf expects a GPTConfig or MT5Config, got {type(config).__name__}")
-
-    def bias(key: str, n: int, like: torch.Tensor) -> torch.Tensor:  # bias=False -> HF zeros
-        return sd[key] if key in sd else like.new_zeros(n)
-
-    C = config.n_embd
-    w = sd["transformer.wte.weight"]
-    out = {
-        "transformer.wte.weight": w[: config.vocab_size].clone(),
-        "transformer.wpe.weight": sd["transformer.wpe.weight"],
-    }
-    for i in range(config.n_layer):
-        p = f"transformer.h.{i}."
-        for ln in ("ln_1", "ln_2"):
-            out[p + ln + ".weight"] = sd[p + ln + ".weight"]
-            out[p + ln + ".bias"] = bias(p + ln + ".bias", C, w)
-        qkv = [p + f"attn.{x}" for x in ("q", "k", "v")]
-        out[p + "attn.c_attn.weight"] = torch.cat([sd[k + ".weight"] for k in qkv]).t().contiguous()
-        out[p + "attn.c_attn.bias"] = torch.cat([bias(k + ".bias", C, w) for k in qkv])
-        for name, n_out in (("attn.c_proj", C), ("mlp.c_fc", 4 * C), ("mlp.c_proj", C)):
-            out[p + name + ".weight"] = sd[p + name + ".weight"].t().contiguous()
-            out[p + name + ".bias"] = bias(p + name + ".bias", n_out, w)
-    out["transformer.ln_f.weight"] = sd["transformer.ln_f.weight"]
-    out["transformer.ln_f.bias"] = bias("transformer.ln_f.bias", C, w)
-    out["lm_head.weight"] = out["transformer.wte.weight"]
-    return out

@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trainer.hf import export_hf
+    from trainer.hf_export import export_hf
 
     s = export_hf(
         args.checkpoint, args.out, tokenizer=args.tokenizer, overwrite=args.overwrite,

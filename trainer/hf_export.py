@@ -1,0 +1,226 @@
+"""`export_hf` / `import_hf`: a checkpoint of `dataprep train` as a Hugging Face folder and back.
+
+Export merges the TP shards, maps the weights with trainer/hf.py's tables, writes config.json,
+model.safetensors, generation_config.json and the tokenizer the data was built with
+(dataprep/tokenizers/hf_export.py) under a temporary name, loads the folder back with
+transformers' Auto class, compares its logits with ours on a probe batch, and only then renames it
+into place. Import reads a GPT-2 / GPT-J / mT5 folder into a step-0 checkpoint without optimizer
+state.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dataprep.errors import DataprepError, UsageError
+from trainer.hf import ARCHITECTURES, SUPPORTED, build_hf_model, config_from_hf, from_hf_state_dict
+
+
+def _tokenizer_spec(meta: dict, override: str | None) -> str | None:
+    """The tokenizer a checkpoint's data was built with: --tokenizer, else what training recorded,
+    else the manifest of its first --data-path prefix."""
+    if override:
+        return override
+    spec = (meta.get("info") or {}).get("tokenizer")
+    if spec:
+        return spec
+    train_config = (meta.get("extra") or {}).get("train_config") or {}
+    if train_config.get("tokenizer"):
+        return train_config["tokenizer"]
+    from dataprep.manifest import load_manifest
+
+    words = train_config.get("data_path") or []
+    prefixes = [w for w in words if not _is_number(w)]
+    m = load_manifest(prefixes[0]) if prefixes else None
+    return ((m or {}).get("tokenizer") or {}).get("spec")
+
+
+def _is_number(word: str) -> bool:
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
+
+
+def _special_ids(config: Any, tok: Any) -> dict[str, int | None]:
+    from trainer.models import MT5Config
+
+    if isinstance(config, MT5Config):
+        return {"eos_id": config.eos_token_id, "pad_id": config.pad_token_id}
+    eos = tok.eos_id if tok.eos_id is not None else tok.eod_id
+    return {"eos_id": eos, "pad_id": tok.pad_id}
+
+
+def _probe_logits(model: Any, config: Any, hf: bool) -> torch.Tensor:
+    """Logits of a fixed probe sequence, cut to the real vocabulary."""
+    from trainer.models import MT5Config
+
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, config.vocab_size, (2, 12), generator=g)
+    with torch.no_grad():
+        if isinstance(config, MT5Config):
+            dec = torch.randint(0, config.vocab_size, (2, 5), generator=g)
+            out = model(input_ids=ids, decoder_input_ids=dec).logits if hf else model(ids, dec)
+        else:
+            out = model(input_ids=ids).logits if hf else model(ids)
+    return out[..., : config.vocab_size].float()
+
+
+@dataclass
+class ExportSummary:
+    out: str
+    hf_class: str
+    checkpoint: str
+    tp: int
+    step: int
+    params: int
+    vocab_size: int
+    padded_vocab_size: int
+    tokenizer: str
+    max_logit_diff: float | None  # ours vs the reloaded folder on a probe, None = not checked
+
+
+def export_hf(
+    checkpoint: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    tokenizer: str | None = None,
+    overwrite: bool = False,
+    verify: bool = True,
+) -> ExportSummary:
+    """Write checkpoint (a `--save` root or one iteration, any TP) as an HF folder `out`."""
+    import transformers
+
+    from dataprep.tokenizers import load_tokenizer
+    from dataprep.tokenizers.hf_export import save_hf_tokenizer
+    from trainer import checkpoint as ckpt
+    from trainer.models import build_model
+
+    path = ckpt.resolve_checkpoint(checkpoint, what="checkpoint")
+    meta = ckpt.read_metadata(path)
+    arch = ARCHITECTURES[meta["model_type"]]
+    config = ckpt.load_config(path)
+    out = Path(out)
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"{out} exists and is not empty; pass --overwrite to replace it")
+    spec = _tokenizer_spec(meta, tokenizer)
+    if spec is None:
+        raise UsageError(
+            f"{path} does not say which tokenizer its data was built with (no "
+            "manifest found); pass --tokenizer NAME_OR_PATH"
+        )
+    tok = load_tokenizer(spec)
+    if tok.vocab_size != config.vocab_size:
+        raise DataprepError(
+            f"the tokenizer {spec} has {tok.vocab_size} ids but the model was trained "
+            f"for {config.vocab_size}; pass the tokenizer the data was built with (--tokenizer)"
+        )
+    sd, _ = ckpt.merge_checkpoint(path)
+    ids = _special_ids(config, tok)
+    hf_model = build_hf_model(config, sd, **ids)
+    gen = hf_model.generation_config
+    gen.eos_token_id = ids["eos_id"]
+    gen.pad_token_id = ids["pad_id"] if ids["pad_id"] is not None else ids["eos_id"]
+    if arch.ours == "MT5":
+        gen.decoder_start_token_id = config.decoder_start_token_id
+    else:
+        gen.bos_token_id = ids["eos_id"]
+
+    tmp = out.parent / f".{out.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        hf_model.save_pretrained(tmp)
+        save_hf_tokenizer(tok, tmp)
+        diff = None
+        if verify:
+            ours = build_model(config)
+            ours.load_state_dict(sd)
+            reloaded = getattr(transformers, arch.auto).from_pretrained(tmp).eval()
+            a, b = _probe_logits(ours.eval(), config, False), _probe_logits(reloaded, config, True)
+            diff = float((a - b).abs().max())
+            if type(reloaded).__name__ != arch.hf_class or diff > 1e-4:
+                raise DataprepError(
+                    f"the written folder loads as {type(reloaded).__name__} with "
+                    f"logits {diff:.2e} away from the checkpoint's (limit 1e-4); not written"
+                )
+        if out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return ExportSummary(
+        out=str(out),
+        hf_class=arch.hf_class,
+        checkpoint=str(path),
+        tp=int(meta["tp"]),
+        step=int(meta["step"]),
+        params=sum(t.numel() for t in hf_model.state_dict().values()),
+        vocab_size=config.vocab_size,
+        padded_vocab_size=config.padded_vocab_size,
+        tokenizer=spec,
+        max_logit_diff=diff,
+    )
+
+
+def import_hf(
+    hf_dir: str | os.PathLike, root: str | os.PathLike, *, overwrite: bool = False
+) -> tuple[str, Any]:
+    """A GPT-2 / GPT-J / mT5 folder -> a checkpoint `root/iter_0000000` (step 0, no optimizer
+    state) that `dataprep train --load root` continues from at any TP; (its path, its config)."""
+    import transformers
+
+    from dataprep.tokenizers import load_tokenizer
+    from trainer import checkpoint as ckpt
+    from trainer.models import build_model
+
+    hf_dir, root = Path(hf_dir), Path(root)
+    if not hf_dir.is_dir():
+        raise DataprepError(f"{hf_dir}: no such directory")
+    if not (hf_dir / "config.json").is_file():
+        raise DataprepError(
+            f"{hf_dir} has no config.json; expected a Hugging Face model folder "
+            f"(save_pretrained) of one of: {SUPPORTED}"
+        )
+    if root.exists() and any(root.iterdir()) and not overwrite:
+        raise UsageError(f"{root} exists and is not empty; pass --overwrite")
+    try:
+        hf_config_obj = transformers.AutoConfig.from_pretrained(hf_dir)
+    except (OSError, ValueError, KeyError) as e:
+        raise DataprepError(f"{hf_dir}/config.json: cannot read it: {e}") from e
+    found = getattr(hf_config_obj, "model_type", None)
+    arch = next((a for a in ARCHITECTURES.values() if a.model_type == found), None)
+    if arch is None:
+        names = getattr(hf_config_obj, "architectures", None) or []
+        raise DataprepError(f"{hf_dir} holds a {found!r} model {names}; supported: {SUPPORTED}")
+    config = config_from_hf(hf_config_obj)
+    try:
+        hf_model = getattr(transformers, arch.hf_class).from_pretrained(hf_dir, dtype=torch.float32)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise DataprepError(f"{hf_dir}: cannot load the weights: {e}") from e
+    model = build_model(config)
+    model.load_state_dict(from_hf_state_dict(hf_model.state_dict(), config))
+    spec = None
+    if (hf_dir / "tokenizer.json").is_file():
+        try:
+            if load_tokenizer(str(hf_dir)).vocab_size == config.vocab_size:
+                spec = str(hf_dir.absolute())
+        except DataprepError:
+            spec = None
+    if overwrite and root.exists():
+        shutil.rmtree(root)
+    path = ckpt.save_checkpoint(
+        root,
+        model,
+        None,
+        step=0,
+        extra={"step": 0, "imported_from": str(hf_dir)},
+        info={"tokenizer": spec, "imported_from": str(hf_dir.absolute())},
+    )
+    return str(path), config
