@@ -37,8 +37,8 @@ def test_dataprep_smoke_quick(tmp_path, capsys):
     code = main(["smoke", "--quick", "--output", str(out_dir), "--no-progress"])
     out = capsys.readouterr().out
     assert code == 0, out
-    for stage in range(1, 6):
-        assert f"== [{stage}/5]" in out
+    for stage in range(1, 7):
+        assert f"== [{stage}/6]" in out
     assert "pile_text_document.bin/.idx: 308 documents" in out
     assert "<extra_id_0>" in out  # the masking preview
     lines = [line for line in out.splitlines() if "unigram entropy" in line]
@@ -49,3 +49,5 @@ def test_dataprep_smoke_quick(tmp_path, capsys):
         assert (out_dir / name / "checkpoint" / "latest").is_file()
     assert not (out_dir / "gpt" / "stale.txt").exists()  # its own outputs are replaced
     assert (out_dir / "keep.txt").exists()  # nothing else is touched
+    assert "GPT2LMHeadModel" in out and "loaded by AutoModelForCausalLM" in out
+    assert (out_dir / "gpt" / "hf" / "model.safetensors").is_file()

@@ -89,10 +89,12 @@ def launch_local(
     """Run `target` ("module:function" returning an exit code) in `nproc` local ranks; an exit code.
 
     The first rank to fail decides the code; the others get SIGTERM, then SIGKILL after `grace_s`.
-    `check()` runs in this process once the ranks are started; if it raises, they are stopped.
+    `check()` runs in this process before any rank starts; if it raises, none is started.
     """
     if nproc < 1:
         raise UsageError(f"--nproc-per-node must be >= 1, got {nproc}")
+    if check is not None:  # before any rank starts: a bad run fails once, in this process
+        check()
     module, _, func = target.partition(":")
     code = f"import sys, {module} as m; sys.exit(m.{func}())"
     port = find_free_port()
@@ -127,8 +129,6 @@ def launch_local(
     forgiven: set[int] = set()
     try:
         try:
-            if check is not None:  # runs while the ranks import torch; its exception stops them
-                check()
             while True:
                 codes = [p.poll() for p in procs]
                 for r, c in enumerate(codes):

@@ -21,7 +21,7 @@ from typing import Any
 
 from dataprep.errors import DataprepError, UsageError
 from trainer.config import DEFAULT_MODEL, TrainConfig, check_tp_layout
-from trainer.preflight import DataInfo, check_lengths, inspect_data
+from trainer.preflight import DataInfo, check_batch_sizes, check_lengths, inspect_data
 from trainer.resume import (
     load_training_checkpoint,
     run_model_config,
@@ -81,7 +81,7 @@ def train(config: TrainConfig) -> TrainResult:
 
     tp = config.tensor_model_parallel_size
     env = dist_env()
-    check_world(env.world_size if env else 1, tp)
+    check_batch_sizes(config, check_world(env.world_size if env else 1, tp))
     # every check that needs no other rank, before any collective
     info = inspect_data(config)
     kind, model_config, resume = run_model_config(config, info.vocab_size)
@@ -108,6 +108,7 @@ def train(config: TrainConfig) -> TrainResult:
     bar = None
     metrics = None
     finished = False
+    redirect = contextlib.ExitStack()
     try:
         gbs = config.global_batch_size or config.micro_batch_size * layout.dp_size
         num_samples = config.train_iters * gbs
@@ -163,6 +164,10 @@ def train(config: TrainConfig) -> TrainResult:
 
                 metrics = MetricsWriter(config.metrics, resume_from=start_step)
             bar = _progress_bar(config, start_step, end_step, kind)
+            if bar is not None:  # log lines (checkpoints) above the bar, never glued onto it
+                from tqdm.contrib.logging import logging_redirect_tqdm
+
+                redirect.enter_context(logging_redirect_tqdm())
 
         loader = BatchLoader(
             source,
@@ -268,6 +273,7 @@ def train(config: TrainConfig) -> TrainResult:
     finally:
         if loader is not None:
             loader.close()
+        redirect.close()
         if bar is not None:
             bar.close()
         if metrics is not None:
@@ -295,6 +301,13 @@ def train(config: TrainConfig) -> TrainResult:
             result.tokens_per_s,
             100 * result.data_wait_share,
         )
+        outputs = [
+            ("metrics", result.metrics_path),
+            ("loss curve", result.loss_curve_path),
+            ("checkpoints", config.save),
+        ]
+        written = ", ".join(f"{what} {where}" for what, where in outputs if where)
+        log.info("wrote %s", written or "nothing (no --metrics or --save)")
     return result
 
 
@@ -429,7 +442,9 @@ def _train_step(
 
 
 def _progress_bar(config: TrainConfig, start: int, end: int, kind: str) -> Any:
-    if not config.progress:
+    """A tqdm bar on a terminal; None (log lines every --log-interval steps) otherwise, so a log
+    file gets no carriage-return frames."""
+    if not config.progress or not sys.stderr.isatty():
         return None
     from tqdm import tqdm
 

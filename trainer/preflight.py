@@ -102,3 +102,14 @@ def check_lengths(config: TrainConfig, kind: str, mc: Any) -> int:
             f"{config.encoder_seq_length}: omit it or raise it to {targets}"
         )
     return config.encoder_seq_length
+
+
+def check_batch_sizes(config: TrainConfig, dp_size: int) -> None:
+    """The global batch must be a whole number of micro-batches on every DP rank."""
+    per_micro = config.micro_batch_size * dp_size
+    if config.global_batch_size is not None and config.global_batch_size % per_micro:
+        raise UsageError(
+            f"--global-batch-size {config.global_batch_size} is not a multiple of "
+            f"--micro-batch-size {config.micro_batch_size} x data-parallel size {dp_size} = "
+            f"{per_micro}: use a multiple of {per_micro}"
+        )

@@ -30,7 +30,7 @@ from trainer.config import (
     resolve_model_config,
 )
 from trainer.loop import TrainResult, lr_at, train
-from trainer.preflight import check_lengths, inspect_data
+from trainer.preflight import check_batch_sizes, check_lengths, inspect_data
 from trainer.resume import run_model_config
 
 __all__ = [
@@ -50,7 +50,11 @@ __all__ = [
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags and train (starting local ranks if asked); an exit code."""
     args = build_parser().parse_args(argv)
-    if not logging.getLogger().handlers:
+    from trainer.launch import dist_env
+
+    if dist_env() is not None:  # a rank started by torchrun
+        configure_rank_logging()
+    elif not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return run(config_from_args(args))
@@ -85,11 +89,7 @@ def worker_main() -> int:
     """Entry point of a rank started by `launch_local`: the config comes from the environment."""
     from trainer.launch import PAYLOAD_ENV
 
-    rank = int(os.environ.get("RANK", "0"))
-    logging.basicConfig(
-        level=logging.INFO if rank == 0 else logging.WARNING,
-        format=f"%(levelname)s [rank {rank}] %(name)s: %(message)s",
-    )
+    rank = configure_rank_logging()
     try:
         train(TrainConfig.from_json(os.environ[PAYLOAD_ENV]))
     except DataprepError as e:
@@ -98,11 +98,24 @@ def worker_main() -> int:
     return 0
 
 
+def configure_rank_logging() -> int:
+    """Log lines tagged `[rank N]`; INFO from rank 0 only, warnings and errors from every rank."""
+    rank = int(os.environ.get("RANK", "0"))
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format=f"%(levelname)s [rank {rank}] %(name)s: %(message)s",
+    )
+    return rank
+
+
 def _validate_before_launch(config: TrainConfig, nproc: int) -> None:
     """Catch what every rank would reject before starting them (the ranks check again)."""
     from trainer.launch import check_world
 
-    check_world(nproc, config.tensor_model_parallel_size)
+    check_batch_sizes(config, check_world(nproc, config.tensor_model_parallel_size))
     info = inspect_data(config)
     kind, model_config, _ = run_model_config(config, info.vocab_size)
     check_tp_layout(kind, model_config, config.tensor_model_parallel_size)

@@ -430,3 +430,43 @@ def test_python_dash_m_trainer_help():
     ):
         assert flag in out.stdout, flag
     assert textwrap.dedent(out.stderr).strip() == ""
+
+
+@pytest.mark.parametrize(
+    ("extra", "code", "pattern"),
+    [
+        (["--data-path", "{prefix}.bin"], 2, "give the prefix without .bin/.idx"),
+        (["--data-path", "{prefix}", "--load", "{tmp}/nonexistent"], 2, "no such directory"),
+        (
+            ["--data-path", "{prefix}", "--global-batch-size", "12", "--micro-batch-size", "8"],
+            2,
+            "not a multiple of --micro-batch-size 8",
+        ),
+    ],
+)
+def test_a_bad_tp2_launch_prints_one_error_and_starts_no_rank(
+    gpt_prefix, tmp_path, capfd, extra, code, pattern
+):
+    from dataprep.cli import main as cli_main
+
+    argv = [a.format(prefix=gpt_prefix, tmp=tmp_path) for a in extra]
+    assert (
+        cli_main(["train", *argv, "--tensor-model-parallel-size", "2", "--seq-length", "32"])
+        == code
+    )
+    out, err = capfd.readouterr()
+    lines = [x for x in (out + err).splitlines() if x.strip()]
+    assert len(lines) == 1, lines  # no header, no bar, no per-rank copies, no launcher line
+    assert lines[0].startswith("dataprep train: error:") and pattern in lines[0], lines[0]
+
+
+def test_no_bar_frames_in_a_log_file_and_the_outputs_are_named(gpt_prefix, tmp_path, capfd, caplog):
+    cfg = gpt_config(gpt_prefix, tmp_path, train_iters=3, progress=True, log_interval=1,
+                     save=str(tmp_path / "ckpt"))  # fmt: skip
+    with caplog.at_level("INFO"):
+        train(cfg)  # stderr is captured, not a terminal: periodic lines instead of a tqdm bar
+    err = capfd.readouterr().err
+    assert "\r" not in err and "step/s" not in err
+    assert "step 3/3" in caplog.text
+    assert f"metrics {cfg.metrics}" in caplog.text
+    assert str(tmp_path / "metrics.png") in caplog.text and str(tmp_path / "ckpt") in caplog.text
