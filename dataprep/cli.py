@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "export-hf": "export_hf",
     "import-hf": "import_hf",
     "smoke": "smoke",
+    "generate": "generate",
 }
 
 

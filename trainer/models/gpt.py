@@ -27,6 +27,31 @@ from dataprep.errors import UsageError
 from trainer.models import init_vocab_rows_, pad_vocab_size, vocab_rows
 
 
+def cached_attention(q, k, v, cache: dict) -> torch.Tensor:
+    """Causal attention of T new positions over the cached ones plus themselves; updates `cache`
+    ({"k", "v"}: (B, nh, P, hs), absent before the first call). Returns (B, T, nh * hs)."""
+    if "k" in cache:
+        k = torch.cat([cache["k"], k], dim=2)
+        v = torch.cat([cache["v"], v], dim=2)
+    cache["k"], cache["v"] = k, v
+    T, S = q.shape[2], k.shape[2]
+    if T == S:
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    elif T == 1:  # one new position sees every key
+        y = F.scaled_dot_product_attention(q, k, v)
+    else:  # new position i (absolute S - T + i) sees keys 0 .. S - T + i
+        mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return y.transpose(1, 2).reshape(q.shape[0], T, -1)
+
+
+def past_length(cache: list[dict] | None) -> int:
+    """Positions already held by a KV cache (0 for None or an empty one)."""
+    if not cache or "k" not in cache[0]:
+        return 0
+    return cache[0]["k"].shape[2]
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -38,12 +63,14 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(C, C, bias=config.bias)
         self.attn_dropout = config.attn_dropout
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
         B, T, _ = x.shape
         # (B, nh, T, hs); nh = the heads held by this module (all of them unless tensor-parallel)
         q = self.q(x).view(B, T, -1, self.head_dim).transpose(1, 2)
         k = self.k(x).view(B, T, -1, self.head_dim).transpose(1, 2)
         v = self.v(x).view(B, T, -1, self.head_dim).transpose(1, 2)
+        if cache is not None:  # inference: keys/values of earlier positions (trainer/generate.py)
+            return self.c_proj(cached_attention(q, k, v, cache))
         dropout_p = self.attn_dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
         y = y.transpose(1, 2).reshape(B, T, -1)  # (B, T, nh * hs)
@@ -71,8 +98,11 @@ class Block(nn.Module):
         # mlp are the regions with a per-rank RNG and this dropout must be the same on every rank.
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.ln_1(x)))
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        if cache is None:
+            x = x + self.drop(self.attn(self.ln_1(x)))
+        else:
+            x = x + self.drop(self.attn(self.ln_1(x), cache=cache))
         x = x + self.drop(self.mlp(self.ln_2(x)))
         return x
 
@@ -175,21 +205,23 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, cache: list[dict] | None = None) -> torch.Tensor:
         """Token ids (B, T) -> logits (B, T, padded_vocab_size), or this rank's vocab shard under
-        TP."""
+        TP. `cache` (inference only): one dict per layer, `[{} for _ in range(n_layer)]` at first;
+        idx then holds only the positions after the cached ones, and the cache is extended."""
         B, T = idx.shape
-        if T > self.config.block_size:
+        P = past_length(cache)
+        if P + T > self.config.block_size:
             raise ValueError(
-                f"sequence length {T} exceeds block_size={self.config.block_size}; "
+                f"sequence length {P + T} exceeds block_size={self.config.block_size}; "
                 "shorten the sequences or build the model with a larger block_size"
             )
-        pos = torch.arange(T, dtype=torch.long, device=idx.device)
+        pos = torch.arange(P, P + T, dtype=torch.long, device=idx.device)
         x = self.transformer.drop(
             self.transformer.wte(idx) + self.transformer.wpe(pos)
         )  # (B, T, C)
-        for block in self.transformer.h:
-            x = block(x)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x) if cache is None else block(x, cache=cache[i])
         x = self.transformer.ln_f(x)
         return self.lm_head(x)
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from dataprep.errors import UsageError
 from trainer.models import init_vocab_rows_, pad_vocab_size, vocab_rows
+from trainer.models.gpt import cached_attention, past_length
 
 
 def rotary_sin_cos(T: int, rotary_dim: int, *, offset: int = 0, device=None):
@@ -56,16 +57,19 @@ class GPTJAttention(nn.Module):
         self.out_proj = nn.Linear(C, C, bias=False)
         self.attn_dropout = config.attn_dropout
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, -1, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
         k = self.k_proj(x).view(B, T, -1, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, T, -1, self.head_dim).transpose(1, 2)
         r = self.rotary_dim
-        sin, cos = rotary_sin_cos(T, r, device=x.device)
+        offset = 0 if cache is None else past_length([cache])
+        sin, cos = rotary_sin_cos(T, r, offset=offset, device=x.device)
         sin, cos = sin.to(q.dtype), cos.to(q.dtype)
         q = torch.cat([apply_rotary(q[..., :r], sin, cos), q[..., r:]], dim=-1)
         k = torch.cat([apply_rotary(k[..., :r], sin, cos), k[..., r:]], dim=-1)
+        if cache is not None:  # inference: keys/values of earlier positions (trainer/generate.py)
+            return self.out_proj(cached_attention(q, k, v, cache))
         dropout_p = self.attn_dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
         return self.out_proj(y.transpose(1, 2).reshape(B, T, -1))
@@ -89,9 +93,10 @@ class GPTJBlock(nn.Module):
         self.mlp = GPTJMLP(config)
         self.drop = nn.Dropout(config.dropout)  # residual dropout, outside the TP regions (gpt.py)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
         h = self.ln_1(x)
-        return x + self.drop(self.attn(h)) + self.drop(self.mlp(h))
+        a = self.attn(h) if cache is None else self.attn(h, cache=cache)
+        return x + self.drop(a) + self.drop(self.mlp(h))
 
 
 GPTJ_PRESETS: dict[str, dict] = {
@@ -194,17 +199,18 @@ class GPTJ(nn.Module):
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """Token ids (B, T) -> logits (B, T, padded_vocab_size), or this rank's vocab shard."""
-        T = idx.shape[1]
+    def forward(self, idx: torch.Tensor, cache: list[dict] | None = None) -> torch.Tensor:
+        """Token ids (B, T) -> logits (B, T, padded_vocab_size), or this rank's vocab shard.
+        `cache`: a KV cache as in gpt.py GPT.forward (inference only)."""
+        T = idx.shape[1] + past_length(cache)
         if T > self.config.block_size:
             raise ValueError(
                 f"sequence length {T} exceeds block_size={self.config.block_size}; "
                 "shorten the sequences or build the model with a larger block_size"
             )
         x = self.transformer.drop(self.transformer.wte(idx))  # (B, T, C)
-        for block in self.transformer.h:
-            x = block(x)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x) if cache is None else block(x, cache=cache[i])
         return self.lm_head(self.transformer.ln_f(x))
 
     def num_params(self, *, non_embedding: bool = False) -> int:
