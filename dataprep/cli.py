@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "import-hf": "import_hf",
     "smoke": "smoke",
     "generate": "generate",
+    "fill-mask": "fill_mask",
 }
 
 

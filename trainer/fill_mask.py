@@ -1,0 +1,70 @@
+"""mT5 `<mask>` filling, the Megatron-mT5 card's interface (reference/serving.md §2).
+
+Each `<mask>` of the prompt becomes the next sentinel (`<extra_id_0>`, `<extra_id_1>`, ..., as
+`dataprep preview-masking --prompt`), the encoder input ends with EOS as in training, and the
+decoder starts from `decoder_start_token_id` and decodes greedily until EOS or `max_new_tokens`.
+The answer is the card's object: `{"prompt", "completion": {"text", "tokens": [[id, piece,
+logprob], ...]}, "masked_input"}`. `tokens` are all generated ids but the final EOS (sentinels
+included, so they match transformers' `generate`); `text` is the fills with the sentinels left
+out; each logprob is the model's log-softmax of the chosen id over the real vocabulary (padded
+columns cut), so <= 0. The encoder runs once; the decoder reruns over its short prefix each step
+(fills are a few tokens; no KV cache here).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dataprep.errors import UsageError
+
+
+def masked_ids(prompt: str, tok) -> tuple[list[int], int]:
+    """(encoder input ids ending with EOS, number of masks) for a prompt with `<mask>` markers."""
+    from dataprep.commands.preview_masking import MASK, encode_with_sentinels, mask_prompt
+
+    sentinels = list(tok.sentinel_ids)
+    text, n = mask_prompt(prompt)
+    if n == 0:
+        raise UsageError(f"prompt {prompt!r} has no {MASK}; put {MASK} where the model should fill")
+    if n > len(sentinels):
+        raise UsageError(
+            f"prompt has {n} {MASK} markers but the tokenizer {tok.name} has only "
+            f"{len(sentinels)} sentinels; use at most {len(sentinels)}"
+        )
+    return encode_with_sentinels(text, tok, sentinels) + [tok.eos_id], n
+
+
+def fill_mask(model, tok, prompt: str, *, max_new_tokens: int = 32) -> dict[str, Any]:
+    """The card's answer for one prompt (greedy)."""
+    import torch
+
+    from trainer.models import MT5
+
+    if not isinstance(model, MT5):
+        raise UsageError(
+            f"fill-mask needs an mT5 checkpoint, this one holds a {type(model).__name__}; "
+            "for GPT / GPT-J use `dataprep generate`"
+        )
+    if max_new_tokens < 1:
+        raise UsageError(f"--tokens-to-generate must be >= 1, got {max_new_tokens}")
+    inputs, _ = masked_ids(prompt, tok)
+    V, eos = model.config.vocab_size, model.config.eos_token_id
+    dec = [model.config.decoder_start_token_id]
+    out: list[list] = []
+    with torch.no_grad():
+        enc = model.encoder(model.shared(torch.tensor([inputs])))
+        for _ in range(max_new_tokens):
+            h = model.decoder(model.shared(torch.tensor([dec])), encoder_hidden=enc)
+            logp = torch.log_softmax(model.lm_head(h[0, -1])[:V].float(), dim=-1)
+            t = int(logp.argmax())
+            dec.append(t)
+            if t == eos:
+                break
+            out.append([t, tok.id_to_piece(t), float(logp[t])])
+    sentinels = set(tok.sentinel_ids)
+    text = tok.decode([t for t, _, _ in out if t not in sentinels]).strip()
+    return {
+        "prompt": prompt,
+        "completion": {"text": text, "tokens": out},
+        "masked_input": " ".join(tok.id_to_piece(i) for i in inputs[:-1]),
+    }
