@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "smoke": "smoke",
     "generate": "generate",
     "fill-mask": "fill_mask",
+    "serve": "serve",
 }
 
 

@@ -1,0 +1,69 @@
+"""`dataprep serve CKPT --port 5555`: NeMo's GPT eval server over HTTP (trainer/serve.py)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+HELP = "serve a GPT / GPT-J checkpoint over HTTP: NeMo's PUT /generate and OpenAI /v1/completions"
+DESCRIPTION = """\
+Serve a checkpoint of `dataprep train --save` (GPT or GPT-J, any TP size, run in this one process)
+on 127.0.0.1 (loopback) unless --host says otherwise. Routes:
+  PUT  /generate        NeMo's request (sentences, tokens_to_generate, temperature, add_BOS, top_k,
+                        top_p, greedy, all_probs, repetition_penalty, min_tokens_to_generate,
+                        end_strings, random_seed, compute_logprob); answers with the object of
+                        `dataprep generate --json` (logprob null unless compute_logprob/all_probs)
+  POST /v1/completions  OpenAI's completions shape (prompt, max_tokens, temperature (0 = greedy),
+                        top_p, top_k, logprobs, seed, stop/end_strings) -> choices[0].text ...
+  GET  /health          {"status": "ok", ...}
+Requests are queued (one at a time on the model). A bad request gets HTTP 400 and {"error": ...}
+naming the field and its allowed range; a body over --max-body-bytes gets 413. One log line per
+request on stderr. Stop with Ctrl-C.
+
+examples:
+  dataprep serve out/ckpt-gpt --port 5555
+  curl -s -X PUT localhost:5555/generate -H 'Content-Type: application/json' \\
+      -d '{"sentences": ["Hello"], "tokens_to_generate": 8, "greedy": true}'
+  curl -s localhost:5555/v1/completions \\
+      -d '{"prompt": "Hello", "max_tokens": 8, "temperature": 0}'"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", metavar="CKPT", help="GPT / GPT-J checkpoint or --save root")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1: loopback only)")
+    p.add_argument("--port", type=int, default=5555, help="TCP port (5555, as the NeMo card)")
+    p.add_argument("--tokenizer", help="tokenizer spec (default: the one recorded in CKPT)")
+    p.add_argument(
+        "--max-tokens-to-generate",
+        type=int,
+        default=None,
+        help="largest tokens_to_generate a request may ask (default: the model's context)",
+    )
+    p.add_argument(
+        "--max-body-bytes", type=int, default=1 << 20, help="larger bodies get 413 (1 MiB)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataprep.errors import UsageError
+
+    if not os.path.exists(args.checkpoint):
+        raise UsageError(f"checkpoint {args.checkpoint}: no such directory")
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be in [0, 65535], got {args.port}")
+    if args.max_tokens_to_generate is not None and args.max_tokens_to_generate < 1:
+        raise UsageError(
+            f"--max-tokens-to-generate must be >= 1, got {args.max_tokens_to_generate}"
+        )
+    if args.max_body_bytes < 1:
+        raise UsageError(f"--max-body-bytes must be >= 1, got {args.max_body_bytes}")
+    from trainer.serve import serve
+
+    return serve(
+        args.checkpoint,
+        host=args.host,
+        port=args.port,
+        tokenizer=args.tokenizer,
+        max_tokens=args.max_tokens_to_generate,
+        max_body_bytes=args.max_body_bytes,
+    )
