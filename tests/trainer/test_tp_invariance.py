@@ -157,3 +157,17 @@ def test_mt5_tp1_tp2_tp4_same_losses_and_tp1_checkpoint_resumes_at_tp2(mt5_prefi
 def test_mt5_first_loss_is_near_ln_v(mt5_prefix, tmp_path):
     losses = _losses(_config(mt5_prefix, tmp_path, "mt5", train_iters=1))
     assert abs(losses[0] - np.log(8000)) < 1.0, losses[0]  # HF's std-1 head gave ~40 nats
+
+
+def test_gptj_tp2_equals_tp1_and_resumes_across_tp(gpt_prefix, tmp_path):
+    ckpt = tmp_path / "ckptj"
+    tp1 = _losses(_config(gpt_prefix, tmp_path / "j1", "gpt", model="gptj-tiny",
+                          save=str(ckpt), save_interval=5))  # fmt: skip
+    tp2 = _losses(_config(gpt_prefix, tmp_path / "j2", "gpt", model="gptj-tiny",
+                          tensor_model_parallel_size=2))  # fmt: skip
+    assert tp1[-1] < tp1[0] - 0.5
+    assert np.abs(tp2 - tp1).max() <= TOL, np.abs(tp2 - tp1).max()
+    at5 = str(ckpt / "iter_0000005")
+    resumed = _losses(_config(gpt_prefix, tmp_path / "jr", "gpt", model="gptj-tiny",
+                              tensor_model_parallel_size=2, load=at5))  # fmt: skip
+    assert np.abs(resumed - tp1[5:]).max() <= TOL
