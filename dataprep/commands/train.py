@@ -39,7 +39,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trainer.train import config_from_args
+    from trainer.launch import dist_env
+    from trainer.train import config_from_args, configure_rank_logging
     from trainer.train import run as train_run
 
+    if dist_env() is not None:  # a rank of `torchrun -m dataprep train`: tag lines, INFO on rank 0
+        configure_rank_logging()
     return train_run(config_from_args(args))
