@@ -100,6 +100,12 @@ def test_gpt_tp2_matches_tp1(tmp_path):
 
 @pytest.mark.distributed
 @pytest.mark.slow
+def test_gptj_tp2_matches_tp1(tmp_path):
+    run_distributed(_tp_equivalence, "gptj", tmp_path=tmp_path)
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
 def test_mt5_tp2_matches_tp1(tmp_path):
     run_distributed(_tp_equivalence, "mt5", tmp_path=tmp_path)
 
@@ -108,7 +114,7 @@ def test_mt5_tp2_matches_tp1(tmp_path):
 # TP = 1, in this process, no process group
 
 
-@pytest.mark.parametrize("kind", ["gpt", "mt5"])
+@pytest.mark.parametrize("kind", ["gpt", "gptj", "mt5"])
 def test_tp1_runs_without_process_group(kind):
     assert not dist.is_initialized()
     model = build(kind)

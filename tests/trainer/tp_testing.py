@@ -16,7 +16,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from trainer import parallel
-from trainer.models import GPT, MT5, GPTConfig, MT5Config, shift_right
+from trainer.models import GPT, GPTJ, MT5, GPTConfig, GPTJConfig, MT5Config, shift_right
 
 VOCAB = 1000  # padded to 1024 at TP 1 and 2
 
@@ -35,17 +35,25 @@ def tiny_mt5_config(**overrides) -> MT5Config:
     return MT5Config(**fields)
 
 
+def tiny_gptj_config(**overrides) -> GPTJConfig:
+    fields = dict(n_layer=2, n_head=4, n_embd=64, rotary_dim=8, block_size=32, vocab_size=VOCAB)
+    fields.update(overrides)
+    return GPTJConfig(**fields)
+
+
 def build(kind: str, *, seed: int = 0, dtype=torch.float32, **overrides):
     torch.manual_seed(seed)
     if kind == "gpt":
         return GPT(tiny_gpt_config(**overrides)).to(dtype)
+    if kind == "gptj":
+        return GPTJ(tiny_gptj_config(**overrides)).to(dtype)
     return MT5(tiny_mt5_config(**overrides)).to(dtype)
 
 
 def batch(kind: str, step: int) -> dict[str, torch.Tensor]:
     """Deterministic synthetic batch number `step`, with ignored targets and encoder padding."""
     g = torch.Generator().manual_seed(1000 + step)
-    if kind == "gpt":
+    if kind in ("gpt", "gptj"):
         x = torch.randint(0, VOCAB, (4, 17), generator=g)
         targets = x[:, 1:].clone()
         targets[0, :3] = -100
