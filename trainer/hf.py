@@ -223,8 +223,9 @@ def hf_config(config: Any, *, eos_id: int | None = None, pad_id: int | None = No
 
     from trainer.models import GPTConfig, GPTJConfig
 
-    if isinstance(config, GPTConfig):
-        return transformers.GPT2Config(
+    if isinstance(config, GPTConfig | GPTJConfig):
+        # the GPT-2 field names, which GPTJConfig shares
+        common = dict(
             vocab_size=config.vocab_size,
             n_positions=config.block_size,
             n_embd=config.n_embd,
@@ -238,25 +239,13 @@ def hf_config(config: Any, *, eos_id: int | None = None, pad_id: int | None = No
             bos_token_id=eos_id,
             eos_token_id=eos_id,
             pad_token_id=pad_id,
-            tie_word_embeddings=True,
         )
-    if isinstance(config, GPTJConfig):
+        if isinstance(config, GPTConfig):
+            return transformers.GPT2Config(**common, tie_word_embeddings=True)
         return transformers.GPTJConfig(
-            vocab_size=config.vocab_size,
-            n_positions=config.block_size,
-            n_embd=config.n_embd,
-            n_layer=config.n_layer,
-            n_head=config.n_head,
+            **common,
             rotary_dim=config.rotary_dim,
             n_inner=config.n_inner,
-            activation_function="gelu_new",
-            resid_pdrop=config.dropout,
-            embd_pdrop=config.dropout,
-            attn_pdrop=config.attn_dropout,
-            layer_norm_epsilon=config.layer_norm_epsilon,
-            bos_token_id=eos_id,
-            eos_token_id=eos_id,
-            pad_token_id=pad_id,
             tie_word_embeddings=False,
         )
     c = transformers.MT5Config(
