@@ -267,9 +267,18 @@ def resolve_checkpoint(path: str | os.PathLike, *, what: str = "checkpoint") -> 
         )
     found = find_latest(p)
     if found is None:
+        names = sorted(c.name + ("/" if c.is_dir() else "") for c in p.iterdir())
+        seen = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "") if names else "nothing"
+        kind = ""
+        if (p / "config.json").is_file():
+            kind = " (a Hugging Face folder? `dataprep import-hf` turns one into a checkpoint)"
+        elif (p / "latest_checkpointed_iteration.txt").is_file() or any(
+            n.startswith("mp_rank_") for n in names
+        ):
+            kind = " (a Megatron-LM checkpoint: not readable here)"
         raise DataprepError(
-            f"{what} {p}: no {METADATA} here and no iter_* checkpoint inside; expected a directory "
-            "written by `dataprep train --save` (the root or one iter_NNNNNNN)"
+            f"{what} {p}: found {seen}{kind}; no {METADATA} here and no iter_* checkpoint inside: "
+            "expected a directory written by `dataprep train --save` (the root or one iter_NNNNNNN)"
         )
     return found
 

@@ -182,9 +182,13 @@ def test_bad_inputs_are_one_line_errors(exported, tmp_path, capsys):
     bert = tmp_path / "bert"
     transformers.BertConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=2,
                             intermediate_size=64).save_pretrained(bert)  # fmt: skip
+    megatron = tmp_path / "megatron"
+    (megatron / "iter_0000100" / "mp_rank_00").mkdir(parents=True)
+    (megatron / "latest_checkpointed_iteration.txt").write_text("100\n")
     cases = [
         (["export-hf", str(tmp_path / "nothing"), str(tmp_path / "o1")], "no such directory"),
-        (["export-hf", str(folder), str(tmp_path / "o2")], "no metadata.json"),
+        (["export-hf", str(megatron), str(tmp_path / "o6")], "found iter_0000100/.*Megatron-LM"),
+        (["export-hf", str(folder), str(tmp_path / "o2")], "config.json.*import-hf"),
         (["import-hf", str(tmp_path / "nothing"), str(tmp_path / "o3")], "no such directory"),
         (["import-hf", str(ckpt), str(tmp_path / "o4")], "no config.json"),
         (["import-hf", str(bert), str(tmp_path / "o5")], "'bert' model.*supported: gpt2"),
