@@ -35,6 +35,9 @@ class BuildConfig:
     progress: bool = True  # tqdm bar on stderr (only when stderr is a terminal)
     log_interval: int = 0  # log a progress line every N documents when there is no bar
     allow_empty: bool = False  # write a dataset with no documents instead of failing
+    executor: str = "local"  # "local" (this process + a pool) or "ray"
+    ray_address: str | None = None  # None: start a local Ray; else ray.init(address=...)
+    ray_split_bytes: int = 64 << 20  # Ray: plain JSON Lines files above this become byte ranges
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -45,6 +48,10 @@ class BuildConfig:
             raise UsageError(f"--json-keys has duplicates: {list(self.json_keys)}")
         if self.workers < 1:
             raise UsageError(f"--workers must be >= 1, got {self.workers}")
+        if self.executor not in ("local", "ray"):
+            raise UsageError(f"--executor must be local or ray, got {self.executor!r}")
+        if self.ray_address is not None and self.executor != "ray":
+            raise UsageError("--ray-address needs --executor ray")
         if self.overwrite and self.resume:
             raise UsageError("--overwrite and --resume contradict each other; pick one")
 
@@ -65,7 +72,17 @@ class BuildConfig:
             k: v
             for k, v in dataclasses.asdict(self).items()
             if k
-            not in ("overwrite", "resume", "workers", "progress", "log_interval", "allow_empty")
+            not in (
+                "overwrite",
+                "resume",
+                "workers",
+                "progress",
+                "log_interval",
+                "allow_empty",
+                "executor",
+                "ray_address",
+                "ray_split_bytes",
+            )
         }
         keep["inputs"] = [i["path"] for i in inputs]
         keep["tokenizer_identity"] = tokenizer_identity
@@ -82,6 +99,15 @@ class KeyStats:
 
     def skip(self, reason: str, n: int = 1) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + n
+
+    def add(self, other: dict[str, Any]) -> None:
+        """Add the counts of another part (`dataclasses.asdict` of a KeyStats)."""
+        self.documents += other["documents"]
+        self.sequences += other["sequences"]
+        self.tokens += other["tokens"]
+        self.max_token_id = max(self.max_token_id, other["max_token_id"])
+        for reason, n in other["skipped"].items():
+            self.skip(reason, n)
 
 
 @dataclass

@@ -20,6 +20,14 @@ LONG_DOCUMENT_PIECE = 1_000_000
 WORKER_TOKENIZER = None
 
 
+def tokenizer_for(spec: str):
+    """This process's tokenizer for `spec`, loaded once (Ray workers run many tasks)."""
+    global WORKER_TOKENIZER
+    if WORKER_TOKENIZER is None or WORKER_TOKENIZER.spec != spec:
+        init_worker(spec)
+    return WORKER_TOKENIZER
+
+
 def init_worker(spec: str) -> None:
     global WORKER_TOKENIZER
     from dataprep.tokenizers import load_tokenizer

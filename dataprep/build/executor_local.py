@@ -1,5 +1,8 @@
-"""The local executor's process pool: tokenizer processes fed blocks through their own pipes,
-results collected in submission order (so the output does not depend on the number of workers)."""
+"""The local executor: parts are read one after another in this process and their blocks are
+parsed and tokenized by a pool of processes (`LocalPool`: one pipe per worker, results collected
+in submission order, so the output does not depend on the number of workers), written straight
+into the sink. The Ray executor (`executor_ray`) runs the same task function (`read.process_file`
+with `encode.run_task`) on a cluster instead and merges its partial datasets into the same sink."""
 
 from __future__ import annotations
 
@@ -14,8 +17,9 @@ import traceback
 from collections.abc import Iterator
 from typing import Any
 
-from dataprep.build import encode
+from dataprep.build import encode, read
 from dataprep.build.encode import run_task
+from dataprep.build.plan import Part, PartDone
 from dataprep.errors import DataprepError
 
 
@@ -135,3 +139,39 @@ class LocalPool:
                 proc.join()
         for conn in self.conns:
             conn.close()
+
+
+class LocalExecutor:
+    """Runs parts in order in this process; `workers` > 1 adds a LocalPool for the blocks."""
+
+    def __init__(self, config, tokenizer, common: dict[str, Any], filters) -> None:
+        self.config, self.tokenizer, self.common, self.filters = config, tokenizer, common, filters
+        self.pool = LocalPool(config.workers, tokenizer) if config.workers > 1 else None
+
+    def _execute(self, task: dict[str, Any], lines: Any) -> Iterator[tuple[dict[str, Any], Any]]:
+        if self.pool is None:
+            yield run_task(task, self.tokenizer), lines
+        else:
+            yield from self.pool.submit(task, lines)
+
+    def _drain(self) -> Iterator[tuple[dict[str, Any], Any]]:
+        return iter(()) if self.pool is None else self.pool.drain()
+
+    def run(self, parts: list[Part], sink, *, input_offset: int = 0) -> Iterator[PartDone]:
+        for part in parts:
+            stats, documents = read.process_file(
+                part,
+                input_offset=input_offset,
+                config=self.config,
+                common=self.common,
+                filters=self.filters,
+                execute=self._execute,
+                drain=self._drain,
+                sink=sink,
+            )
+            input_offset += part.size
+            yield PartDone(part, stats, documents)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()

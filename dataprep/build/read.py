@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from dataprep.build.plan import Part
 from dataprep.errors import ReadError
 
 log = logging.getLogger(__name__)
@@ -20,8 +21,7 @@ Drain = Callable[[], Iterator[tuple[dict[str, Any], Any]]]
 
 
 def process_file(
-    file_index: int,
-    path: Path,
+    part: Part,
     *,
     input_offset: int = 0,
     config,
@@ -31,15 +31,16 @@ def process_file(
     drain: Drain,
     sink,
 ):
-    """Read, tokenize (through `execute`/`drain`) and write one input file; returns its
-    ReadStats and the number of documents written from it. `input_offset` is the input bytes of
-    the files before this one (for the progress bar)."""
+    """Read, tokenize (through `execute`/`drain`) and write one part of an input file (all of it,
+    or a byte range of a plain file); returns its ReadStats and the number of documents written
+    from it. `input_offset` is the input bytes of the parts before this one (for progress)."""
     from dataprep.build.encode import group_by_key
     from dataprep.readers import FILE_ERROR_KINDS, ReadStats, iter_documents, resolve_format
     from dataprep.readers.base import RecordErrors
     from dataprep.readers.compression import compressed_offset, open_decompressed
-    from dataprep.readers.jsonl import JsonLinesParser, finish_file, line_blocks
+    from dataprep.readers.jsonl import JsonLinesParser, LineRange, finish_file, line_blocks
 
+    file_index, path = part.file_index, Path(part.path)
     on_error = "skip" if config.skip_bad_records else "raise"
     on_bad_file = "skip" if config.skip_bad_files else "raise"
     file_stats = ReadStats()
@@ -75,10 +76,16 @@ def process_file(
         parser = JsonLinesParser(os.fspath(path), config.json_keys, fmt, language, filters)
         blocks = 0
         try:
-            with open_decompressed(path) as reader:
-                for first_line, block in line_blocks(reader, config.chunk_bytes):
+            if part.whole_file:
+                reader, first = open_decompressed(path), 1
+            else:
+                reader = LineRange(path, part.start, part.end)
+                first = reader.first_line
+            with reader:
+                for first_line, block in line_blocks(reader, config.chunk_bytes, first_line=first):
                     blocks += 1
-                    sink.progress.input_position(input_offset + compressed_offset(reader))
+                    position = compressed_offset(reader) - part.start
+                    sink.progress.input_position(input_offset + position)
                     task = {
                         **common,
                         "parser": parser,
@@ -102,10 +109,10 @@ def process_file(
         else:
             for done in drain():
                 file_docs += take(done)
-            finish_file(path, file_stats, bad, empty=blocks == 0)
-    skipped_whole = file_stats.empty_files or any(file_stats.files_skipped.values())
-    if file_docs == 0 and not skipped_whole:
-        log.warning("%s: no documents written from this file", path)
+            if part.last:
+                finish_file(path, file_stats, bad, empty=blocks == 0 and part.start == 0)
+            else:
+                bad.summarize()
     return file_stats, file_docs
 
 

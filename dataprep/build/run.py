@@ -8,7 +8,6 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +15,8 @@ import numpy as np
 
 from dataprep import __version__
 from dataprep.build.config import BuildConfig, BuildSummary, KeyStats
-from dataprep.build.plan import describe_inputs, existing_outputs, sha256_of
-from dataprep.build.read import process_file
+from dataprep.build.executor_local import LocalExecutor
+from dataprep.build.plan import describe_inputs, existing_outputs, plan_parts, sha256_of
 from dataprep.build.sink import Progress, Sink
 from dataprep.build.state import save_state
 from dataprep.errors import UsageError
@@ -28,7 +27,6 @@ log = logging.getLogger(__name__)
 
 def build_index(config: BuildConfig) -> BuildSummary:
     """Run a whole build; raises DataprepError subclasses for user mistakes and bad data."""
-    from dataprep.build.encode import run_task
     from dataprep.indexed import IndexedDatasetWriter
     from dataprep.indexed.format import optimal_dtype
     from dataprep.indexed.writer import WriterState, bin_tmp_path
@@ -64,8 +62,10 @@ def build_index(config: BuildConfig) -> BuildSummary:
                 provenance_path(prefix),
             ):
                 Path(path).unlink(missing_ok=True)
+    parts_fingerprint = work / "parts" / "fingerprint"  # a Ray build killed before any checkpoint
+    interrupted = state_file.exists() or any(work.glob("parts/*/part.json"))
     if work.exists() and not config.resume:
-        if state_file.exists() and not config.overwrite:
+        if interrupted and not config.overwrite:
             raise UsageError(
                 f"an interrupted build left {work}; pass --resume to continue it "
                 "or --overwrite to start again"
@@ -81,8 +81,12 @@ def build_index(config: BuildConfig) -> BuildSummary:
     earlier_text_bytes = 0
     if config.resume:
         if not state_file.exists():
-            raise UsageError(f"--resume: no interrupted build found at {work}")
-        state = json.loads(state_file.read_text())
+            if parts_fingerprint.exists() and parts_fingerprint.read_text() == fingerprint:
+                state = {"fingerprint": fingerprint, "done_files": 0, "inputs": []}
+            else:
+                raise UsageError(f"--resume: no interrupted build found at {work}")
+        else:
+            state = json.loads(state_file.read_text())
         if state["fingerprint"] != fingerprint:
             raise UsageError(
                 f"--resume: {work} belongs to a build with other inputs, flags or tokenizer; "
@@ -95,13 +99,14 @@ def build_index(config: BuildConfig) -> BuildSummary:
                     f"--resume: {new['path']} changed since it was processed; "
                     "use --overwrite to start again"
                 )
-        for key in config.json_keys:
-            stats[key] = KeyStats(**state["stats"][key])
-            provenance[key] = [np.load(work / f"{key}.provenance.npy")]
-            writer_states[key] = WriterState.load(work / f"{key}.writer.npz")
-        read_stats = ReadStats.from_dict(state["read"])
-        earlier_text_bytes = state.get("text_bytes", 0)
-        inputs[:done_files] = state["inputs"][:done_files]
+        if "stats" in state:  # else killed before the first checkpoint: start from nothing
+            for key in config.json_keys:
+                stats[key] = KeyStats(**state["stats"][key])
+                provenance[key] = [np.load(work / f"{key}.provenance.npy")]
+                writer_states[key] = WriterState.load(work / f"{key}.writer.npz")
+            read_stats = ReadStats.from_dict(state["read"])
+            earlier_text_bytes = state.get("text_bytes", 0)
+            inputs[:done_files] = state["inputs"][:done_files]
         log.info("resuming: %d of %d input files already done", done_files, len(files))
     work.mkdir(parents=True, exist_ok=True)
     earlier_records = read_stats.documents
@@ -130,40 +135,40 @@ def build_index(config: BuildConfig) -> BuildSummary:
         "append_eod": config.append_eod,
         "dtype": dtype.str,
     }
-    workers = None
-    if config.workers > 1:
-        from dataprep.build.executor_local import LocalPool
-
-        workers = LocalPool(config.workers, tokenizer)
-
-    def execute(task: dict[str, Any], lines: Any) -> Iterator[tuple[dict[str, Any], Any]]:
-        if workers is None:
-            yield run_task(task, tokenizer), lines
-        else:
-            yield from workers.submit(task, lines)
-
-    def drain() -> Iterator[tuple[dict[str, Any], Any]]:
-        return iter(()) if workers is None else workers.drain()
-
+    parts = plan_parts(
+        files,
+        sizes,
+        done_files,
+        split_bytes=config.ray_split_bytes if config.executor == "ray" else 0,
+        config=config,
+    )
+    executor = None
     start = time.perf_counter()
     try:
-        for file_index in range(done_files, len(files)):
-            path = files[file_index]
-            file_stats, _ = process_file(
-                file_index,
-                path,
-                input_offset=sum(sizes[:file_index]),
-                config=config,
-                common=common,
-                filters=filters,
-                execute=execute,
-                drain=drain,
-                sink=sink,
+        if config.executor == "ray":
+            from dataprep.build.executor_ray import RayExecutor
+
+            executor = RayExecutor(
+                config, tokenizer, common, filters, work=work, fingerprint=fingerprint
             )
+        else:
+            executor = LocalExecutor(config, tokenizer, common, filters)
+        file_stats, file_docs = ReadStats(), 0
+        for done in executor.run(parts, sink, input_offset=sum(sizes[:done_files])):
+            file_stats.merge(done.read)
+            file_docs += done.documents
+            for message in done.warnings:
+                log.warning("%s", message)
+            if not done.part.last:
+                continue
+            file_index, path = done.part.file_index, files[done.part.file_index]
+            skipped_whole = file_stats.empty_files or any(file_stats.files_skipped.values())
+            if file_docs == 0 and not skipped_whole:
+                log.warning("%s: no documents written from this file", path)
             read_stats.merge(file_stats)
             progress.file_done(sum(sizes[: file_index + 1]))
             inputs[file_index]["documents"] = file_stats.documents
-            inputs[file_index]["sha256"] = sha256_of(path)
+            inputs[file_index]["sha256"] = done.sha256 or sha256_of(path)
             save_state(
                 work,
                 fingerprint,
@@ -175,6 +180,7 @@ def build_index(config: BuildConfig) -> BuildSummary:
                 writers,
                 text_bytes=earlier_text_bytes + sink.text_bytes,
             )
+            file_stats, file_docs = ReadStats(), 0
         seconds = time.perf_counter() - start
         empty = [key for key, s in stats.items() if s.documents == 0]
         if empty and not config.allow_empty:
@@ -189,8 +195,9 @@ def build_index(config: BuildConfig) -> BuildSummary:
             )
         for w in writers.values():
             w.close()
-    except BaseException:
-        if not state_file.exists():
+    except BaseException as e:
+        parts_kept = isinstance(e, KeyboardInterrupt) and any(work.glob("parts/*/part.json"))
+        if not state_file.exists() and not parts_kept:
             # nothing finished that --resume could reuse: leave no trace of this build
             for w in writers.values():
                 w.abort()
@@ -202,8 +209,8 @@ def build_index(config: BuildConfig) -> BuildSummary:
         for w in writers.values():
             w.abort()  # no-op for closed writers; keeps .bin.tmp of unfinished ones for --resume
         progress.close()
-        if workers is not None:
-            workers.close()
+        if executor is not None:
+            executor.close()
 
     read_dict = read_stats.to_dict()
     for key, prefix in outputs.items():

@@ -161,6 +161,22 @@ class Sink:
             lines = result["lines"]
         return self.write(file_index, result["keys"], lines)
 
+    def append_part(self, file_index: int, part_dir, result: dict[str, Any]) -> int:
+        """Append a partial dataset written by a task (executor_ray) after everything written so
+        far: its `.bin/.idx` with the writer's `add_index` (the merge of indexed/merge.py: `.bin`
+        streamed, document indices rebased), then its provenance and counts."""
+        ndocs = ntok = 0
+        for key, writer in self.writers.items():
+            writer.add_index(part_dir / key)
+            self.provenance[key].append(np.load(part_dir / f"{key}.provenance.npy"))
+            part = result["stats"][key]
+            self.stats[key].add(part)
+            ndocs = max(ndocs, part["documents"])
+            ntok += part["tokens"]
+        self.text_bytes += result["text_bytes"]
+        self.progress.update(file_index, ndocs, ntok, result["text_bytes"])
+        return ndocs
+
     def _add(self, writer, r: dict[str, Any]) -> None:
         if not self.split_sentences:
             writer.add_documents(r["tokens"], r["doc_lengths"])

@@ -148,6 +148,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="tokenizer processes (default: number of CPUs); the output bytes do not depend on it",
     )
     g.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="local: this machine, --workers processes (default); ray: one Ray task per input "
+        "file or byte range, merged in input order (same bytes); needs pip install 'dataprep[ray]'",
+    )
+    g.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="with --executor ray: the cluster to join, e.g. 10.0.0.1:6379 or auto (default: start "
+        "a local Ray with --workers CPUs); inputs and output must be on a filesystem every node "
+        "sees at the same path",
+    )
+    g.add_argument(
+        "--ray-split-mb",
+        type=float,
+        default=64,
+        help="with --executor ray: plain (uncompressed) JSON Lines files larger than this are cut "
+        "into byte ranges of whole lines, one task each (default: 64; compressed files and "
+        "Parquet are one task per file)",
+    )
+    g.add_argument(
         "--partitions",
         type=int,
         default=1,
@@ -215,6 +237,8 @@ def config_from_args(args: argparse.Namespace):
     languages = None
     if args.languages:
         languages = tuple(x.strip() for x in args.languages.split(",") if x.strip())
+    if args.ray_split_mb <= 0:
+        raise UsageError(f"--ray-split-mb must be > 0, got {args.ray_split_mb}")
     if args.chunk_mb <= 0:
         raise UsageError(f"--chunk-mb must be > 0, got {args.chunk_mb}")
     return BuildConfig(
@@ -237,6 +261,9 @@ def config_from_args(args: argparse.Namespace):
         progress=not args.no_progress,
         log_interval=args.log_interval,
         allow_empty=args.allow_empty,
+        executor=args.executor,
+        ray_address=args.ray_address,
+        ray_split_bytes=int(args.ray_split_mb * (1 << 20)),
     )
 
 

@@ -178,15 +178,16 @@ BLOCK_BYTES = 1 << 19  # decompressed bytes per block of whole lines (a longer l
 
 
 def line_blocks(
-    reader: io.BufferedIOBase, block_bytes: int = BLOCK_BYTES
+    reader: io.BufferedIOBase, block_bytes: int = BLOCK_BYTES, *, first_line: int = 1
 ) -> Iterator[tuple[int, bytes]]:
     """(number of the first line, bytes) blocks of whole `\n`-terminated lines, in file order.
 
     Only the file's last line may lack its newline. A line longer than `block_bytes` is a block of
     its own (memory then grows with that line, as it must to parse it). Lines are counted here, so
     a block can be parsed anywhere, e.g. in a worker process, and still name its lines.
+    `first_line` is the number of the reader's first line (a byte range of a file starts later).
     """
-    line = 1
+    line = first_line
     pieces: list[bytes] = []
     size = 0
     newline = False  # some piece holds a newline, so a block can be cut
@@ -347,6 +348,63 @@ def finish_file(
         log.warning("%s is empty: no records", os.fspath(path))
         stats.empty_files.append(os.fspath(path))
     stats.files += 1
+
+
+class LineRange(io.RawIOBase):
+    """The lines of a plain (uncompressed) file that start in the byte range [start, end): the
+    unit of work when one large file is cut into several tasks. `first_line` is the number of the
+    range's first line (newlines before it are counted, so provenance and errors name the same
+    lines as a whole-file read). Every byte of the file belongs to exactly one range of a cut."""
+
+    def __init__(self, path: str | os.PathLike, start: int, end: int | None) -> None:
+        super().__init__()
+        self._f = open(path, "rb")  # noqa: SIM115 - closed by close()
+        self.first_line, self._pos = self._line_start(start)
+        self._end = self._line_start(end)[1] if end is not None else None
+        self._f.seek(self._pos)
+
+    def _line_start(self, offset: int) -> tuple[int, int]:
+        """(line number, byte offset) of the first line starting at or after `offset`."""
+        if offset <= 0:
+            return 1, 0
+        f = self._f
+        f.seek(offset - 1)
+        skipped = 0
+        while True:
+            piece = f.read(1 << 16)
+            cut = piece.find(b"\n")
+            if cut >= 0 or not piece:
+                start = offset - 1 + skipped + (cut + 1 if cut >= 0 else len(piece))
+                break
+            skipped += len(piece)
+        f.seek(0)
+        newlines, done = 0, 0
+        while done < start:
+            piece = f.read(min(1 << 20, start - done))
+            if not piece:
+                break
+            newlines += piece.count(b"\n")
+            done += len(piece)
+        return newlines + 1, start
+
+    def readable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read1(self, size: int = -1) -> bytes:
+        left = (1 << 62) if self._end is None else self._end - self._pos
+        data = self._f.read(max(0, min(size if size >= 0 else left, left)))
+        self._pos += len(data)
+        return data
+
+    def read(self, size: int = -1) -> bytes:
+        return self.read1(size)
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
 
 
 def first_record(path: str | os.PathLike, *, max_bytes: int = 1 << 24) -> Any:
