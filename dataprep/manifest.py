@@ -3,7 +3,9 @@
 It records what a dataset is made of (inputs with sizes and sha256, tokenizer identity, counts,
 skips by reason, the largest token id) so later stages can find the tokenizer without being told,
 and a person can see where the data came from. Per-document provenance lives beside it in
-`{prefix}.provenance.npy`.
+`{prefix}.provenance.npy`; with --dedup, the manifest's "dedup" entry counts removed documents by
+kind ("exact", "near") and `{prefix}.duplicates.npy` lists every removed one with the
+provenance of both copies.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from dataprep.errors import DataprepError
 
 MANIFEST_SUFFIX = ".json"
 PROVENANCE_SUFFIX = ".provenance.npy"
+# --dedup: int64 rows (duplicate's input index, line, original's input index, line, kind 0 exact /
+# 1 near), in input order of the duplicates
+DUPLICATES_SUFFIX = ".duplicates.npy"
 
 
 def manifest_path(prefix: str | os.PathLike) -> Path:
@@ -25,6 +30,10 @@ def manifest_path(prefix: str | os.PathLike) -> Path:
 
 def provenance_path(prefix: str | os.PathLike) -> Path:
     return Path(os.fspath(prefix) + PROVENANCE_SUFFIX)
+
+
+def duplicates_path(prefix: str | os.PathLike) -> Path:
+    return Path(os.fspath(prefix) + DUPLICATES_SUFFIX)
 
 
 def load_manifest(prefix: str | os.PathLike) -> dict[str, Any] | None:

@@ -55,6 +55,7 @@ def same_outputs(a: Path, b: Path) -> None:
     ma, mb = (json.loads(Path(f"{p}_text_document.json").read_text()) for p in (a, b))
     for m in (ma, mb):  # the only fields that may differ: the time and the output's own name
         del m["created"], m["prefix"], m["provenance"]
+        m.get("dedup", {}).pop("duplicates", None)
     assert ma == mb
 
 
@@ -138,3 +139,22 @@ def test_local_builds_do_not_import_ray(tmp_path):
         "assert rc == 0; assert 'ray' not in sys.modules, 'ray was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, capture_output=True)
+
+
+@pytest.mark.parametrize("mode", ["exact", "minhash"])
+def test_dedup_on_ray_decides_as_locally(ray_session, tmp_path, mode):
+    from tests.test_build_dedup import edited, essay
+
+    originals = [essay(i, 200) for i in range(30)]
+    texts = originals + [originals[4], edited(originals[8], 1, 0), originals[20]] + originals[:3]
+    write_zst(tmp_path / "a.jsonl.zst", pile(texts[:20]))
+    (tmp_path / "b.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pile(texts[20:])))
+    common = ["--input", tmp_path / "a.jsonl.zst", tmp_path / "b.jsonl", "--dedup", mode]
+    assert run_build(*common, "--workers", 2, "--output-prefix", tmp_path / "l") == 0
+    ray_args = ["--executor", "ray", "--ray-split-mb", 0.01]  # b.jsonl in several ranges
+    assert run_build(*common, *ray_args, "--output-prefix", tmp_path / "r") == 0
+    same_outputs(tmp_path / "l", tmp_path / "r")
+    a, b = (Path(f"{tmp_path / p}_text_document.duplicates.npy").read_bytes() for p in "lr")
+    assert a == b
+    removed = json.loads(Path(f"{tmp_path / 'l'}_text_document.json").read_text())["dedup"]
+    assert sum(removed["removed"].values()) == (6 if mode == "minhash" else 5)

@@ -35,6 +35,8 @@ class BuildConfig:
     progress: bool = True  # tqdm bar on stderr (only when stderr is a terminal)
     log_interval: int = 0  # log a progress line every N documents when there is no bar
     allow_empty: bool = False  # write a dataset with no documents instead of failing
+    dedup: str | None = None  # None, "exact" or "minhash" (dataprep.dedup)
+    dedup_threshold: float = 0.8  # minhash: Jaccard of word 5-grams at which a document is a copy
     executor: str = "local"  # "local" (this process + a pool) or "ray"
     ray_address: str | None = None  # None: start a local Ray; else ray.init(address=...)
     ray_split_bytes: int = 64 << 20  # Ray: plain JSON Lines files above this become byte ranges
@@ -48,6 +50,10 @@ class BuildConfig:
             raise UsageError(f"--json-keys has duplicates: {list(self.json_keys)}")
         if self.workers < 1:
             raise UsageError(f"--workers must be >= 1, got {self.workers}")
+        if self.dedup not in (None, "exact", "minhash"):
+            raise UsageError(f"--dedup must be exact or minhash, got {self.dedup!r}")
+        if not 0 < self.dedup_threshold <= 1:
+            raise UsageError(f"--dedup-threshold must be in (0, 1], got {self.dedup_threshold}")
         if self.executor not in ("local", "ray"):
             raise UsageError(f"--executor must be local or ray, got {self.executor!r}")
         if self.ray_address is not None and self.executor != "ray":

@@ -112,7 +112,15 @@ def encode_chunk(task: dict[str, Any], tokenizer=None) -> dict[str, Any]:
         seqs_per_doc_a = np.asarray(seqs_per_doc, dtype=np.int64)
         bounds = np.concatenate([[0], np.cumsum(seqs_per_doc_a)])
         csum = np.concatenate([[0], np.cumsum(seq_lengths_a)])
+        dedup = None
+        if task.get("dedup"):
+            from dataprep.dedup import document_keys
+
+            written = np.ones(len(texts), bool)
+            written[empty] = False
+            dedup = {n: a[written] for n, a in document_keys(texts, task["dedup"]).items()}
         results[key] = {
+            "dedup": dedup,  # keys of the written documents (dataprep.dedup), or None
             "tokens": tokens,
             "doc_lengths": csum[bounds[1:]] - csum[bounds[:-1]],
             "seq_lengths": seq_lengths_a,

@@ -82,8 +82,14 @@ def build_part(part: Part, config, common: dict[str, Any], filters, parts_dir: s
         writers = {key: IndexedDatasetWriter(tmp / key, dtype=dtype) for key in config.json_keys}
         stats = {key: KeyStats() for key in config.json_keys}
         provenance: dict[str, list[np.ndarray]] = {key: [] for key in config.json_keys}
-        sink = Sink(writers, stats, provenance, Progress(False, 0, 1), split_sentences=False)
-        sink.split_sentences = config.split_sentences
+        sink = Sink(
+            writers,
+            stats,
+            provenance,
+            Progress(False, 0, 1),
+            split_sentences=config.split_sentences,
+            keep_keys=bool(config.dedup),
+        )
 
         def execute(task, lines):
             yield encode.run_task(task, tokenizer), lines
@@ -107,6 +113,11 @@ def build_part(part: Part, config, common: dict[str, Any], filters, parts_dir: s
                 tmp / f"{key}.provenance.npy",
                 np.concatenate(rows) if rows else np.zeros((0, 2), np.int64),
             )
+            if config.dedup:
+                from dataprep.dedup import concat_keys
+
+                keys = concat_keys(sink.kept_keys[key], config.dedup)
+                np.savez(tmp / f"{key}.dedup.npz", **keys)
         result = {
             "spec": part.spec(),
             "file_stat": _file_stat(part.path),

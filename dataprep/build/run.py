@@ -128,8 +128,24 @@ def build_index(config: BuildConfig) -> BuildSummary:
         done_bytes=sum(sizes[:done_files]),
         done_files=done_files,
     )
-    sink = Sink(writers, stats, provenance, progress, split_sentences=config.split_sentences)
+    dedup = None
+    if config.dedup:
+        from dataprep.dedup import Deduplicator
+
+        dedup = {key: Deduplicator(config.dedup, config.dedup_threshold) for key in outputs}
+        if done_files:
+            for key, d in dedup.items():
+                d.load(work / f"{key}.dedup.npz")
+    sink = Sink(
+        writers,
+        stats,
+        provenance,
+        progress,
+        split_sentences=config.split_sentences,
+        dedup=dedup,
+    )
     common = {
+        "dedup": config.dedup,
         "split_sentences": config.split_sentences,
         "keep_newlines": config.keep_newlines,
         "append_eod": config.append_eod,
@@ -180,6 +196,8 @@ def build_index(config: BuildConfig) -> BuildSummary:
                 writers,
                 text_bytes=earlier_text_bytes + sink.text_bytes,
             )
+            for key, d in (dedup or {}).items():
+                d.save(work / f"{key}.dedup.npz")
             file_stats, file_docs = ReadStats(), 0
         seconds = time.perf_counter() - start
         empty = [key for key, s in stats.items() if s.documents == 0]
@@ -219,6 +237,14 @@ def build_index(config: BuildConfig) -> BuildSummary:
         np.save(tmp, prov)
         os.replace(tmp, provenance_path(prefix))
         s = stats[key]
+        extra = {}
+        if dedup is not None:
+            from dataprep.manifest import duplicates_path
+
+            pairs_tmp = Path(str(duplicates_path(prefix)) + ".tmp.npy")
+            np.save(pairs_tmp, dedup[key].pairs_array())
+            os.replace(pairs_tmp, duplicates_path(prefix))
+            extra["dedup"] = dedup[key].describe(inputs, duplicates_path(prefix).name)
         write_json_atomic(
             manifest_path(prefix),
             {
@@ -240,6 +266,7 @@ def build_index(config: BuildConfig) -> BuildSummary:
                 "filters": {k: list(v) for k, v in config.filters},
                 "languages": list(config.languages) if config.languages else None,
                 "provenance": provenance_path(prefix).name,
+                **extra,
             },
         )
     shutil.rmtree(work, ignore_errors=True)

@@ -116,7 +116,21 @@ class Progress:
 class Sink:
     """Writes tokenized chunks, in submission order, to the writers; keeps counts and provenance."""
 
-    def __init__(self, writers, stats, provenance, progress, *, split_sentences: bool) -> None:
+    def __init__(
+        self,
+        writers,
+        stats,
+        provenance,
+        progress,
+        *,
+        split_sentences: bool,
+        dedup: dict | None = None,
+        keep_keys: bool = False,
+    ) -> None:
+        # dedup: key -> dataprep.dedup.Deduplicator, deciding here in input order; keep_keys: a
+        # Ray task's sink, which writes everything and keeps the keys for the driver to decide
+        self.dedup = dedup
+        self.kept_keys: dict[str, list] | None = {k: [] for k in writers} if keep_keys else None
         self.writers = writers
         self.stats = stats
         self.provenance = provenance
@@ -133,9 +147,19 @@ class Sink:
             if r["empty"]:
                 keep[r["empty"]] = False
                 s.skip("empty_after_tokenization", len(r["empty"]))
+            kept = np.asarray(lines[key], dtype=np.int64)[keep]
+            if self.dedup is not None:
+                mask = self.dedup[key].decide(file_index, kept, r["dedup"])
+                if not mask.all():
+                    removed = self.dedup[key].pairs[-int((~mask).sum()) :]
+                    for pair in removed:
+                        s.skip("duplicate_" + ("exact", "near")[pair[4]])
+                    r = _select(r, mask)
+                    kept = kept[mask]
+            elif self.kept_keys is not None and r["dedup"] is not None:
+                self.kept_keys[key].append(r["dedup"])
             s.max_token_id = max(s.max_token_id, r["max_id"])
             self._add(self.writers[key], r)
-            kept = np.asarray(lines[key], dtype=np.int64)[keep]
             rows = np.stack([np.full(kept.size, file_index, np.int64), kept], axis=1)
             self.provenance[key].append(rows)
             s.documents += int(kept.size)
@@ -164,12 +188,23 @@ class Sink:
     def append_part(self, file_index: int, part_dir, result: dict[str, Any]) -> int:
         """Append a partial dataset written by a task (executor_ray) after everything written so
         far: its `.bin/.idx` with the writer's `add_index` (the merge of indexed/merge.py: `.bin`
-        streamed, document indices rebased), then its provenance and counts."""
+        streamed, document indices rebased), then its provenance and counts. With dedup, the
+        documents are decided here, in input order, and duplicates left out of the copy."""
         ndocs = ntok = 0
         for key, writer in self.writers.items():
-            writer.add_index(part_dir / key)
-            self.provenance[key].append(np.load(part_dir / f"{key}.provenance.npy"))
-            part = result["stats"][key]
+            prov = np.load(part_dir / f"{key}.provenance.npy")
+            part = dict(result["stats"][key])
+            mask = None
+            if self.dedup is not None:
+                with np.load(part_dir / f"{key}.dedup.npz") as z:
+                    keys = {n: z[n] for n in z.files}
+                mask = self.dedup[key].decide(file_index, prov[:, 1], keys)
+            if mask is None or mask.all():
+                writer.add_index(part_dir / key)
+            else:
+                part = _copy_kept(writer, part_dir / key, mask, part, self.dedup[key])
+                prov = prov[mask]
+            self.provenance[key].append(prov)
             self.stats[key].add(part)
             ndocs = max(ndocs, part["documents"])
             ntok += part["tokens"]
@@ -188,3 +223,47 @@ class Sink:
             writer.add_document(r["tokens"][tok_pos : tok_pos + n], sequence_lengths=lengths)
             seq_pos += nseq
             tok_pos += n
+
+
+def _select(r: dict[str, Any], mask: np.ndarray) -> dict[str, Any]:
+    """A chunk result (`encode.encode_chunk`) with only the documents where `mask` is set."""
+    doc_lengths, seqs_per_doc = r["doc_lengths"], r["seqs_per_doc"]
+    tokens = r["tokens"][np.repeat(mask, doc_lengths)]
+    return {
+        **r,
+        "tokens": tokens,
+        "doc_lengths": doc_lengths[mask],
+        "seq_lengths": r["seq_lengths"][np.repeat(mask, seqs_per_doc)],
+        "seqs_per_doc": seqs_per_doc[mask],
+        "max_id": int(tokens.max()) if tokens.size else -1,
+    }
+
+
+def _copy_kept(writer, prefix, mask: np.ndarray, part: dict[str, Any], dedup) -> dict[str, Any]:
+    """Copy the documents of a partial dataset where `mask` is set; returns its counts after."""
+    from dataprep.indexed import IndexedDatasetReader
+
+    reader = IndexedDatasetReader(prefix)
+    documents = np.asarray(reader.document_indices, np.int64)
+    lengths = np.asarray(reader.sequence_lengths, np.int64)
+    max_id, sequences, tokens = -1, 0, 0
+    for i in np.flatnonzero(mask).tolist():
+        seq = lengths[documents[i] : documents[i + 1]]
+        ids = np.concatenate([reader[j] for j in range(documents[i], documents[i + 1])])
+        writer.add_document(ids, sequence_lengths=seq.tolist())
+        max_id = max(max_id, int(ids.max()) if ids.size else -1)
+        sequences += seq.size
+        tokens += ids.size
+    del reader
+    skipped = dict(part["skipped"])
+    removed = dedup.pairs[len(dedup.pairs) - int((~mask).sum()) :]
+    for pair in removed:
+        reason = "duplicate_" + ("exact", "near")[pair[4]]
+        skipped[reason] = skipped.get(reason, 0) + 1
+    return {
+        "documents": int(mask.sum()),
+        "sequences": sequences,
+        "tokens": tokens,
+        "max_token_id": max_id,
+        "skipped": skipped,
+    }

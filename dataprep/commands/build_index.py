@@ -85,6 +85,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="count corrupt or truncated compressed files as skips instead of stopping",
     )
 
+    g.add_argument(
+        "--dedup",
+        choices=["exact", "minhash"],
+        help="leave out documents that repeat an earlier one: exact (same text after Unicode NFC "
+        "and trimming leading/trailing whitespace) or minhash (near-duplicates: Jaccard of word "
+        "5-grams >= --dedup-threshold, MinHash LSH); counted in the manifest, listed by "
+        "`dataprep inspect --duplicates`",
+    )
+    g.add_argument(
+        "--dedup-threshold",
+        type=float,
+        default=0.8,
+        metavar="J",
+        help="with --dedup minhash: the Jaccard similarity at which a document is a copy "
+        "(default: 0.8)",
+    )
+
     g = p.add_argument_group("tokenizer")
     g.add_argument(
         "--tokenizer",
@@ -261,6 +278,8 @@ def config_from_args(args: argparse.Namespace):
         progress=not args.no_progress,
         log_interval=args.log_interval,
         allow_empty=args.allow_empty,
+        dedup=args.dedup,
+        dedup_threshold=args.dedup_threshold,
         executor=args.executor,
         ray_address=args.ray_address,
         ray_split_bytes=int(args.ray_split_mb * (1 << 20)),

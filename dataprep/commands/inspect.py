@@ -21,6 +21,7 @@ tokenizer, skips).
 examples:
   dataprep inspect out/pile_text_document
   dataprep inspect out/pile_text_document --doc 0 --doc 17   # decode documents, show sources
+  dataprep inspect out/pile_text_document --duplicates 3   # after build-index --dedup
   dataprep inspect out/pile_text_document --json"""
 
 
@@ -42,6 +43,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--tokenizer", help="tokenizer for decoding (default: from the build manifest)")
     p.add_argument("--manifest", action="store_true", help="print the whole build manifest")
+    p.add_argument(
+        "--duplicates",
+        type=int,
+        nargs="?",
+        const=5,
+        metavar="N",
+        help="list N (default 5) documents that build-index --dedup left out, with the source "
+        "file:line of both copies and the start of the kept one",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -144,6 +154,8 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(manifest, indent=2, ensure_ascii=False))
     else:
         print("  no build manifest (not built by dataprep build-index)")
+    if args.duplicates is not None:
+        _show_duplicates(args, reader, manifest)
     for d in documents:
         src = f" from {d['source']['file']}:{d['source']['line']}" if "source" in d else ""
         text = d["text"]
@@ -154,3 +166,41 @@ def run(args: argparse.Namespace) -> int:
             )
         print(f"\n--- document {d['document']} ({d['num_tokens']:,} tokens){src}\n{text}")
     return 0
+
+
+def _show_duplicates(args: argparse.Namespace, reader, manifest: dict | None) -> None:
+    """The pairs build-index --dedup recorded: duplicate file:line = original file:line."""
+    from dataprep.manifest import duplicates_path, provenance_path
+
+    dedup = (manifest or {}).get("dedup")
+    if not dedup:
+        raise UsageError(
+            f"{args.prefix} was built without --dedup: no duplicates were looked for; rebuild "
+            "with build-index --dedup exact (or minhash)"
+        )
+    removed = dedup["removed"]
+    print(
+        f"  duplicates removed ({dedup['mode']}): {sum(removed.values()):,} "
+        f"(exact {removed.get('exact', 0):,}, near {removed.get('near', 0):,})"
+    )
+    pairs = np.load(duplicates_path(args.prefix))[: max(args.duplicates, 0)]
+    if not len(pairs):
+        return
+    inputs = manifest["inputs"]
+    prov = np.load(provenance_path(args.prefix))
+    tok = None
+    spec = args.tokenizer or manifest.get("tokenizer", {}).get("spec")
+    if spec is not None:
+        from dataprep.tokenizers import load_tokenizer
+
+        tok = load_tokenizer(spec)
+    for f, line, of, oline, kind in pairs.tolist():
+        found = np.flatnonzero((prov[:, 0] == of) & (prov[:, 1] == oline))
+        kept = f"document {int(found[0])}" if found.size else "not in this dataset"
+        print(
+            f"  {('exact', 'near')[kind]}: {inputs[f]['name']}:{line} repeats "
+            f"{inputs[of]['name']}:{oline} ({kept})"
+        )
+        if tok is not None and found.size:
+            text = tok.decode(reader.get_document(int(found[0])))
+            print(f"    {text[:100]!r}{'...' if len(text) > 100 else ''}")
