@@ -80,9 +80,10 @@ def test_a_killed_task_is_retried_with_the_same_bytes(ray_session, corpus, tmp_p
     same_outputs(local, out)
 
 
-def test_bad_records_fail_or_count_as_locally(ray_session, tmp_path, capsys):
-    src = write_zst(tmp_path / "in.jsonl.zst", _records_with_problems(), frames=4)
-    plain = tmp_path / "plain.jsonl"
+def test_bad_records_fail_or_count_as_locally(ray_session, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative paths: the tasks run in the driver's directory
+    src = write_zst(Path("in.jsonl.zst"), _records_with_problems(), frames=4)
+    plain = Path("plain.jsonl")
     plain.write_text(
         "".join(
             (r if isinstance(r, str) else json.dumps(r)) + "\n" for r in _records_with_problems()
@@ -96,7 +97,7 @@ def test_bad_records_fail_or_count_as_locally(ray_session, tmp_path, capsys):
             assert run_build(*args, "--output-prefix", out) == 1
             errors.append(capsys.readouterr().err.strip().splitlines()[-1])
             assert not list(tmp_path.glob("fail-*"))
-        assert errors[0] == errors[1] and f"{given.name}:6: not JSON" in errors[0]
+        assert errors[0] == errors[1] and f"error: {given}:6: not JSON" in errors[0]
     skip = ["--input", src, plain, "--skip-bad-records", "--filter", "pile_set_name=Pile-CC"]
     assert run_build(*skip, "--output-prefix", tmp_path / "l") == 0
     ray_args = ["--executor", "ray", "--ray-split-mb", 0.002]

@@ -58,10 +58,16 @@ def _file_stat(path: str) -> list[int]:
     return [st.st_size, st.st_mtime_ns]
 
 
-def build_part(part: Part, config, common: dict[str, Any], filters, parts_dir: str) -> dict:
+def build_part(
+    part: Part, config, common: dict[str, Any], filters, parts_dir: str, cwd: str
+) -> dict:
     """The Ray task: read and tokenize one part into `{parts_dir}/{part.name}/` (one `.bin/.idx`
     and `.provenance.npy` per key, then `part.json` with the counts); returns part.json's content,
-    or {"error": DataprepError} for bad input."""
+    or {"error": DataprepError} for bad input. Runs in the driver's working directory `cwd` (on
+    the shared filesystem), so relative input and tokenizer paths, and the file names in messages,
+    are the driver's."""
+    if os.path.isdir(cwd):
+        os.chdir(cwd)
     from dataprep.build import encode, read
     from dataprep.build.config import KeyStats
     from dataprep.build.plan import sha256_of
@@ -188,7 +194,7 @@ class RayExecutor:
                 reused += 1
             else:
                 ref = self.task.remote(
-                    part, self.config, self.common, self.filters, str(self.parts_dir)
+                    part, self.config, self.common, self.filters, str(self.parts_dir), os.getcwd()
                 )
                 results[part.name] = ref
                 sizes[ref] = part.size
