@@ -173,17 +173,22 @@ class Deduplicator:
             self.removed[KINDS[kind]] += 1
 
     def describe(self, inputs: Sequence[dict], duplicates_name: str, examples: int = 10) -> dict:
-        """The manifest's "dedup" entry: mode, counts by kind, the first few pairs."""
+        """The manifest's "dedup" entry: mode, parameters, counts by kind ("removed"), the name
+        of the pairs file and the first few pairs."""
 
         def where(f: int, line: int) -> dict:
             return {"file": inputs[f]["name"], "line": line}
 
+        minhash = self.mode == "minhash"
         return {
             "mode": self.mode,
-            "normalization": "Unicode NFC, leading/trailing whitespace trimmed",
-            "threshold": self.threshold if self.mode == "minhash" else None,
-            "shingles": f"word {SHINGLE_WORDS}-grams" if self.mode == "minhash" else None,
-            "num_perm": NUM_PERM if self.mode == "minhash" else None,
+            "params": {  # how documents were compared (counts are in "removed")
+                "normalization": "Unicode NFC, leading/trailing whitespace trimmed",
+                "threshold": self.threshold if minhash else None,
+                "shingles": f"word {SHINGLE_WORDS}-grams" if minhash else None,
+                "num_perm": NUM_PERM if minhash else None,
+                "seed": SEED if minhash else None,
+            },
             "removed": dict(self.removed),
             "duplicates": duplicates_name,
             "examples": [
