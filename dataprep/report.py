@@ -233,7 +233,14 @@ def _skips(manifest) -> tuple[dict[str, int], dict[str, int] | None]:
     duplicates = {k: n for k, n in skipped.items() if "dup" in k}
     for key in ("dedup", "duplicates"):
         value = manifest.get(key)
-        if isinstance(value, dict):
+        if isinstance(value, dict) and isinstance(value.get("removed"), dict):
+            # build-index --dedup: {"mode", "params", "removed": {"exact": n, "near": m}, ...}
+            mode = value.get("mode", key)
+            removed = value["removed"].items()
+            # these counts are also skip reasons ("duplicate_exact"): show them once
+            duplicates = {f"{k} (--dedup {mode})": int(v) for k, v in removed if v is not None}
+            break
+        elif isinstance(value, dict):
             duplicates.update(
                 {k: int(v) for k, v in value.items() if isinstance(v, int | float) and v}
             )

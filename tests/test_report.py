@@ -138,6 +138,20 @@ def test_duplicates_recorded_in_the_manifest_are_shown(pile, tmp_path):
     assert len(panels["duplicates removed"].patches) == 2
 
 
+def test_duplicates_removed_by_build_index_dedup_are_shown(tmp_path):
+    from dataprep.cli import main
+
+    docs = ["alpha beta gamma", "  alpha beta gamma\n", "delta epsilon", "zeta", "delta epsilon"]
+    src = tmp_path / "dups.jsonl"
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in docs), encoding="utf-8")
+    assert main(["build-index", "--input", str(src), "--output-prefix", str(tmp_path / "d"),
+                 "--tokenizer", "gpt2", "--dedup", "exact", "--no-progress"]) == 0  # fmt: skip
+    data = collect_report(str(tmp_path / "d_text_document"))
+    assert data.duplicates == {"exact (--dedup exact)": 2, "near (--dedup exact)": 0}
+    _, panels = draw_report(data)
+    assert len(panels["duplicates removed"].patches) == 2
+
+
 def test_every_panel_is_drawn(pile, mc4):
     for prefix in (pile, mc4[0]):
         data = collect_report(prefix, seq_length=64)
