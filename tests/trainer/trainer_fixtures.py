@@ -10,8 +10,15 @@ import numpy as np
 from dataprep.indexed import IndexedDatasetWriter
 
 
-def write_dataset(prefix: Path, docs: list[np.ndarray], *, vocab_size: int, spec: str = "toy",
-                  eos_id: int | None = None, manifest: bool = True) -> str:
+def write_dataset(
+    prefix: Path,
+    docs: list[np.ndarray],
+    *,
+    vocab_size: int,
+    spec: str = "toy",
+    eos_id: int | None = None,
+    manifest: bool = True,
+) -> str:
     """Write docs to {prefix}.bin/.idx (uint16) and a manifest naming a `vocab_size` tokenizer."""
     prefix.parent.mkdir(parents=True, exist_ok=True)
     with IndexedDatasetWriter(prefix, dtype=np.uint16) as w:
@@ -20,15 +27,27 @@ def write_dataset(prefix: Path, docs: list[np.ndarray], *, vocab_size: int, spec
     if manifest:
         tokens = int(sum(len(d) for d in docs))
         top = int(max(int(np.max(d)) for d in docs if len(d)))
-        (Path(str(prefix) + ".json")).write_text(json.dumps({
-            "tokens": tokens, "documents": len(docs), "max_token_id": top,
-            "tokenizer": {"spec": spec, "vocab_size": vocab_size, "eos_id": eos_id},
-        }))
+        (Path(str(prefix) + ".json")).write_text(
+            json.dumps(
+                {
+                    "tokens": tokens,
+                    "documents": len(docs),
+                    "max_token_id": top,
+                    "tokenizer": {"spec": spec, "vocab_size": vocab_size, "eos_id": eos_id},
+                }
+            )
+        )
     return str(prefix)
 
 
-def markov_docs(n_docs: int, *, vocab: int, length: tuple[int, int] = (20, 200), seed: int = 0,
-                eod: int | None = None) -> list[np.ndarray]:
+def markov_docs(
+    n_docs: int,
+    *,
+    vocab: int,
+    length: tuple[int, int] = (20, 200),
+    seed: int = 0,
+    eod: int | None = None,
+) -> list[np.ndarray]:
     """Documents from a sparse random bigram chain: learnable, so the loss falls quickly."""
     rng = np.random.default_rng(seed)
     nxt = rng.integers(2, vocab, size=(vocab, 3))  # each id is followed by one of 3 ids
