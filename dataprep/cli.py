@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "generate": "generate",
     "fill-mask": "fill_mask",
     "serve": "serve",
+    "eval": "eval",
 }
 
 

@@ -1,0 +1,103 @@
+"""Our checkpoints as an lm-evaluation-harness 0.4 model, registered as `dataprep` (serving.md §3).
+
+    python -m trainer.lm_eval_model --model dataprep --model_args checkpoint=out/ckpt-gpt \\
+        --tasks toy_lambada --include_path pipelines/lm_eval_tasks
+
+runs lm_eval's own command line after registering the class (lm_eval finds models only in its
+registry, which this import fills); from Python, `import trainer.lm_eval_model` and then
+`lm_eval.simple_evaluate(model="dataprep", model_args="checkpoint=...")`. The class is a
+`TemplateLM`: lm_eval encodes every (context, continuation) itself and we score the ids with
+`trainer.evaluate.loglikelihoods`, the same function `dataprep eval --lambada` uses.
+`loglikelihood_rolling` scores whole texts in lm_eval's rolling windows of the model's context;
+`generate_until` decodes greedily (trainer/generate.py) and cuts at the first stop string.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from lm_eval.api.model import TemplateLM
+from lm_eval.api.registry import register_model
+from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+
+
+@register_model("dataprep")
+class DataprepLM(TemplateLM):
+    """lm_eval model over a `dataprep train --save` checkpoint (GPT or GPT-J, TP=1 in-process)."""
+
+    def __init__(
+        self, checkpoint: str, tokenizer: str | None = None, batch_size: int | str = 16, **_ignored
+    ) -> None:
+        super().__init__()
+        from trainer.evaluate import _check_causal
+        from trainer.generate import load_for_inference
+
+        self.model, self.tok, self.checkpoint = load_for_inference(checkpoint, tokenizer=tokenizer)
+        _check_causal(self.model)
+        self.batch_size = int(batch_size) if str(batch_size).isdigit() else 16
+        self.max_length = self.model.config.block_size
+
+    @property
+    def eot_token_id(self) -> int:
+        return self.tok.eod_id
+
+    @property
+    def tokenizer_name(self) -> str:
+        return self.tok.name
+
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kw) -> list[int]:
+        return self.tok.encode(string)
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kw):
+        from trainer.evaluate import loglikelihoods
+
+        pairs = [(ctx, cont) for _, ctx, cont in requests]
+        return loglikelihoods(self.model, pairs, eod_id=self.eot_token_id,
+                              batch_size=self.batch_size)  # fmt: skip
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        out = []
+        for req in requests:
+            (text,) = req.args
+            windows = [
+                make_disjoint_window(w)
+                for w in get_rolling_token_windows(
+                    token_list=self.tok_encode(text),
+                    prefix_token=self.eot_token_id,
+                    max_seq_len=self.max_length,
+                    context_len=1,
+                )
+            ]
+            scores = self._loglikelihood_tokens([(None, c, t) for c, t in windows])
+            out.append(sum(ll for ll, _ in scores))
+        return out
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        from trainer.generate import SamplingParams, generate
+
+        out = []
+        for req in requests:
+            context, gen_kwargs = req.args
+            until = gen_kwargs.get("until") or [self.tok.decode([self.eot_token_id])]
+            until = [until] if isinstance(until, str) else list(until)
+            n = int(gen_kwargs.get("max_gen_toks", 256))
+            ids = self.tok_encode(context)[-(self.max_length - 1) :]
+            params = SamplingParams(greedy=True, tokens_to_generate=n, end_strings=tuple(until))
+            response, lengths = generate(self.model, self.tok, [self.tok.decode(ids)], params)
+            text = self.tok.decode(response["token_ids"][0][lengths[0] :])
+            for stop in until:
+                text = text.split(stop)[0]
+            out.append(text)
+        return out
+
+
+def main() -> int:
+    """lm_eval's command line with the `dataprep` model registered."""
+    from lm_eval.__main__ import cli_evaluate
+
+    cli_evaluate()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
