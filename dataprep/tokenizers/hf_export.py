@@ -8,8 +8,9 @@
   model has byte pieces (`<0x00>`...) the Unigram model gets `byte_fallback` and the decoder a
   ByteFallback step: characters outside the vocabulary then map to the same byte ids as in
   sentencepiece instead of `<unk>`.
-- A Hugging Face tokenizer.json (or a folder with one): loaded with `PreTrainedTokenizerFast`, or
-  with `AutoTokenizer` when the folder has its own tokenizer_config.json.
+- A Hugging Face tokenizer.json (or a folder with one): loaded with `PreTrainedTokenizerFast` with
+  our eos (the end-of-document id), bos, unk and pad pieces named, or with `AutoTokenizer` when the
+  folder has its own tokenizer_config.json.
 
 `save_hf_tokenizer` then reloads the folder with `AutoTokenizer` and checks it gives our ids on
 probe texts (Latin, Cyrillic, CJK, Devanagari, Arabic, emoji, whitespace runs); a mismatch is an
@@ -59,7 +60,16 @@ def _to_hf(tokenizer: Any):
         if (folder / "tokenizer_config.json").is_file():
             return transformers.AutoTokenizer.from_pretrained(folder)
         file = path / "tokenizer.json" if path.is_dir() else path
-        return transformers.PreTrainedTokenizerFast(tokenizer_file=str(file))
+        # a bare tokenizer.json names no special tokens; ours are known (the end-of-document id
+        # is the eos that generation_config.json and lm_eval's `hf` model use)
+        special = {}
+        eos = tokenizer.eos_id if tokenizer.eos_id is not None else tokenizer.eod_id
+        roles = (("eos_token", eos), ("bos_token", tokenizer.bos_id),
+                 ("unk_token", tokenizer.unk_id), ("pad_token", tokenizer.pad_id))  # fmt: skip
+        for name, i in roles:
+            if i is not None:
+                special[name] = tokenizer.id_to_piece(i)
+        return transformers.PreTrainedTokenizerFast(tokenizer_file=str(file), **special)
     raise DataprepError(f"no Hugging Face export for a {type(tokenizer).__name__} tokenizer")
 
 

@@ -145,3 +145,56 @@ def test_shipped_lambada_file_is_what_the_script_makes(tmp_path):
                     str(out)], check=True, capture_output=True)  # fmt: skip
     assert out.read_bytes() == LAMBADA.read_bytes()
     assert LAMBADA.stat().st_size < 300_000
+
+
+def _ours(checkpoint: str, n: int, capsys) -> dict:
+    argv = ["eval", checkpoint, "--lambada", str(LAMBADA), "--limit", str(n), "--json"]
+    assert cli_main(argv) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])["lambada"]
+
+
+def test_the_documented_lm_eval_command_line_runs_our_model(setup, tmp_path, capsys):
+    """`python -m trainer.lm_eval_model --model dataprep ...` as README and --help show it."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("lm_eval")
+    n = 40
+    out = tmp_path / "results"
+    cmd = [sys.executable, "-m", "trainer.lm_eval_model", "--model", "dataprep", "--model_args",
+           f"checkpoint={setup['trained']}", "--tasks", "toy_lambada", "--include_path",
+           str(TASKS), "--limit", str(n), "--output_path", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "toy_lambada" in proc.stdout and "acc" in proc.stdout
+    (result,) = out.rglob("results_*.json")
+    got = json.loads(result.read_text())["results"]["toy_lambada"]
+    ours = _ours(setup["trained"], n, capsys)
+    assert got["acc,none"] == pytest.approx(ours["acc"], abs=1e-12)
+    assert got["perplexity,none"] == pytest.approx(ours["perplexity"], rel=1e-6)
+
+
+def test_lm_eval_hf_model_on_the_exported_folder_scores_as_ours(setup, tmp_path, capsys):
+    """The other route: export-hf, then lm_eval's own `hf` model on that folder."""
+    lm_eval = pytest.importorskip("lm_eval")
+    from lm_eval.tasks import TaskManager
+
+    hf_dir = tmp_path / "hf"
+    assert cli_main(["export-hf", setup["trained"], str(hf_dir)]) == 0
+    capsys.readouterr()
+    n = 40
+    tasks = TaskManager(include_path=str(TASKS), include_defaults=False)
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(ROOT)  # the task YAML names its data file relative to the repository root
+    try:
+        res = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={hf_dir},device=cpu",
+                                      tasks=["toy_lambada"], task_manager=tasks, limit=n,
+                                      bootstrap_iters=0, batch_size=8)  # fmt: skip
+    finally:
+        os.chdir(cwd)
+    got = res["results"]["toy_lambada"]
+    ours = _ours(setup["trained"], n, capsys)
+    assert got["acc,none"] == pytest.approx(ours["acc"], abs=1e-12)
+    assert got["perplexity,none"] == pytest.approx(ours["perplexity"], rel=1e-4)
