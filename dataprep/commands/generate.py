@@ -114,6 +114,10 @@ def run(args: argparse.Namespace) -> int:
            "use_cache": params.use_cache}  # fmt: skip
     if args.nproc_per_node < 1:
         raise UsageError(f"--nproc-per-node must be >= 1, got {args.nproc_per_node}")
+    from trainer.launch import dist_env
+
+    if dist_env() is not None:  # a rank of `torchrun -m dataprep generate`: TP = the world size
+        return _rank_main(job)
     if args.nproc_per_node > 1:
         from trainer.launch import launch_local
 
@@ -147,12 +151,17 @@ def _run_job(job: dict, *, tp_group, rank: int) -> int:
 
 def worker_main() -> int:
     """A rank started by `launch_local` for --nproc-per-node N: TP = N."""
+    from trainer.launch import PAYLOAD_ENV
+
+    return _rank_main(json.loads(os.environ[PAYLOAD_ENV]))
+
+
+def _rank_main(job: dict) -> int:
     from dataprep.errors import DataprepError
-    from trainer.launch import PAYLOAD_ENV, dist_env, setup_distributed, teardown_distributed
+    from trainer.launch import dist_env, setup_distributed, teardown_distributed
     from trainer.train import configure_rank_logging
 
     rank = configure_rank_logging()
-    job = json.loads(os.environ[PAYLOAD_ENV])
     layout = setup_distributed(dist_env().world_size)
     try:
         return _run_job(job, tp_group=layout.tp_group, rank=layout.rank)

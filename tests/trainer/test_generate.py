@@ -164,7 +164,8 @@ def test_cli_json_at_tp2_equals_tp1_and_errors_are_one_line(checkpoints, capfd):
     assert cli_main(args) == 0
     one = json.loads(capfd.readouterr().out)
     assert cli_main([*args, "--nproc-per-node", "2"]) == 0
-    two = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
+    (line,) = capfd.readouterr().out.strip().splitlines()  # rank 0 prints, the other rank not
+    two = json.loads(line)
     assert one["token_ids"] == two["token_ids"] and one["sentences"] == two["sentences"]
     for a, b in zip(one["logprob"], two["logprob"], strict=True):
         assert max(abs(x - y) for x, y in zip(a, b, strict=True)) < 1e-4
@@ -176,3 +177,22 @@ def test_cli_json_at_tp2_equals_tp1_and_errors_are_one_line(checkpoints, capfd):
     assert "no prompt" in capfd.readouterr().err
     assert cli_main(["generate", checkpoints["gpt-tiny"], "--prompt", " x" * 300]) == 2
     assert "context is 256 tokens" in capfd.readouterr().err
+
+
+def test_torchrun_ranks_run_one_tp2_generation(checkpoints, capfd):
+    """`torchrun --nproc-per-node 2 -m dataprep generate`: one answer (rank 0), the TP=1 tokens."""
+    import os
+    import subprocess
+    import sys
+
+    args = ["generate", checkpoints["gpt-tiny"], "--prompt", PROMPTS[0], "--greedy",
+            "--tokens-to-generate", "8", "--json"]  # fmt: skip
+    assert cli_main(args) == 0
+    one = json.loads(capfd.readouterr().out)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "dataprep", *args]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (line,) = proc.stdout.strip().splitlines()
+    assert json.loads(line)["token_ids"] == one["token_ids"]
