@@ -20,18 +20,10 @@ from dataprep.errors import UsageError
 
 def masked_ids(prompt: str, tok) -> tuple[list[int], int]:
     """(encoder input ids ending with EOS, number of masks) for a prompt with `<mask>` markers."""
-    from dataprep.commands.preview_masking import MASK, encode_with_sentinels, mask_prompt
+    from dataprep.commands.preview_masking import encode_masked_prompt
 
-    sentinels = list(tok.sentinel_ids)
-    text, n = mask_prompt(prompt)
-    if n == 0:
-        raise UsageError(f"prompt {prompt!r} has no {MASK}; put {MASK} where the model should fill")
-    if n > len(sentinels):
-        raise UsageError(
-            f"prompt has {n} {MASK} markers but the tokenizer {tok.name} has only "
-            f"{len(sentinels)} sentinels; use at most {len(sentinels)}"
-        )
-    return encode_with_sentinels(text, tok, sentinels) + [tok.eos_id], n
+    ids, n = encode_masked_prompt(prompt, tok, list(tok.sentinel_ids))
+    return ids + [tok.eos_id], n
 
 
 def fill_mask(model, tok, prompt: str, *, max_new_tokens: int = 32) -> dict[str, Any]:

@@ -394,18 +394,25 @@ def encode_with_sentinels(text: str, tok, sentinels: list[int]) -> list[int]:
     return out
 
 
+def encode_masked_prompt(prompt: str, tok, sentinels: list[int]) -> tuple[list[int], int]:
+    """(ids of the prompt with each `<mask>` as the next sentinel, number of masks); a prompt
+    without `<mask>` or with more than there are sentinels is a UsageError."""
+    text, num_masks = mask_prompt(prompt)
+    if num_masks == 0:
+        raise UsageError(f"prompt {prompt!r} has no {MASK} marker; put {MASK} where a span goes")
+    if num_masks > len(sentinels):
+        raise UsageError(
+            f"prompt has {num_masks} {MASK} markers but the tokenizer {tok.name} has only "
+            f"{len(sentinels)} sentinels; use at most {len(sentinels)}"
+        )
+    return encode_with_sentinels(text, tok, sentinels), num_masks
+
+
 def _run_prompt(prompt: str, tok, sentinels: list[int], *, as_json: bool, color: bool) -> int:
     from dataprep.preview import highlight, render_ids
 
-    text, num_masks = mask_prompt(prompt)
-    if num_masks == 0:
-        raise UsageError(f"--prompt {prompt!r} has no {MASK} marker to replace")
-    if num_masks > len(sentinels):
-        raise UsageError(
-            f"--prompt has {num_masks} {MASK} markers but the tokenizer has "
-            f"{len(sentinels)} sentinels"
-        )
-    body = encode_with_sentinels(text, tok, sentinels)
+    body, num_masks = encode_masked_prompt(prompt, tok, sentinels)
+    text = mask_prompt(prompt)[0]
     inputs = body + [tok.eos_id]  # every training encoder input ends with EOS
     nemo_text, left = nemo_mask_prompt(prompt)
     nemo_body = encode_with_sentinels(nemo_text, tok, sentinels)
