@@ -92,13 +92,15 @@ def test_split_perplexity_is_over_megatron_cores_valid_windows(setup, tmp_path):
     assert worse.mean_loss > ours.mean_loss + 1.0  # untrained ~ ln(1024) = 6.9
 
 
-def test_lambada_with_lm_eval_equals_dataprep_eval_and_training_helps(setup, monkeypatch, capsys):
+def test_lambada_with_lm_eval_equals_dataprep_eval_and_training_helps(
+    setup, monkeypatch, capsys, tmp_path
+):
     lm_eval = pytest.importorskip("lm_eval")
     from lm_eval.tasks import TaskManager
 
     import trainer.lm_eval_model  # noqa: F401  registers --model dataprep
 
-    monkeypatch.chdir(ROOT)  # the task YAML names its data file relative to the repository root
+    monkeypatch.chdir(tmp_path)  # the task finds its data beside its YAML, from any directory
     scores = {}
     tasks = TaskManager(include_path=str(TASKS), include_defaults=False)
     n = 200  # of the 500 records, to keep the test short (lm_eval's templating is most of it)
@@ -164,7 +166,7 @@ def test_the_documented_lm_eval_command_line_runs_our_model(setup, tmp_path, cap
     cmd = [sys.executable, "-m", "trainer.lm_eval_model", "--model", "dataprep", "--model_args",
            f"checkpoint={setup['trained']}", "--tasks", "toy_lambada", "--include_path",
            str(TASKS), "--limit", str(n), "--output_path", str(out)]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "toy_lambada" in proc.stdout and "acc" in proc.stdout
     (result,) = out.rglob("results_*.json")
@@ -179,21 +181,16 @@ def test_lm_eval_hf_model_on_the_exported_folder_scores_as_ours(setup, tmp_path,
     lm_eval = pytest.importorskip("lm_eval")
     from lm_eval.tasks import TaskManager
 
+    import trainer.lm_eval_model  # noqa: F401  registering ours must leave lm_eval's own models
+
     hf_dir = tmp_path / "hf"
     assert cli_main(["export-hf", setup["trained"], str(hf_dir)]) == 0
     capsys.readouterr()
     n = 40
     tasks = TaskManager(include_path=str(TASKS), include_defaults=False)
-    import os
-
-    cwd = os.getcwd()
-    os.chdir(ROOT)  # the task YAML names its data file relative to the repository root
-    try:
-        res = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={hf_dir},device=cpu",
-                                      tasks=["toy_lambada"], task_manager=tasks, limit=n,
-                                      bootstrap_iters=0, batch_size=8)  # fmt: skip
-    finally:
-        os.chdir(cwd)
+    res = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={hf_dir},device=cpu",
+                                  tasks=["toy_lambada"], task_manager=tasks, limit=n,
+                                  bootstrap_iters=0, batch_size=8)  # fmt: skip
     got = res["results"]["toy_lambada"]
     ours = _ours(setup["trained"], n, capsys)
     assert got["acc,none"] == pytest.approx(ours["acc"], abs=1e-12)
