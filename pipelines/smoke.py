@@ -84,6 +84,15 @@ class SmokeConfig:
     margin: float = 0.5  # end loss must be this many nats below the unigram entropy
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        """Flag mistakes are caught here, before the recipe replaces anything under `output`."""
+        from dataprep.errors import UsageError
+
+        for flag, value in (("--tensor-model-parallel-size", self.tensor_parallel),
+                            ("--workers", self.workers)):  # fmt: skip
+            if value < 1:
+                raise UsageError(f"{flag} must be >= 1, got {value}")
+
 
 @dataclass
 class RunReport:

@@ -130,7 +130,8 @@ CASES = [
     ("eval {dir} --lambada {good_jsonl}", 1, "no metadata.json"),
     ("eval {dir}", 2, "nothing to evaluate"),
     # smoke
-    ("smoke --tensor-model-parallel-size 0", 2, "--tensor-model-parallel-size"),
+    ("smoke --tensor-model-parallel-size 0 --output {dir}/smoke", 2, "--tensor-model-parallel"),
+    ("smoke --workers 0 --output {dir}/smoke", 2, "--workers must be >= 1, got 0"),
     ("smoke --bogus", 2, "unrecognized arguments: --bogus"),
 ]
 

@@ -51,3 +51,13 @@ def test_dataprep_smoke_quick(tmp_path, capsys):
     assert (out_dir / "keep.txt").exists()  # nothing else is touched
     assert "GPT2LMHeadModel" in out and "loaded by AutoModelForCausalLM" in out
     assert (out_dir / "gpt" / "hf" / "model.safetensors").is_file()
+
+
+def test_a_flag_mistake_leaves_the_last_runs_outputs_alone(tmp_path, capsys):
+    kept = tmp_path / "smoke" / "gpt" / "checkpoint" / "kept.txt"
+    kept.parent.mkdir(parents=True)
+    kept.write_text("the last run's checkpoint")
+    for flag in ("--tensor-model-parallel-size", "--workers"):
+        assert main(["smoke", flag, "0", "--output", str(tmp_path / "smoke")]) == 2
+        assert f"{flag} must be >= 1, got 0" in capsys.readouterr().err
+        assert kept.exists()
