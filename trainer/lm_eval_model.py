@@ -27,13 +27,21 @@ class DataprepLM(TemplateLM):
     """lm_eval model over a `dataprep train --save` checkpoint (GPT or GPT-J, TP=1 in-process)."""
 
     def __init__(
-        self, checkpoint: str, tokenizer: str | None = None, batch_size: int | str = 16, **_ignored
+        self,
+        checkpoint: str,
+        tokenizer: str | None = None,
+        batch_size: int | str = 16,
+        loaded: tuple | None = None,
+        **_ignored,
     ) -> None:
+        """`loaded`: (model, tokenizer, checkpoint dir) already in memory (`eval --tasks`)."""
         super().__init__()
         from trainer.evaluate import _check_causal
         from trainer.generate import load_for_inference
 
-        self.model, self.tok, self.checkpoint = load_for_inference(checkpoint, tokenizer=tokenizer)
+        if loaded is None:
+            loaded = load_for_inference(checkpoint, tokenizer=tokenizer)
+        self.model, self.tok, self.checkpoint = loaded
         _check_causal(self.model)
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 16
         self.max_length = self.model.config.block_size
@@ -90,6 +98,43 @@ class DataprepLM(TemplateLM):
                 text = text.split(stop)[0]
             out.append(text)
         return out
+
+
+def run_tasks(
+    loaded: tuple,
+    tasks: list[str],
+    *,
+    include_paths: list[str],
+    limit: int | None = None,
+    num_fewshot: int | None = None,
+    batch_size: int = 16,
+) -> dict:
+    """lm_eval's `simple_evaluate` of our loaded model on `tasks` (names or YAML paths), looked up
+    in `include_paths` first and then among lm_eval's own tasks; an unknown name is a UsageError."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from dataprep.errors import UsageError
+
+    manager = TaskManager(include_path=include_paths or None, include_defaults=False)
+    if any(t not in manager.all_tasks for t in tasks):
+        manager = TaskManager(include_path=include_paths or None)  # lm_eval's own tasks too
+    unknown = [t for t in tasks if t not in manager.all_tasks and not t.endswith(".yaml")]
+    if unknown:
+        local = TaskManager(include_path=include_paths or None, include_defaults=False).all_tasks
+        raise UsageError(
+            f"--tasks: no lm_eval task {', '.join(unknown)} (in {', '.join(include_paths)}: "
+            f"{', '.join(local) or 'none'}; lm_eval's own: `lm_eval ls tasks`)"
+        )
+    model = DataprepLM(loaded[2], batch_size=batch_size, loaded=loaded)
+    return lm_eval.simple_evaluate(
+        model=model,
+        tasks=tasks,
+        task_manager=manager,
+        limit=limit,
+        num_fewshot=num_fewshot,
+        bootstrap_iters=1000,  # stderr of each metric (lm_eval's default 100000 takes long)
+    )
 
 
 def main() -> int:

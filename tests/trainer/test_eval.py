@@ -195,3 +195,21 @@ def test_lm_eval_hf_model_on_the_exported_folder_scores_as_ours(setup, tmp_path,
     ours = _ours(setup["trained"], n, capsys)
     assert got["acc,none"] == pytest.approx(ours["acc"], abs=1e-12)
     assert got["perplexity,none"] == pytest.approx(ours["perplexity"], rel=1e-4)
+
+
+def test_dataprep_eval_tasks_runs_lm_eval_on_the_shipped_task(setup, capsys):
+    pytest.importorskip("lm_eval")
+    n = 40
+    assert cli_main(["eval", setup["trained"], "--tasks", "toy_lambada", "--limit", str(n),
+                     "--json"]) == 0  # fmt: skip
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["lm_eval"]["toy_lambada"]
+    ours = _ours(setup["trained"], n, capsys)
+    assert got["acc,none"] == pytest.approx(ours["acc"], abs=1e-12)
+    assert got["perplexity,none"] == pytest.approx(ours["perplexity"], rel=1e-6)
+    assert cli_main(["eval", setup["trained"], "--tasks", "no_such_task"]) == 2
+    err = capsys.readouterr().err
+    assert "no lm_eval task no_such_task" in err and "toy_lambada" in err
+    assert (
+        cli_main(["eval", setup["trained"], "--tasks", "x", "--include-path", "/nonexistent"]) == 2
+    )
+    assert "--include-path /nonexistent: no such directory" in capsys.readouterr().err
