@@ -282,11 +282,23 @@ def config_from_hf(hf: Any) -> Any:
             raise DataprepError(f"GPT-2 with activation {act!r}: only the tanh GELU is supported")
         if getattr(hf, "n_inner", None) not in (None, 4 * hf.n_embd):
             raise DataprepError(f"GPT-2 with n_inner={hf.n_inner}: only 4 * n_embd is supported")
+        # options that change what the model computes and that our GPT does not have
+        fixed = {"scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False,
+                 "add_cross_attention": False, "tie_word_embeddings": True}  # fmt: skip
+        for name, supported in fixed.items():
+            value = getattr(hf, name, supported)
+            if value != supported:
+                raise DataprepError(
+                    f"GPT-2 with {name}={value}: only {name}={supported} is supported"
+                )
         return GPTConfig(n_layer=hf.n_layer, n_head=hf.n_head, n_embd=hf.n_embd,
                          block_size=hf.n_positions, vocab_size=hf.vocab_size,
                          dropout=hf.resid_pdrop, attn_dropout=hf.attn_pdrop,
                          layer_norm_epsilon=hf.layer_norm_epsilon, bias=True)  # fmt: skip
     if t == "gptj":
+        act = getattr(hf, "activation_function", "gelu_new")
+        if act not in ("gelu_new", "gelu_fast", "gelu_pytorch_tanh"):
+            raise DataprepError(f"GPT-J with activation {act!r}: only the tanh GELU is supported")
         return GPTJConfig(n_layer=hf.n_layer, n_head=hf.n_head, n_embd=hf.n_embd,
                           rotary_dim=hf.rotary_dim or hf.n_embd // hf.n_head,
                           block_size=hf.n_positions, n_inner=hf.n_inner or 4 * hf.n_embd,

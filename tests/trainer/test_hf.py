@@ -182,6 +182,10 @@ def test_bad_inputs_are_one_line_errors(exported, tmp_path, capsys):
     bert = tmp_path / "bert"
     transformers.BertConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=2,
                             intermediate_size=64).save_pretrained(bert)  # fmt: skip
+    scaled = tmp_path / "scaled"  # a GPT-2 option our GPT does not have: refused, not ignored
+    transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        n_layer=1, n_embd=32, n_head=2, vocab_size=100, n_positions=16,
+        scale_attn_by_inverse_layer_idx=True)).save_pretrained(scaled)  # fmt: skip
     megatron = tmp_path / "megatron"
     (megatron / "iter_0000100" / "mp_rank_00").mkdir(parents=True)
     (megatron / "latest_checkpointed_iteration.txt").write_text("100\n")
@@ -192,6 +196,7 @@ def test_bad_inputs_are_one_line_errors(exported, tmp_path, capsys):
         (["import-hf", str(tmp_path / "nothing"), str(tmp_path / "o3")], "no such directory"),
         (["import-hf", str(ckpt), str(tmp_path / "o4")], "no config.json"),
         (["import-hf", str(bert), str(tmp_path / "o5")], "'bert' model.*supported: gpt2"),
+        (["import-hf", str(scaled), str(tmp_path / "o7")], "scale_attn_by_inverse_layer_idx=True"),
     ]
     for argv, pattern in cases:
         capsys.readouterr()
