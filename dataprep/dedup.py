@@ -34,6 +34,21 @@ SHINGLE_WORDS = 5
 KINDS = ("exact", "near")  # column 4 of the pairs array: 0 exact, 1 near
 
 
+_PERMUTATIONS = None
+
+
+def _minhash(hashvalues: np.ndarray | None = None):
+    """A datasketch MinHash with our parameters; the seeded permutations are drawn once per
+    process and shared (drawing them is most of the cost of a new MinHash)."""
+    global _PERMUTATIONS
+    from datasketch import MinHash
+
+    if _PERMUTATIONS is None:
+        _PERMUTATIONS = MinHash(num_perm=NUM_PERM, seed=SEED, scheme=SCHEME).permutations
+    return MinHash(num_perm=NUM_PERM, seed=SEED, scheme=SCHEME, permutations=_PERMUTATIONS,
+                   hashvalues=hashvalues)  # fmt: skip
+
+
 def normalize(text: str) -> str:
     """Unicode NFC, then leading and trailing whitespace removed."""
     return unicodedata.normalize("NFC", text).strip()
@@ -61,11 +76,9 @@ def document_keys(texts: Sequence[str], mode: str) -> dict[str, np.ndarray]:
         )
     keys = {"exact": exact}
     if mode == "minhash":
-        from datasketch import MinHash
-
         sigs = np.zeros((len(texts), NUM_PERM), np.uint64)
         for i, t in enumerate(norm):
-            m = MinHash(num_perm=NUM_PERM, seed=SEED, scheme=SCHEME)
+            m = _minhash()
             m.update_batch(shingles(t))
             sigs[i] = m.hashvalues
         keys["minhash"] = sigs
@@ -116,17 +129,11 @@ class Deduplicator:
         self.exact[digest.tobytes()] = index
         self.exact_keys.append(digest)
         if self.lsh is not None:
-            from datasketch import MinHash
-
             self.sigs.append(sig)
-            self.lsh.insert(
-                index, MinHash(num_perm=NUM_PERM, seed=SEED, hashvalues=sig, scheme=SCHEME)
-            )
+            self.lsh.insert(index, _minhash(sig))
 
     def _near(self, sig: np.ndarray) -> int | None:
-        from datasketch import MinHash
-
-        found = self.lsh.query(MinHash(num_perm=NUM_PERM, seed=SEED, hashvalues=sig, scheme=SCHEME))
+        found = self.lsh.query(_minhash(sig))
         close = [i for i in found if np.mean(self.sigs[i] == sig) >= self.threshold]
         return min(close) if close else None
 
