@@ -181,38 +181,10 @@ def _fetch(work: Path) -> None:
         tf.extractall(npm_dir, filter="data")
     pypi_dir = work / "pypi"
     log.info("pip download of the sentencepiece sdist prepares its metadata: about a minute")
-    _run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--quiet",
-            "--no-deps",
-            "--no-binary",
-            ":all:",
-            "-d",
-            str(pypi_dir),
-            PYPI_SDIST,
-        ],
-        work,
-    )
-    _run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--quiet",
-            "--no-deps",
-            "--only-binary",
-            ":all:",
-            "-d",
-            str(pypi_dir),
-            *PYPI_WHEELS,
-        ],
-        work,
-    )
+    pip = [sys.executable, "-m", "pip"]
+    download = [*pip, "download", "--quiet", "--no-deps", "-d", str(pypi_dir)]
+    _run([*download, "--no-binary", ":all:", PYPI_SDIST], work)
+    _run([*download, "--only-binary", ":all:", *PYPI_WHEELS], work)
     (sdist,) = pypi_dir.glob("sentencepiece-*.tar.gz")
     with tarfile.open(sdist) as tf:
         tf.extractall(pypi_dir, filter="data")
