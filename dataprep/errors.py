@@ -21,6 +21,15 @@ class UsageError(DataprepError, ValueError):
     exit_code = 2
 
 
+def require_extra(module: str, needed_by: str, extra: str) -> None:
+    """UsageError naming the install extra when an optional package is not installed, checked
+    before any work starts (the package itself is imported where it is used)."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise UsageError(f"{needed_by} needs the {module} package: pip install 'dataprep[{extra}]'")
+
+
 class ReadError(DataprepError):
     """A bad input record or file, located by file and line (or byte offset)."""
 

@@ -168,3 +168,15 @@ def test_every_command_is_in_the_table():
 
     covered = {_line(c).split()[0] for c in CASES}
     assert covered >= set(COMMANDS)
+
+
+def test_a_missing_optional_package_names_its_extra():
+    from dataprep.errors import UsageError, require_extra
+
+    require_extra("numpy", "anything", "test")  # installed: nothing to say
+    with pytest.raises(UsageError) as e:
+        require_extra("no_such_package_xyz", "--dedup minhash", "dedup")
+    assert str(e.value) == (
+        "--dedup minhash needs the no_such_package_xyz package: pip install 'dataprep[dedup]'"
+    )
+    assert e.value.exit_code == 2

@@ -117,11 +117,11 @@ def run_tasks(
     from dataprep.errors import UsageError
 
     manager = TaskManager(include_path=include_paths or None, include_defaults=False)
-    if any(t not in manager.all_tasks for t in tasks):
+    local = manager.all_tasks
+    if any(t not in local for t in tasks):
         manager = TaskManager(include_path=include_paths or None)  # lm_eval's own tasks too
     unknown = [t for t in tasks if t not in manager.all_tasks and not t.endswith(".yaml")]
     if unknown:
-        local = TaskManager(include_path=include_paths or None, include_defaults=False).all_tasks
         raise UsageError(
             f"--tasks: no lm_eval task {', '.join(unknown)} (in {', '.join(include_paths)}: "
             f"{', '.join(local) or 'none'}; lm_eval's own: `lm_eval ls tasks`)"

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from dataprep.build.plan import Part, PartDone
-from dataprep.errors import DataprepError, UsageError
+from dataprep.errors import DataprepError, require_extra
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +36,9 @@ KEPT_WARNINGS = 50  # warnings a task hands back to the driver, which logs them
 
 
 def _ray():
-    try:
-        import ray
-    except ImportError as e:
-        raise UsageError("--executor ray needs the ray package: pip install 'dataprep[ray]'") from e
+    require_extra("ray", "--executor ray", "ray")
+    import ray
+
     return ray
 
 

@@ -8,7 +8,7 @@ import hashlib
 import os
 import sys
 
-from dataprep.errors import DataprepError, UsageError
+from dataprep.errors import DataprepError, UsageError, require_extra
 
 HELP = "tokenize documents into Megatron .bin/.idx datasets (preprocess_data.py's job)"
 DESCRIPTION = """\
@@ -259,13 +259,7 @@ def config_from_args(args: argparse.Namespace):
     if args.chunk_mb <= 0:
         raise UsageError(f"--chunk-mb must be > 0, got {args.chunk_mb}")
     if args.dedup == "minhash":
-        import importlib.util
-
-        if importlib.util.find_spec("datasketch") is None:
-            raise UsageError(
-                "--dedup minhash needs the datasketch package: pip install 'dataprep[dedup]' "
-                "(--dedup exact needs nothing more)"
-            )
+        require_extra("datasketch", "--dedup minhash", "dedup")  # --dedup exact needs nothing
     return BuildConfig(
         inputs=tuple(args.input),
         output_prefix=args.output_prefix,

@@ -123,13 +123,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _lm_eval_tasks(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     """(task names, include paths) of --tasks / --include-path, checked before the model loads."""
-    import importlib.util
     from pathlib import Path
 
-    from dataprep.errors import UsageError
+    from dataprep.errors import UsageError, require_extra
 
-    if importlib.util.find_spec("lm_eval") is None:
-        raise UsageError("--tasks needs lm-evaluation-harness: pip install 'dataprep[eval]'")
+    require_extra("lm_eval", "--tasks", "eval")
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if not tasks:
         raise UsageError(f"--tasks {args.tasks!r}: no task name")
