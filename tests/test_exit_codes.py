@@ -8,7 +8,9 @@ Either way stderr holds one error line and no traceback.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import socket
 
 import numpy as np
 import pytest
@@ -50,7 +52,12 @@ def files(tmp_path_factory):
     bad = d / "bad.jsonl"
     bad.write_text('{"text": "fine"}\n{"text": oops}\n')
     f["bad_jsonl"] = str(bad)
-    return f
+    busy = socket.socket()  # a port something else already listens on
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    f["busy_port"] = str(busy.getsockname()[1])
+    yield f
+    busy.close()
 
 
 # (command line with {placeholders} from `files`, exit code, text the error line must hold)
@@ -126,6 +133,7 @@ CASES = [
     ("fill-mask {dir} --prompt a<mask>", 1, "no metadata.json"),
     ("serve {missing}", 2, "no such directory"),
     ("serve {dir} --port 70000", 2, "--port must be in [0, 65535]"),
+    ("serve {dir} --port {busy_port}", 2, "--port {busy_port}: address 127.0.0.1:{busy_port} is"),
     ("eval {missing} --lambada {good_jsonl}", 2, "no such directory"),
     ("eval {dir} --lambada {good_jsonl}", 1, "no metadata.json"),
     ("eval {dir}", 2, "nothing to evaluate"),
@@ -180,3 +188,19 @@ def test_a_missing_optional_package_names_its_extra():
         "--dedup minhash needs the no_such_package_xyz package: pip install 'dataprep[dedup]'"
     )
     assert e.value.exit_code == 2
+
+
+def test_serve_without_its_extra_is_one_line_naming_it(files, capsys, monkeypatch):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "uvicorn" else find_spec(name, *a),
+    )
+    code, captured = _run(["serve", files["dir"]], capsys)
+    assert code == 2
+    assert captured.err == (
+        "dataprep serve: error: dataprep serve needs the uvicorn package: "
+        "pip install 'dataprep[serve]'\n"
+    )
+    assert captured.out == ""

@@ -237,8 +237,8 @@ def create_app(server: Server):
 
 
 def serve(checkpoint: str, *, host: str, port: int, tokenizer: str | None, max_tokens: int | None,
-          max_body_bytes: int) -> int:  # fmt: skip
-    """Load a checkpoint and serve it until interrupted."""
+          max_body_bytes: int, sock=None) -> int:  # fmt: skip
+    """Load a checkpoint and serve it until interrupted (on `sock` when given: a bound socket)."""
     import uvicorn
 
     from trainer.generate import _check_model, load_for_inference
@@ -248,5 +248,8 @@ def serve(checkpoint: str, *, host: str, port: int, tokenizer: str | None, max_t
     limit = max_tokens or model.config.block_size
     server = Server(model, tok, name=path, max_tokens=limit, max_body_bytes=max_body_bytes)
     log.info("serving %s (%s) on http://%s:%d", path, type(model).__name__, host, port)
-    uvicorn.run(create_app(server), host=host, port=port, log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        create_app(server), host=host, port=port, log_level="warning", access_log=False
+    )
+    uvicorn.Server(config).run(sockets=[sock] if sock is not None else None)
     return 0

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import socket
+
+from dataprep.errors import UsageError, require_extra
 
 HELP = "serve a GPT / GPT-J checkpoint over HTTP: NeMo's PUT /generate and OpenAI /v1/completions"
 DESCRIPTION = """\
@@ -45,8 +49,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataprep.errors import UsageError
-
     if not os.path.exists(args.checkpoint):
         raise UsageError(f"checkpoint {args.checkpoint}: no such directory")
     if not 0 <= args.port <= 65535:
@@ -57,13 +59,43 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.max_body_bytes < 1:
         raise UsageError(f"--max-body-bytes must be >= 1, got {args.max_body_bytes}")
+    require_extra("uvicorn", "dataprep serve", "serve")
+    require_extra("fastapi", "dataprep serve", "serve")
+    sock = _bind(args.host, args.port)  # before the model loads and before "serving on ..."
     from trainer.serve import serve
 
-    return serve(
-        args.checkpoint,
-        host=args.host,
-        port=args.port,
-        tokenizer=args.tokenizer,
-        max_tokens=args.max_tokens_to_generate,
-        max_body_bytes=args.max_body_bytes,
-    )
+    try:
+        return serve(
+            args.checkpoint,
+            host=args.host,
+            port=sock.getsockname()[1],
+            tokenizer=args.tokenizer,
+            max_tokens=args.max_tokens_to_generate,
+            max_body_bytes=args.max_body_bytes,
+            sock=sock,
+        )
+    finally:
+        sock.close()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so a busy port is one usage error naming --port."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise UsageError(f"--host {host}: cannot resolve it ({e.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise UsageError(
+                f"--port {port}: address {host}:{port} is already in use (another server?); "
+                "choose another --port"
+            ) from None
+        raise UsageError(f"--host {host} --port {port}: cannot bind ({e.strerror})") from None
+    sock.listen(128)
+    return sock
