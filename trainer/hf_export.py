@@ -73,6 +73,20 @@ def _probe_logits(model: Any, config: Any, hf: bool) -> torch.Tensor:
     return out[..., : config.vocab_size].float()
 
 
+def _distinct_parameters(hf_model: Any) -> int:
+    """Parameters of an HF model, each tied or shared weight once (GPT-2's head is its wte; T5's
+    encoder/decoder embed_tokens are `shared`, though transformers 5 builds an untied mT5 in memory
+    with copies of it)."""
+    sd = hf_model.state_dict()
+    aliases = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+    sizes = {
+        t.data_ptr(): t.numel()
+        for name, t in sd.items()
+        if not (name in aliases and "shared.weight" in sd)
+    }
+    return sum(sizes.values())
+
+
 @dataclass
 class ExportSummary:
     out: str
@@ -161,7 +175,7 @@ def export_hf(
         checkpoint=str(path),
         tp=int(meta["tp"]),
         step=int(meta["step"]),
-        params=sum(t.numel() for t in hf_model.state_dict().values()),
+        params=_distinct_parameters(hf_model),
         vocab_size=config.vocab_size,
         padded_vocab_size=config.padded_vocab_size,
         tokenizer=spec,

@@ -142,7 +142,11 @@ def train(config: TrainConfig) -> TrainResult:
         )
         tokens_per_step = gbs * tokens_per_sample
         if layout.is_main:
-            n_params = sum(p.numel() for p in model.parameters()) * (tp if tp > 1 else 1)
+            # a TP-sharded parameter (tp_dim set) is 1/tp of the whole; replicated ones count once
+            n_params = sum(
+                p.numel() * (tp if getattr(p, "tp_dim", None) is not None else 1)
+                for p in model.parameters()
+            )
             log.info(
                 "%s %s (~%.1fM parameters), TP=%d DP=%d, global batch %d (micro %d, "
                 "accumulation %d),"

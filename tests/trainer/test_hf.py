@@ -208,3 +208,18 @@ def test_bad_inputs_are_one_line_errors(exported, tmp_path, capsys):
     capsys.readouterr()
     assert cli_main(["export-hf", str(ckpt), str(folder)]) == 2  # exists: --overwrite
     assert "--overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model", sorted(AUTO))
+def test_export_counts_each_parameter_once(exported, model, tmp_path):
+    """Tied / shared weights (GPT-2's head, mT5's shared embedding) are one parameter: the count
+    export-hf prints is the number of distinct values the loaded HF model holds."""
+    from trainer.hf_export import export_hf
+
+    ckpt, folder = exported[model]
+    summary = export_hf(str(ckpt), str(tmp_path / "again"))
+    hf = _hf(folder, model)
+    distinct = {t.data_ptr(): t.numel() for t in hf.state_dict().values()}
+    assert summary.params == sum(distinct.values())
+    if model != "gptj-tiny":  # these two tie or share, so the naive sum over names is larger
+        assert summary.params < sum(t.numel() for t in hf.state_dict().values())
