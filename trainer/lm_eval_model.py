@@ -14,6 +14,8 @@ registry, which this import fills); from Python, `import trainer.lm_eval_model` 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sys
 
 import lm_eval.models  # noqa: F401  lm_eval's own models first: it loads them only into an empty registry
@@ -108,9 +110,11 @@ def run_tasks(
     limit: int | None = None,
     num_fewshot: int | None = None,
     batch_size: int = 16,
+    progress: bool = True,
 ) -> dict:
     """lm_eval's `simple_evaluate` of our loaded model on `tasks` (names or YAML paths), looked up
-    in `include_paths` first and then among lm_eval's own tasks; an unknown name is a UsageError."""
+    in `include_paths` first and then among lm_eval's own tasks; an unknown name is a UsageError.
+    lm_eval's prints go to stderr, its bars only to a terminal and only with `progress`."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
@@ -127,14 +131,54 @@ def run_tasks(
             f"{', '.join(local) or 'none'}; lm_eval's own: `lm_eval ls tasks`)"
         )
     model = DataprepLM(loaded[2], batch_size=batch_size, loaded=loaded)
-    return lm_eval.simple_evaluate(
-        model=model,
-        tasks=tasks,
-        task_manager=manager,
-        limit=limit,
-        num_fewshot=num_fewshot,
-        bootstrap_iters=1000,  # stderr of each metric (lm_eval's default 100000 takes long)
-    )
+    with _lm_eval_quiet(bars=progress and sys.stderr.isatty()):
+        return lm_eval.simple_evaluate(
+            model=model,
+            tasks=tasks,
+            task_manager=manager,
+            limit=limit,
+            num_fewshot=num_fewshot,
+            bootstrap_iters=1000,  # stderr of each metric (lm_eval's default 100000 takes long)
+        )
+
+
+class _DropMetadataHint(logging.Filter):
+    """lm_eval.api.task warns, for every task without metadata, that `--metadata` exists: advice
+    for lm_eval's own command line, which `dataprep eval` does not have."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "--metadata" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _lm_eval_quiet(*, bars: bool):
+    """While lm_eval runs: its `print`s (`bootstrapping for stddev: ...`) go to stderr, so stdout
+    holds only our output (one JSON object with --json); its INFO chatter and the `--metadata` hint
+    are dropped (warnings stay); without `bars`, every tqdm bar it or `datasets` opens is disabled
+    (tqdm reads TQDM_DISABLE only when imported, so the switch is made on the class)."""
+    from tqdm import std
+
+    loggers = [logging.getLogger("lm_eval"), logging.getLogger("lm_eval.api.task")]
+    levels = [lg.level for lg in loggers]
+    hint = _DropMetadataHint()
+    init = std.tqdm.__init__
+
+    def no_bar(self, *args, **kwargs):
+        kwargs["disable"] = True
+        init(self, *args, **kwargs)
+
+    loggers[0].setLevel(logging.WARNING)
+    loggers[1].addFilter(hint)
+    if not bars:
+        std.tqdm.__init__ = no_bar
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        std.tqdm.__init__ = init
+        loggers[1].removeFilter(hint)
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def main() -> int:

@@ -107,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
         from trainer.lm_eval_model import run_tasks
 
         out = run_tasks((model, tok, ckpt), tasks, include_paths=include, limit=args.limit,
-                        num_fewshot=args.num_fewshot, batch_size=args.batch_size)  # fmt: skip
+                        num_fewshot=args.num_fewshot, batch_size=args.batch_size,
+                        progress=args.progress)  # fmt: skip
         results["lm_eval"] = {
             task: {k: v for k, v in metrics.items() if isinstance(v, int | float)}
             for task, metrics in out["results"].items()

@@ -202,7 +202,10 @@ def test_dataprep_eval_tasks_runs_lm_eval_on_the_shipped_task(setup, capsys):
     n = 40
     assert cli_main(["eval", setup["trained"], "--tasks", "toy_lambada", "--limit", str(n),
                      "--json"]) == 0  # fmt: skip
-    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["lm_eval"]["toy_lambada"]
+    captured = capsys.readouterr()
+    # stdout is the one JSON object; lm_eval's own prints (bootstrapping ...) went to stderr
+    got = json.loads(captured.out)["lm_eval"]["toy_lambada"]
+    assert "bootstrapping" in captured.err and "--metadata" not in captured.err
     ours = _ours(setup["trained"], n, capsys)
     assert got["acc,none"] == pytest.approx(ours["acc"], abs=1e-12)
     assert got["perplexity,none"] == pytest.approx(ours["perplexity"], rel=1e-6)
