@@ -159,3 +159,18 @@ def test_dedup_on_ray_decides_as_locally(ray_session, tmp_path, mode):
     assert a == b
     removed = json.loads(Path(f"{tmp_path / 'l'}_text_document.json").read_text())["dedup"]
     assert sum(removed["removed"].values()) == (6 if mode == "minhash" else 5)
+
+
+def test_a_ray_build_of_its_own_prints_only_its_summary(tmp_path):
+    """The driver starts (and stops) its own local Ray: stderr holds none of Ray's notices (the
+    token-authentication one of every ray.init), stdout the two summary lines."""
+    src = write_zst(tmp_path / "a.jsonl.zst", pile(TEXTS))
+    out = subprocess.run(
+        [sys.executable, "-m", "dataprep", "build-index", "--input", str(src),
+         "--output-prefix", str(tmp_path / "o"), "--executor", "ray", "--workers", "1",
+         "--no-progress"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""
+    assert out.stdout.startswith("read 1 input file(s)") and len(out.stdout.splitlines()) == 2

@@ -14,6 +14,7 @@ filesystem every Ray node sees at the same path. Ray is imported only here.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -40,6 +41,25 @@ def _ray():
     import ray
 
     return ray
+
+
+class _DropTokenAuthNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Token authentication is enabled for this Ray cluster" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_token_auth_notice():
+    """Ray 2.5x warns, on every local `ray.init()`, that it turned on token authentication (its
+    default, kept: the cluster we start lives as long as the build and only we connect to it).
+    The notice says nothing about the build, so it is dropped; every other Ray warning stays."""
+    logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    notice = _DropTokenAuthNotice()
+    logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        logger.removeFilter(notice)
 
 
 class _KeptWarnings(logging.Handler):
@@ -162,7 +182,8 @@ class RayExecutor:
             if config.ray_address:
                 ray.init(address=config.ray_address, **options)
             else:
-                ray.init(num_cpus=config.workers, **options)
+                with _without_token_auth_notice():
+                    ray.init(num_cpus=config.workers, **options)
             self.started = True
         self.task = ray.remote(max_retries=MAX_RETRIES)(build_part)
 
