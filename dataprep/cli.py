@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from dataprep import __version__
 from dataprep.errors import DataprepError
+from dataprep.signals import Terminated, terminate_as_interrupt
 
 # command name -> module under dataprep.commands
 COMMANDS: dict[str, str] = {
@@ -91,10 +92,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not sys.stderr.isatty():  # no progress-bar frames in logs: transformers' bars too
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
-        return int(args._run(args) or 0)
+        with terminate_as_interrupt():  # `kill PID` cleans up and reports as Ctrl-C does
+            return int(args._run(args) or 0)
     except DataprepError as e:
         print(f"dataprep {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
+    except Terminated:
+        print(f"dataprep {args.command}: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"dataprep {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -4,11 +4,19 @@ resume summary, and the same file given twice."""
 import io
 import json
 import logging
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from dataprep.cli import main
 from tests.test_build import TEXTS, pile, run_build, write_zst
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 class _Terminal(io.StringIO):
@@ -125,3 +133,91 @@ def test_one_file_behind_two_symlinks_is_read_once_with_a_warning(tmp_path, capl
     manifest = json.loads(Path(f"{tmp_path / 'o'}_text_document.json").read_text())
     assert [i["name"] for i in manifest["inputs"]] == ["a.jsonl.zst", "c.jsonl.zst"]
     assert manifest["documents"] == len(TEXTS) + 2
+
+
+# A driver whose every tokenizer task takes 0.3 s (forked workers inherit the patch), so a test
+# can stop it while its worker pool is busy.
+_SLOW_DRIVER = """
+import sys, time
+from dataprep.build import executor_local
+from dataprep.cli import main
+task = executor_local.run_task
+executor_local.run_task = lambda t: (time.sleep(0.3), task(t))[1]
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+
+
+def _slow_build(tmp_path: Path) -> tuple[subprocess.Popen, list[int], Path]:
+    """Two input files (the first small), --workers 2; returns once the pool is running."""
+    small = write_zst(tmp_path / "0.jsonl.zst", pile(TEXTS))
+    big = tmp_path / "1.jsonl"
+    big.write_text(
+        "".join(json.dumps({"text": f"{i} {TEXTS[i % 6]}"}) + "\n" for i in range(60000))
+    )
+    prefix = tmp_path / "o"
+    with open(tmp_path / "stderr", "w") as err:  # a file: orphans cannot hold a pipe open
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _SLOW_DRIVER, "build-index", "--input", str(small), str(big),
+             "--output-prefix", str(prefix), "--workers", "2", "--no-progress"],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=err,
+        )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while len(kids := _children(proc.pid)) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, _stderr(tmp_path)
+        time.sleep(0.05)
+    return proc, kids, prefix
+
+
+def _stderr(tmp_path: Path) -> str:
+    return (tmp_path / "stderr").read_text()
+
+
+def _gone(pids: list[int], timeout: float = 10) -> bool:
+    """Whether all of `pids` exit within `timeout` s; any left are killed (the test's cleanup)."""
+    deadline = time.monotonic() + timeout
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    alive = [p for p in pids if _alive(p)]
+    for p in alive:
+        os.kill(p, signal.SIGKILL)
+    return not alive
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_killed_driver_takes_its_workers_with_it(tmp_path):
+    proc, workers, prefix = _slow_build(tmp_path)
+    proc.kill()  # SIGKILL: no handler of the driver runs
+    proc.wait(timeout=60)
+    assert _gone(workers), "tokenizer workers outlived their kill -9'd driver"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_sigterm_is_an_interruption_with_the_resume_hint(tmp_path):
+    proc, workers, prefix = _slow_build(tmp_path)
+    state = Path(f"{prefix}.dataprep-build") / "state.json"
+    deadline = time.monotonic() + 60
+    while not (state.exists() and json.loads(state.read_text())["done_files"] == 1):
+        assert proc.poll() is None and time.monotonic() < deadline, _stderr(tmp_path)
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    workers_gone = _gone(workers)
+    assert proc.returncode == 143, _stderr(tmp_path)
+    lines = _stderr(tmp_path).strip().splitlines()
+    assert lines[-2] == f"interrupted; rerun with --resume to continue from {prefix}.dataprep-build"
+    assert lines[-1] == "dataprep build-index: terminated (SIGTERM)"
+    assert workers_gone
+    assert not Path(f"{prefix}_text_document.idx").exists()

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dataprep.errors import UsageError
+from dataprep.signals import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +69,7 @@ def find_free_port() -> int:
 
 
 def _die_with_parent() -> None:  # runs in the child before exec (Linux only; elsewhere a no-op)
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    die_with_parent(signal.SIGTERM)
 
 
 def launch_local(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import multiprocessing
+import os
 import pickle
 import queue
 import signal
@@ -21,12 +22,17 @@ from dataprep.build import encode, read
 from dataprep.build.encode import run_task
 from dataprep.build.plan import Part, PartDone
 from dataprep.errors import DataprepError
+from dataprep.signals import die_with_parent
 
 
-def _worker_main(conn, spec: str | None) -> None:
+def _worker_main(conn, spec: str | None, parent: int, parent_ends: list) -> None:
     """A tokenizer process: tasks arrive on `conn` (a thread keeps reading them, so the main
     process never waits to hand one over), results go back in the same order."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the driver's handler (cli.main's)
+    die_with_parent(signal.SIGKILL, parent)  # no worker outlives its build, even a kill -9'd one
+    for end in parent_ends:  # forked copies of the main process's ends: EOF when it is gone
+        end.close()
     if spec is not None:  # spawn: load here; fork: inherited
         encode.init_worker(spec)
     sys.setswitchinterval(0.0005)  # the receiving thread gets the GIL soon after a message lands
@@ -72,10 +78,14 @@ class LocalPool:
         else:
             ctx, spec = multiprocessing.get_context("spawn"), tokenizer.spec
         self.conns, self.procs = [], []
+        fork = spec is None
         try:
             for _ in range(count):
                 here, there = ctx.Pipe()
-                proc = ctx.Process(target=_worker_main, args=(there, spec), daemon=True)
+                ends = [*self.conns, here] if fork else []
+                proc = ctx.Process(
+                    target=_worker_main, args=(there, spec, os.getpid(), ends), daemon=True
+                )
                 proc.start()
                 there.close()
                 self.conns.append(here)
