@@ -73,6 +73,7 @@ FULL_RUNS = (
     ),
 )
 QUICK_STEPS = 6
+END_MEAN_STEPS = 10  # the end loss judged: the mean over the last steps (one step's loss is noisy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,10 +109,11 @@ class RunReport:
 
     def line(self) -> str:
         verdict = {True: "ok", False: "FAILED", None: "not judged (--quick)"}[self.passed]
+        last = min(END_MEAN_STEPS, self.steps)
         return (
             f"{self.name:4s} {self.model:9s} {self.steps:4d} steps  "
-            f"loss {self.start_loss:7.3f} -> "
-            f"{self.end_loss:6.3f}  unigram entropy {self.unigram_entropy:6.3f}  "
+            f"loss: step 1 {self.start_loss:6.3f}, mean of last {last} {self.end_loss:6.3f}  "
+            f"unigram entropy {self.unigram_entropy:6.3f} "
             f"({self.end_loss - self.unigram_entropy:+.2f})  {self.seconds:5.1f} s  "
             f"{self.tokens_per_s:8,.0f} tok/s  {verdict}"
         )
@@ -177,14 +179,17 @@ def run_smoke(config: SmokeConfig, *, out: Callable[[str], None] = print) -> lis
 
     t_start = time.perf_counter()
     output = Path(config.output)
-    for sub in ("data", "gpt", "mt5"):  # only our own outputs are replaced
-        shutil.rmtree(output / sub, ignore_errors=True)
+    previous = [output / sub for sub in ("data", "gpt", "mt5") if (output / sub).exists()]
+    if previous:  # only our own outputs are replaced, and the user is told
+        out(f"replacing the previous run's {', '.join(str(p) for p in previous)}")
+    for path in previous:
+        shutil.rmtree(path)
     (output / "data").mkdir(parents=True, exist_ok=True)
     split = "969,30,1"
     stages = 6
 
     def header(i: int, text: str) -> None:
-        out(f"\n== [{i}/{stages}] {text} ({time.perf_counter() - t_start:.0f} s)")
+        out(f"\n== [{i}/{stages}] {text} (at {time.perf_counter() - t_start:.0f} s)")
         with contextlib.suppress(AttributeError, ValueError):
             sys.stdout.flush()
 
@@ -264,7 +269,7 @@ def run_smoke(config: SmokeConfig, *, out: Callable[[str], None] = print) -> lis
             raise DataprepError(f"{metrics}: expected {steps} steps, found {len(records)}")
         losses = [r["loss"] for r in records]
         h = unigram_entropy(train_split_tokens(prefixes[spec.name], split))
-        end = float(np.mean(losses[-10:]))
+        end = float(np.mean(losses[-END_MEAN_STEPS:]))
         finite = all(math.isfinite(x) for x in losses)
         passed = None if config.quick else (finite and end <= h - config.margin)
         tps = float(np.median([r["tokens_per_s"] for r in records[1:]] or [0.0]))

@@ -43,11 +43,13 @@ def test_dataprep_smoke_quick(tmp_path, capsys):
     assert "<extra_id_0>" in out  # the masking preview
     lines = [line for line in out.splitlines() if "unigram entropy" in line]
     assert len(lines) == 4 and all("not judged (--quick)" in line for line in lines)
+    assert all("loss: step 1 " in line and ", mean of last 6 " in line for line in lines)
     for name in ("gpt", "mt5"):
         assert (out_dir / name / "metrics.jsonl").is_file()
         assert (out_dir / name / "metrics.png").is_file()
         assert (out_dir / name / "checkpoint" / "latest").is_file()
     assert not (out_dir / "gpt" / "stale.txt").exists()  # its own outputs are replaced
+    assert out.startswith(f"replacing the previous run's {out_dir / 'gpt'}\n")  # and it says so
     assert (out_dir / "keep.txt").exists()  # nothing else is touched
     assert "GPT2LMHeadModel" in out and "loaded by AutoModelForCausalLM" in out
     assert (out_dir / "gpt" / "hf" / "model.safetensors").is_file()

@@ -85,7 +85,9 @@ def launch_local(
     """Run `target` ("module:function" returning an exit code) in `nproc` local ranks; an exit code.
 
     The first rank to fail decides the code; the others get SIGTERM, then SIGKILL after `grace_s`.
-    `check()` runs in this process before any rank starts; if it raises, none is started.
+    An interruption of this process (KeyboardInterrupt, dataprep.signals.Terminated) stops every
+    rank the same way and is re-raised. `check()` runs in this process before any rank starts; if
+    it raises, none is started.
     """
     if nproc < 1:
         raise UsageError(f"--nproc-per-node must be >= 1, got {nproc}")
@@ -149,9 +151,7 @@ def launch_local(
                 if all(c == 0 for c in codes):
                     return 0
                 time.sleep(poll_s)
-        except KeyboardInterrupt:
-            failed = 130
-        except BaseException:
+        except BaseException:  # Ctrl-C / SIGTERM (dataprep.signals) too: stop the ranks, re-raise
             _stop(procs, grace_s)
             raise
         _stop(procs, grace_s)

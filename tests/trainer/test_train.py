@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import signal
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -263,7 +264,7 @@ def _sleep_or_fail() -> int:  # launched by test_launcher_stops_the_other_ranks
     import os
     import time
 
-    if os.environ["RANK"] == "1":
+    if os.environ["RANK"] == "1" and not os.environ.get("RANK_SLEEPS"):
         return 3
     time.sleep(600)
     return 0
@@ -277,6 +278,37 @@ def test_launcher_stops_the_other_ranks_when_one_fails(monkeypatch):
     t0 = time.monotonic()
     assert launch_local(2, "test_train:_sleep_or_fail", "", grace_s=2) == 3
     assert time.monotonic() - t0 < 60
+
+
+@pytest.mark.distributed
+def test_an_interrupted_launcher_stops_its_ranks_and_reraises(monkeypatch):
+    """Ctrl-C or SIGTERM of the launching process is not a rank failure: the ranks are stopped
+    and the interruption propagates, so the CLI says 'interrupted' / 'terminated', not 'exit
+    code 130' (as the smoke once did)."""
+    import os
+    import threading
+    import time
+
+    from dataprep.signals import Terminated, terminate_as_interrupt
+
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
+    monkeypatch.setenv("RANK_SLEEPS", "1")
+    started = []
+    real_popen = subprocess.Popen
+
+    def popen(*a, **kw):
+        started.append(real_popen(*a, **kw))
+        return started[-1]
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    timer = threading.Timer(3, os.kill, (os.getpid(), signal.SIGTERM))
+    t0 = time.monotonic()
+    with terminate_as_interrupt(), pytest.raises(Terminated):
+        timer.start()
+        launch_local(2, "test_train:_sleep_or_fail", "", grace_s=2)
+    timer.cancel()
+    assert time.monotonic() - t0 < 60
+    assert len(started) == 2 and all(p.poll() is not None for p in started)
 
 
 def _abort_in_teardown() -> int:  # launched by test_teardown_abort_after_done_is_success
