@@ -73,7 +73,7 @@ CASES = [
     # inspect
     ("inspect", 2, "the following arguments are required: PREFIX"),
     ("inspect {missing}", 2, "no dataset has that prefix"),
-    ("inspect {gpt}.bin", 2, "without the .bin/.idx suffix"),
+    ("inspect {gpt}.bin", 2, "without the suffix: "),
     ("inspect {gpt} --doc 999", 2, "--doc 999"),
     ("inspect {bare} --doc 0", 2, "pass --tokenizer"),
     ("inspect {half}", 1, "the pair is incomplete"),

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dataprep.errors import DataprepError, IndexFormatError
+from dataprep.errors import DataprepError, IndexFormatError, UsageError
 from dataprep.indexed import IndexedDatasetReader, IndexedDatasetWriter, WriterState
 from dataprep.indexed import format as fmt
 
@@ -232,8 +232,27 @@ def test_missing_files_are_named(tmp_path, small):
     os.remove(small + ".bin")
     with pytest.raises(DataprepError, match=r"missing .*small\.bin"):
         IndexedDatasetReader(small)
-    with pytest.raises(DataprepError, match="without the .bin/.idx suffix"):
+    with pytest.raises(DataprepError, match=r"without the suffix: .*small\)"):
         IndexedDatasetReader(small + ".idx")
+
+
+def test_a_build_output_prefix_points_at_the_datasets_it_wrote(tmp_path):
+    """`inspect out/pile` (the --output-prefix) names out/pile_text_document (what was built)."""
+    for key in ("text", "title"):
+        w = IndexedDatasetWriter(tmp_path / f"pile_{key}_document", dtype=np.uint16)
+        w.add_document([1, 2])
+        w.close()
+    (tmp_path / "pile_stray_document.idx").write_bytes(b"")  # no .bin: not a dataset
+    with pytest.raises(UsageError) as e:
+        IndexedDatasetReader(tmp_path / "pile")
+    assert str(e.value).endswith(
+        f"no dataset has that prefix; did you mean {tmp_path}/pile_text_document or "
+        f"{tmp_path}/pile_title_document? (build-index names its datasets "
+        "OUTPUT_PREFIX_{json-key}_document)"
+    )
+    with pytest.raises(UsageError) as e:
+        IndexedDatasetReader(tmp_path / "other")
+    assert "did you mean" not in str(e.value)
 
 
 # ---------------------------------------------------------------------------- corrupt files

@@ -31,12 +31,31 @@ def check_dataset_files(path_prefix: str | os.PathLike) -> None:
         return
     hint = ""
     if prefix.endswith((".bin", ".idx")):
-        hint = " (pass the path prefix without the .bin/.idx suffix)"
+        hint = f" (pass the path prefix without the suffix: {prefix[:-4]})"
     if len(missing) == 2:
+        if not hint:
+            hint = _built_under(prefix)
         raise UsageError(
             f"dataset {prefix}: missing {' and '.join(missing)}: no dataset has that prefix{hint}"
         )
     raise DataprepError(f"dataset {prefix}: missing {missing[0]}{hint}; the pair is incomplete")
+
+
+def _built_under(prefix: str) -> str:
+    """A hint naming the datasets a `build-index --output-prefix {prefix}` wrote (it names them
+    `{prefix}_{json-key}_{document|sentence}`), or ""."""
+    import glob
+
+    found = sorted(
+        p[:-4] for p in glob.glob(glob.escape(prefix) + "_*.idx") if os.path.isfile(p[:-4] + ".bin")
+    )
+    if not found:
+        return ""
+    more = f" (or {len(found) - 3} more)" if len(found) > 3 else ""
+    return (
+        f"; did you mean {' or '.join(found[:3])}{more}? (build-index names its datasets "
+        "OUTPUT_PREFIX_{json-key}_document)"
+    )
 
 
 class IndexedDatasetReader:
