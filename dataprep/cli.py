@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Prepare LLM pretraining data in Megatron's .bin/.idx format, look at it, train on it."
         ),
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"dataprep {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")
@@ -72,15 +73,29 @@ def build_parser() -> argparse.ArgumentParser:
             help=module.HELP,
             description=getattr(module, "DESCRIPTION", module.HELP),
             formatter_class=argparse.RawDescriptionHelpFormatter,
+            allow_abbrev=False,  # --worker is a mistake, not --workers
         )
         module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _parser=p)
     return parser
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """parse_args, except that an unknown flag after a command is reported by that command's
+    parser (its usage line and `dataprep CMD: error: ...`), not by the top-level one."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        words = list(sys.argv[1:] if argv is None else argv)
+        command = words.index(args.command) if args.command in words else len(words)
+        before = extra[0] in words[:command]  # a flag of `dataprep` itself, before the command
+        owner = parser if before else getattr(args, "_parser", parser)
+        owner.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

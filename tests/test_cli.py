@@ -62,3 +62,31 @@ def test_help_description_is_not_broken_mid_sentence(command):
 
     module = importlib.import_module(f"dataprep.commands.{COMMANDS[command]}")
     assert _early_breaks(getattr(module, "DESCRIPTION", module.HELP)) == []
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_a_misspelled_flag_is_named_with_the_commands_usage(command, capsys):
+    """`--worker` for `--workers` was silently taken (argparse abbreviations); now no flag is
+    abbreviated and an unknown one is reported by the subcommand's parser."""
+    with pytest.raises(SystemExit) as e:
+        main([command, "--no-such-flag"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: dataprep {command} ")
+    assert err.rstrip().splitlines()[-1].startswith(f"dataprep {command}: error: ")
+    assert "--no-such-flag" in err or "required" in err  # missing required args may come first
+
+
+def test_flags_are_not_abbreviated(capsys):
+    with pytest.raises(SystemExit):
+        main(["build-index", "--input", "x", "--output-prefix", "y", "--worker", "2"])
+    assert (
+        capsys.readouterr()
+        .err.rstrip()
+        .endswith("dataprep build-index: error: unrecognized arguments: --worker 2")
+    )
+    with pytest.raises(SystemExit):
+        main(["--verb", "inspect", "x"])  # a top-level flag is the top-level parser's
+    assert (
+        capsys.readouterr().err.rstrip().endswith("dataprep: error: unrecognized arguments: --verb")
+    )
