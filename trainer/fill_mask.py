@@ -20,16 +20,14 @@ from dataprep.errors import UsageError
 
 def masked_ids(prompt: str, tok) -> tuple[list[int], int]:
     """(encoder input ids ending with EOS, number of masks) for a prompt with `<mask>` markers."""
-    from dataprep.commands.preview_masking import encode_masked_prompt
+    from dataprep.sampling.prompts import encode_masked_prompt
 
     ids, n = encode_masked_prompt(prompt, tok, list(tok.sentinel_ids))
     return ids + [tok.eos_id], n
 
 
-def fill_mask(model, tok, prompt: str, *, max_new_tokens: int = 32) -> dict[str, Any]:
-    """The card's answer for one prompt (greedy)."""
-    import torch
-
+def check_model(model) -> None:
+    """UsageError unless `model` is an mT5 (before any prompt is encoded with its tokenizer)."""
     from trainer.models import MT5
 
     if not isinstance(model, MT5):
@@ -37,6 +35,13 @@ def fill_mask(model, tok, prompt: str, *, max_new_tokens: int = 32) -> dict[str,
             f"fill-mask needs an mT5 checkpoint, this one holds a {type(model).__name__}; "
             "for GPT / GPT-J use `dataprep generate`"
         )
+
+
+def fill_mask(model, tok, prompt: str, *, max_new_tokens: int = 32) -> dict[str, Any]:
+    """The card's answer for one prompt (greedy)."""
+    import torch
+
+    check_model(model)
     if max_new_tokens < 1:
         raise UsageError(f"--tokens-to-generate must be >= 1, got {max_new_tokens}")
     inputs, _ = masked_ids(prompt, tok)

@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dataprep.errors import UsageError
-    from trainer.fill_mask import fill_mask, masked_ids
+    from trainer.fill_mask import check_model, fill_mask, masked_ids
     from trainer.generate import load_for_inference
 
     if not os.path.exists(args.checkpoint):
@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.prompt:
         raise UsageError('no prompt: pass --prompt "text with <mask>" (repeatable)')
     model, tok, _ = load_for_inference(args.checkpoint, tokenizer=args.tokenizer)
+    check_model(model)  # a GPT's tokenizer has no sentinels: say what is wrong, not that
     for prompt in args.prompt:
         masked_ids(prompt, tok)  # every prompt checked before any output
     for prompt in args.prompt:

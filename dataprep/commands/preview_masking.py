@@ -17,6 +17,13 @@ from typing import Any
 import numpy as np
 
 from dataprep.errors import DataprepError, UsageError
+from dataprep.sampling.prompts import (
+    MASK,
+    encode_masked_prompt,
+    encode_with_sentinels,
+    mask_prompt,
+    nemo_mask_prompt,
+)
 
 HELP = "show T5 span corruption (encoder input, decoder target, sentinels) of dataset samples"
 DESCRIPTION = """\
@@ -33,7 +40,6 @@ examples:
   dataprep preview-masking out/mc4_fr_text_document --json | jq .noise_density
   dataprep preview-masking --prompt "La capitale de la France est <mask>." --tokenizer mt5-toy"""
 
-MASK = "<mask>"
 # The shortest encoder input T5Samples.lengths_for (dataprep/sampling/t5.py) accepts, whatever the
 # density: one clean token, one sentinel and EOS (from a chunk of 2 raw tokens at T5's density).
 MIN_SEQ_LENGTH = 3
@@ -344,68 +350,6 @@ def _print_sample(r: dict[str, Any], *, color: bool) -> None:
 
 # ----------------------------------------------------------------------------------------------
 # --prompt
-
-
-def mask_prompt(prompt: str) -> tuple[str, int]:
-    """Every `<mask>` -> `<extra_id_k>`, k = 0, 1, ... in order; returns (text, number of masks)."""
-    parts = prompt.split(MASK)
-    text = parts[0]
-    for k, part in enumerate(parts[1:]):
-        text += f"<extra_id_{k}>" + part
-    return text, len(parts) - 1
-
-
-def nemo_mask_prompt(prompt: str) -> tuple[str, list[str]]:
-    """NeMo megatron_t5_eval's reading: whitespace tokens exactly `<mask>` replaced, then ' '.join.
-
-    Returns the text and the whitespace tokens that hold `<mask>` but were left as they are.
-    """
-    words, left, k = [], [], 0
-    for word in prompt.split():
-        if word == MASK:
-            words.append(f"<extra_id_{k}>")
-            k += 1
-        else:
-            if MASK in word:
-                left.append(word)
-            words.append(word)
-    return " ".join(words), left
-
-
-def encode_with_sentinels(text: str, tok, sentinels: list[int]) -> list[int]:
-    """Encode text whose `<extra_id_k>` markers must come out as the single sentinel ids.
-
-    The whole text is encoded at once (so tokenization around the markers is the tokenizer's
-    own); if the tokenizer does not map the marker text to its sentinel id, the text is cut at the
-    markers, each part encoded alone and the sentinel ids put between them.
-    """
-    import re
-
-    ids = tok.encode(text)
-    wanted = [sentinels[int(k)] for k in re.findall(r"<extra_id_(\d+)>", text)]
-    if [i for i in ids if i in set(sentinels)] == wanted:
-        return ids
-    out: list[int] = []
-    for n, part in enumerate(re.split(r"<extra_id_\d+>", text)):
-        if n:
-            out.append(wanted[n - 1])
-        if part:
-            out += tok.encode(part)
-    return out
-
-
-def encode_masked_prompt(prompt: str, tok, sentinels: list[int]) -> tuple[list[int], int]:
-    """(ids of the prompt with each `<mask>` as the next sentinel, number of masks); a prompt
-    without `<mask>` or with more than there are sentinels is a UsageError."""
-    text, num_masks = mask_prompt(prompt)
-    if num_masks == 0:
-        raise UsageError(f"prompt {prompt!r} has no {MASK} marker; put {MASK} where a span goes")
-    if num_masks > len(sentinels):
-        raise UsageError(
-            f"prompt has {num_masks} {MASK} markers but the tokenizer {tok.name} has only "
-            f"{len(sentinels)} sentinels; use at most {len(sentinels)}"
-        )
-    return encode_with_sentinels(text, tok, sentinels), num_masks
 
 
 def _run_prompt(prompt: str, tok, sentinels: list[int], *, as_json: bool, color: bool) -> int:
