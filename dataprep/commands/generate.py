@@ -127,6 +127,12 @@ def run(args: argparse.Namespace) -> int:
     return _run_job(job, tp_group=None, rank=0)
 
 
+def shown(text: str) -> str:
+    """Text in double quotes with JSON's escapes (\\n, \\t, \\u0000): a completion of spaces or
+    newlines is visible, and its edges are clear."""
+    return json.dumps(text, ensure_ascii=False)
+
+
 def _run_job(job: dict, *, tp_group, rank: int) -> int:
     from trainer.generate import SamplingParams, generate, load_for_inference
 
@@ -143,9 +149,9 @@ def _run_job(job: dict, *, tp_group, rank: int) -> int:
                 new = response["token_ids"][i][prompt_lengths[i] :]
                 lps = response["logprob"][i][prompt_lengths[i] - 1 :]
                 mean = sum(lps) / len(lps) if lps else float("nan")
-                print(f"[{i}] prompt: {prompt}")
+                print(f"[{i}] prompt: {shown(prompt)}")
                 print(f"    generated ({len(new)} tokens, mean logprob {mean:.3f}): "
-                      f"{tok.decode(new)}")  # fmt: skip
+                      f"{shown(tok.decode(new))}")  # fmt: skip
     return 0
 
 

@@ -170,6 +170,13 @@ def test_cli_json_at_tp2_equals_tp1_and_errors_are_one_line(checkpoints, capfd):
     for a, b in zip(one["logprob"], two["logprob"], strict=True):
         assert max(abs(x - y) for x, y in zip(a, b, strict=True)) < 1e-4
     assert set(one) == {"sentences", "tokens", "token_ids", "logprob", "offsets"}
+    # the text form quotes each completion with JSON's escapes: whitespace-only ones are visible
+    assert cli_main(args[:-1]) == 0
+    lines = capfd.readouterr().out.splitlines()
+    assert lines[0] == f"[0] prompt: {json.dumps(PROMPTS[0], ensure_ascii=False)}"
+    for i, line in zip((0, 1), lines[1::2], strict=True):
+        completion = one["sentences"][i][len(PROMPTS[(0, 2)[i]]) :]
+        assert line.endswith("): " + json.dumps(completion, ensure_ascii=False)), line
     assert cli_main(["generate", checkpoints["gpt-tiny"], "--prompt", "x", "--top-p", "2"]) == 2
     err = capfd.readouterr().err.strip()
     assert err == "dataprep generate: error: top_p must be in [0, 1], got 2.0"
