@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from dataprep.preview import escape_controls
+
 log = logging.getLogger(__name__)
 
 TOKEN_SAMPLE_BLOCK = 1 << 20  # tokens per block when counting ids over a sample of a large dataset
@@ -45,6 +47,16 @@ class ReportData:
     t5: dict[str, Any] | None = None  # densities, span_lengths, target density, mean span, ...
     t5_note: str = ""
     notes: list[str] = field(default_factory=list)
+
+
+def length_percentiles(lengths: np.ndarray, qs=(0, 50, 90, 99, 100)) -> dict[str, int]:
+    """{"p50": ...}: percentiles of token counts as `inspect` and `report` both print them, each
+    an actual length (numpy's "nearest" method, no interpolation); {} for no lengths."""
+    lengths = np.asarray(lengths)
+    if lengths.size == 0:
+        return {}
+    values = np.percentile(lengths, list(qs), method="nearest")
+    return {f"p{q}": int(v) for q, v in zip(qs, values, strict=True)}
 
 
 def _document_lengths(reader) -> np.ndarray:
@@ -355,7 +367,24 @@ def _piece(tok, i: int) -> str:
         text = tok.decode([i])
     except Exception:  # an id outside the tokenizer's range
         return "?"
-    if not text or "\ufffd" in text:  # SentencePiece's bare "▁", a part of a UTF-8 sequence
-        text = tok.id_to_piece(i) if hasattr(tok, "id_to_piece") else text
+    if (not text or "\ufffd" in text) and hasattr(tok, "id_to_piece"):
+        # SentencePiece's bare "▁", or part of a UTF-8 sequence: its bytes, \xNN where not text
+        piece = tok.id_to_piece(i)
+        raw = _piece_bytes(piece)
+        text = piece if raw is None else raw.decode("utf-8", errors="backslashreplace")
     text = text.replace("\u2581", " ")  # SentencePiece's word-start mark is a space too
-    return text.replace(" ", "\u2423").replace("\n", "\\n").replace("\t", "\\t")
+    text = text.replace(" ", "\u2423").replace("\n", "\\n").replace("\t", "\\t")
+    return escape_controls(text)
+
+
+def _piece_bytes(piece: str) -> bytes | None:
+    """The bytes behind a piece that decodes to part of a character: SentencePiece's byte
+    fallback `<0xE2>`, or a byte-level BPE piece ('âĢ' -> b'\xe2\x80'); None otherwise."""
+    import re
+
+    from dataprep.tokenizers.gpt2 import byte_level_bytes
+
+    m = re.fullmatch(r"<0x([0-9A-Fa-f]{2})>", piece)
+    if m:
+        return bytes([int(m.group(1), 16)])
+    return byte_level_bytes(piece)

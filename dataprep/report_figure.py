@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from dataprep.report import ReportData
+from dataprep.report import ReportData, length_percentiles
 
 MAX_MIX_ROWS = 12  # labels shown in the mix panel; the rest are added up as "other"
 DOCS_COLOR, TOKENS_COLOR, NOTE_COLOR = "#4c72b0", "#dd8452", "#666666"
@@ -55,8 +55,9 @@ def _lengths(ax, data: ReportData) -> None:
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
+    marks = length_percentiles(lengths, (50, 90, 99))  # the figures `inspect` prints
     for q, style in ((50, "-"), (90, "--"), (99, ":")):
-        v = np.percentile(lengths, q)
+        v = marks[f"p{q}"]
         ax.axvline(v, color="black", linestyle=style, linewidth=1, label=f"p{q} {v:,.0f}")
     ax.legend(fontsize=9)
     ax.set_xlabel("tokens per document (log scale)")

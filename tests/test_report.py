@@ -244,3 +244,31 @@ def test_a_manifest_tokenizer_that_is_gone_is_a_note(pile, tmp_path, capsys):
     data = collect_report(prefix)
     assert data.tokenizer_name is None and "cannot be loaded" in data.t5_note
     assert main(["report", prefix, "--tokenizer", str(tmp_path / "gone.model")]) == 2
+
+
+def test_length_marks_are_the_percentiles_inspect_prints(pile, capsys):
+    data = collect_report(pile)
+    assert main(["inspect", pile, "--json"]) == 0
+    inspected = json.loads(capsys.readouterr().out)["document_length"]
+    _, panels = draw_report(data)
+    (hist,) = [ax for title, ax in panels.items() if "length" in title.lower()][:1]
+    legend = [t.get_text() for t in hist.get_legend().get_texts()]
+    assert legend == [f"p{q} {inspected[f'p{q}']:,}" for q in (50, 90, 99)]
+    assert all(v in set(data.doc_lengths.tolist()) for v in inspected.values())  # real lengths
+
+
+def test_token_labels_are_text_or_escaped_bytes_not_the_byte_level_alphabet():
+    """GPT-2's id 447 is the bytes e2 80 (the start of '’'): shown as \\xe2\\x80, not as its
+    vocab.json key 'âĢ'; SentencePiece's byte fallback <0xC3> likewise; controls escaped."""
+    from dataprep.report import _piece
+
+    gpt2, spm = load_tokenizer("gpt2"), load_tokenizer("mt5-toy")
+    assert _piece(gpt2, 447) == "\\xe2\\x80"
+    assert _piece(gpt2, 30325) == "\u2423\\xf0\\x9f\\x98"  # ' ' + 3 of the 4 bytes of an emoji
+    assert _piece(gpt2, 9468) == "\u2423welf" and _piece(gpt2, 198) == "\\n"
+    fallback = next(i for i in range(spm.vocab_size) if spm.id_to_piece(i) == "<0xC3>")
+    assert _piece(spm, fallback) == "\\xc3"
+    nul = next(i for i in range(spm.vocab_size) if spm.id_to_piece(i) == "<0x00>")
+    assert _piece(spm, nul) == "\\x00"
+    shifted = re.compile("[\u0100-\u0143]")  # the byte-level alphabet's stand-ins for bytes
+    assert not any(shifted.search(_piece(gpt2, i)) for i in range(256, 5000))

@@ -60,15 +60,7 @@ def summarize(reader) -> dict:
     docs = np.asarray(reader.document_indices, dtype=np.int64)
     csum = np.concatenate([[0], np.cumsum(seq)])
     doc_lengths = csum[docs[1:]] - csum[docs[:-1]]
-    pct = [0, 50, 90, 99, 100]
-
-    def percentiles(a: np.ndarray) -> dict[str, int]:
-        if a.size == 0:
-            return {}
-        return {
-            f"p{q}": int(v)
-            for q, v in zip(pct, np.percentile(a, pct, method="nearest"), strict=True)
-        }
+    from dataprep.report import length_percentiles as percentiles
 
     return {
         "prefix": reader.path_prefix,

@@ -41,6 +41,18 @@ def _byte_level_table() -> dict[int, int]:
     return table
 
 
+_BYTE_LEVEL = _byte_level_table()
+
+
+def byte_level_bytes(piece: str) -> bytes | None:
+    """The bytes a byte-level BPE piece stands for ('Ġâ' -> b' \xe2'); None if `piece` has a
+    character outside the byte-level alphabet (not a byte-level piece)."""
+    table = _BYTE_LEVEL
+    if not all(ord(c) in table for c in piece):
+        return None
+    return bytes(table[ord(c)] for c in piece)
+
+
 def ranks_from_vocab(vocab: dict[str, int]) -> dict[bytes, int]:
     """tiktoken's mergeable ranks straight from vocab.json (valid when ids follow merge order)."""
     table = _byte_level_table()
