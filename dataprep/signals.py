@@ -20,6 +20,24 @@ def _raise_terminated(signum, frame) -> None:
     raise Terminated
 
 
+_installed = False  # our handler is SIGTERM's in this process
+_previous = signal.SIG_DFL  # the handler it replaced
+
+
+def _child_after_fork() -> None:
+    """A forked child (a multiprocessing worker of ours or of a library) gets the SIGTERM handler
+    from before ours back (the default: die): `Pool.terminate()` must end a worker, not raise
+    Terminated inside a queue's lock, which deadlocks the pool (lm_eval's bootstrap pool did)."""
+    global _installed
+    if _installed:
+        _installed = False
+        signal.signal(signal.SIGTERM, _previous)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_child_after_fork)
+
+
 @contextlib.contextmanager
 def terminate_as_interrupt():
     """Within: SIGTERM raises `Terminated` in the main thread (outside the main thread, where
@@ -27,10 +45,13 @@ def terminate_as_interrupt():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    global _installed, _previous
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    _installed, _previous = True, previous
     try:
         yield
     finally:
+        _installed = False
         signal.signal(signal.SIGTERM, previous)
 
 

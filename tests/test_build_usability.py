@@ -221,3 +221,23 @@ def test_sigterm_is_an_interruption_with_the_resume_hint(tmp_path):
     assert lines[-1] == "dataprep build-index: terminated (SIGTERM)"
     assert workers_gone
     assert not Path(f"{prefix}_text_document.idx").exists()
+
+
+def test_a_forked_pool_under_the_cli_handler_still_terminates(tmp_path):
+    """multiprocessing.Pool.terminate() SIGTERMs its workers: they must die, not raise the CLI's
+    Terminated (which hung lm_eval's bootstrap pool under `dataprep eval --tasks`)."""
+    code = (
+        "import multiprocessing as mp\n"
+        "from dataprep.signals import terminate_as_interrupt\n"
+        "with terminate_as_interrupt():\n"
+        "    for _ in range(60):\n"
+        "        with mp.get_context('fork').Pool(2) as pool:\n"
+        "            assert sum(pool.imap(abs, range(-500, 500), chunksize=10)) == 250000\n"
+        "print('ok')\n"
+    )
+    try:  # before the fix this hung within a few pools (a worker died holding the queue's lock)
+        out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                             text=True, timeout=60)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        pytest.fail("a Pool's terminate() hung: its workers kept the CLI's SIGTERM handler")
+    assert out.returncode == 0 and out.stdout == "ok\n", out.stderr
