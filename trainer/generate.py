@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from functools import partial
 from typing import Any
 
 from dataprep.errors import UsageError
@@ -141,18 +143,165 @@ def process_logits(scores, params: SamplingParams, *, seen, banned: int | None =
     return scores
 
 
-def _seed(params: SamplingParams, tp_group) -> int:
-    """The sampling seed, the same on every TP rank."""
-    if params.random_seed is not None:
-        return params.random_seed
-    seed = random.SystemRandom().randrange(2**31)
+def _row_seeds(rows: list[Row], tp_group) -> list[int]:
+    """Each row's sampling seed (its params' random_seed, else a fresh one), the same on every TP
+    rank."""
+    fresh = random.SystemRandom()
+    seeds = [
+        r.params.random_seed if r.params.random_seed is not None else fresh.randrange(2**31)
+        for r in rows
+    ]
     if tp_group is not None:
         import torch.distributed as dist
 
-        box = [seed]
+        box = [seeds]
         dist.broadcast_object_list(box, src=dist.get_global_rank(tp_group, 0), group=tp_group)
-        seed = box[0]
-    return seed
+        seeds = box[0]
+    return seeds
+
+
+@dataclass
+class Row:
+    """One sequence to continue: its prompt ids and how. Rows of one batch may differ in every
+    field; each gets what it would get alone (its own sampling generator, seeded by its params)."""
+
+    prompt: list[int]
+    params: SamplingParams
+    max_new_tokens: int | None = None  # None: params.tokens_to_generate; 0 scores the prompt only
+    top_n: int = 0  # also the top_n most likely ids with their logprobs at every position
+    stop_text: Callable[[list[int]], bool] | None = None  # new ids -> True ends the row
+    on_token: Callable[[int], None] | None = None  # each new id, as soon as it is chosen
+    cancelled: Callable[[], bool] | None = None  # True: stop the row now (a client went away)
+
+
+@dataclass
+class RowResult:
+    ids: list[int]  # prompt + generation
+    logprobs: list[float]  # logprobs[j] = log p(ids[j + 1] | ids[: j + 1])
+    top: list[list[tuple[int, float]]] | None  # per position of logprobs, the top_n (id, logprob)
+    full: list | None  # all_probs: the whole distribution per position
+    finish_reason: str  # "length", "stop" (EOD or a stop text) or "cancelled"
+
+
+def generate_rows(model, rows: list[Row], *, eod_id: int | None, tp_group=None) -> list[RowResult]:
+    """Continue every row in one right-padded batch (see the module docstring)."""
+    import torch
+
+    _check_model(model)
+    if not rows or any(len(r.prompt) == 0 for r in rows):
+        raise UsageError("every prompt must have at least one token (use add_BOS for empty text)")
+    block = model.config.block_size
+    lengths = [len(r.prompt) for r in rows]
+    if max(lengths) > block or any(
+        n >= block and (r.params.tokens_to_generate if r.max_new_tokens is None else
+                        r.max_new_tokens) > 0
+        for n, r in zip(lengths, rows, strict=True)
+    ):  # fmt: skip
+        raise UsageError(
+            f"a prompt has {max(lengths)} tokens; the model's context is {block} tokens, so a "
+            f"prompt may have at most {block - 1}"
+        )
+    B, V = len(rows), model.config.vocab_size
+    new = [r.params.tokens_to_generate if r.max_new_tokens is None else r.max_new_tokens
+           for r in rows]  # fmt: skip
+    ends = [min(n + k, block) for n, k in zip(lengths, new, strict=True)]  # exclusive end per row
+    total = max(ends)
+    pad = eod_id if eod_id is not None else 0
+    tokens = torch.full((B, total), pad, dtype=torch.long)
+    for i, r in enumerate(rows):
+        tokens[i, : lengths[i]] = torch.tensor(r.prompt, dtype=torch.long)
+    start = min(lengths)
+    seen = torch.zeros(B, V, dtype=torch.bool)  # the ids before the current position, per row
+    for i, r in enumerate(rows):
+        seen[i, torch.tensor(r.prompt[:start])] = True
+    logprobs = torch.zeros(B, max(total - 1, 0))
+    top_n = max(r.top_n for r in rows)
+    tops: list[list] = [[] for _ in rows]
+    full = [] if any(r.params.all_probs for r in rows) else None
+    done = [n >= e for n, e in zip(lengths, ends, strict=True)]  # nothing to generate
+    finish = ["length"] * B
+    finished_at = list(ends)
+    gens = [torch.Generator().manual_seed(s) for s in _row_seeds(rows, tp_group)]
+    use_cache = all(r.params.use_cache for r in rows)
+    cache = new_cache(model) if use_cache else None
+
+    def record_tops(logp, first: int) -> None:  # logp (B, T, V) for positions first .. first+T-1
+        if top_n:
+            values, ids = torch.topk(logp, top_n, dim=-1)
+            for i, r in enumerate(rows):
+                if r.top_n:
+                    tops[i] += [list(zip(ids[i, t, : r.top_n].tolist(),
+                                         values[i, t, : r.top_n].tolist(), strict=True))
+                                for t in range(logp.shape[1])]  # fmt: skip
+
+    with torch.no_grad():
+        logits = _real_logits(model, model(tokens[:, :start], cache=cache), tp_group)
+        logp = torch.log_softmax(logits, dim=-1)  # (B, start, V)
+        logprobs[:, : start - 1] = logp[:, : start - 1].gather(-1, tokens[:, 1:start, None])[..., 0]
+        record_tops(logp[:, : start - 1], 0)
+        if full is not None:
+            full.append(logp[:, : start - 1])
+        last, scores = logp[:, -1], logits[:, -1]  # predict position `start`
+        for pos in range(start, total):
+            nxt = tokens[:, pos].clone()  # prompt tokens (teacher-forced) and padding
+            active = [i for i in range(B) if not done[i] and pos >= lengths[i]]
+            for i in active:
+                if rows[i].cancelled is not None and rows[i].cancelled():
+                    done[i], finish[i], finished_at[i] = True, "cancelled", pos
+            active = [i for i in active if not done[i]]
+            groups: dict[SamplingParams, list[int]] = {}
+            for i in active:
+                groups.setdefault(rows[i].params, []).append(i)
+            for params, members in groups.items():
+                idx = torch.tensor(members)
+                sample = process_logits(scores[idx], params, seen=seen[idx])
+                if eod_id is not None and params.min_tokens_to_generate:
+                    young = torch.tensor([pos - lengths[i] < params.min_tokens_to_generate
+                                          for i in members])  # fmt: skip
+                    sample[young, eod_id] = float("-inf")
+                if params.greedy:
+                    nxt[idx] = sample.argmax(-1)
+                else:
+                    probs = sample.softmax(-1)
+                    for k, i in enumerate(members):  # each row's own generator: as if alone
+                        nxt[i] = torch.multinomial(probs[k], 1, generator=gens[i])[0]
+            tokens[:, pos] = nxt
+            seen[torch.arange(B), nxt] = True
+            logprobs[:, pos - 1] = last.gather(-1, nxt[:, None])[:, 0]
+            record_tops(last[:, None], pos - 1)
+            if full is not None:
+                full.append(last[:, None])
+            for i in active:
+                t = int(nxt[i])
+                if rows[i].on_token is not None:
+                    rows[i].on_token(t)
+                stop = rows[i].stop_text
+                if (eod_id is not None and t == eod_id) or (
+                    stop is not None and stop(tokens[i, lengths[i] : pos + 1].tolist())
+                ):
+                    done[i], finish[i], finished_at[i] = True, "stop", pos + 1
+                elif pos + 1 >= ends[i]:
+                    done[i], finished_at[i] = True, pos + 1
+            if all(pos + 1 >= finished_at[i] for i in range(B)):  # prompts scored too
+                break
+            step = tokens[:, pos : pos + 1] if cache is not None else tokens[:, : pos + 1]
+            logits = _real_logits(model, model(step, cache=cache), tp_group)
+            last, scores = torch.log_softmax(logits[:, -1], dim=-1), logits[:, -1]
+
+    results = []
+    for i in range(B):
+        end = finished_at[i]
+        result = RowResult(
+            ids=tokens[i, :end].tolist(),
+            logprobs=logprobs[i, : end - 1].tolist(),
+            top=tops[i][: end - 1] if rows[i].top_n else None,
+            full=None,
+            finish_reason=finish[i],
+        )
+        if full is not None and rows[i].params.all_probs:
+            result.full = torch.cat(full, dim=1)[i, : end - 1].tolist()
+        results.append(result)
+    return results
 
 
 def generate_ids(
@@ -167,89 +316,13 @@ def generate_ids(
     """(ids, logprobs, full log-probs or None) for each prompt: ids = prompt + generation;
     logprobs[i][j] = log p(ids[i][j + 1] | ids[i][: j + 1]). `stop_text(row, new_ids)` -> True
     ends a row (end strings)."""
-    import torch
-
-    _check_model(model)
-    if not prompts or any(len(p) == 0 for p in prompts):
-        raise UsageError("every prompt must have at least one token (use add_BOS for empty text)")
-    block = model.config.block_size
-    lengths = [len(p) for p in prompts]
-    if max(lengths) >= block:
-        raise UsageError(
-            f"a prompt has {max(lengths)} tokens; the model's context is {block} tokens, so a "
-            f"prompt may have at most {block - 1}"
-        )
-    B, N = len(prompts), params.tokens_to_generate
-    ends = [min(n + N, block) for n in lengths]  # exclusive end of each row
-    total = max(ends)
-    pad = eod_id if eod_id is not None else 0
-    tokens = torch.full((B, total), pad, dtype=torch.long)
-    for i, p in enumerate(prompts):
-        tokens[i, : len(p)] = torch.tensor(p, dtype=torch.long)
-    lengths_t = torch.tensor(lengths)
-    V = model.config.vocab_size
-    seen = torch.zeros(B, V, dtype=torch.bool)
-    start = min(lengths)
-    for i, p in enumerate(prompts):
-        seen[i, torch.tensor(p[:start])] = True
-    logprobs = torch.zeros(B, max(total - 1, 0))
-    full = [] if params.all_probs else None
-    done = torch.zeros(B, dtype=torch.bool)
-    finished_at = list(ends)
-    gen = torch.Generator().manual_seed(_seed(params, tp_group))
-    cache = new_cache(model) if params.use_cache else None
-
-    with torch.no_grad():
-        prev = 0
-        for pos in range(start, total):
-            # logits for position pos - 1 predict the token at pos
-            inputs = tokens[:, prev:pos] if cache is not None else tokens[:, :pos]
-            logits = _real_logits(model, model(inputs, cache=cache), tp_group)
-            logp = torch.log_softmax(logits, dim=-1)  # (B, T_in, V)
-            if pos == start:  # the first forward covers 0 .. start - 1 (with or without cache)
-                gathered = logp[:, : start - 1].gather(-1, tokens[:, 1:start, None])
-                logprobs[:, : start - 1] = gathered.squeeze(-1)
-                if full is not None:
-                    full.append(logp[:, : start - 1])
-            prev = pos
-            last, scores = logp[:, -1], logits[:, -1]
-            sample_scores = process_logits(scores, params, seen=seen, banned=None)
-            if eod_id is not None and params.min_tokens_to_generate:
-                young = pos - lengths_t < params.min_tokens_to_generate  # new tokens so far
-                sample_scores[young, eod_id] = float("-inf")
-            if params.greedy:
-                choice = sample_scores.argmax(-1)
-            else:
-                choice = torch.multinomial(sample_scores.softmax(-1), 1, generator=gen).squeeze(-1)
-            in_prompt = pos < lengths_t
-            nxt = torch.where(in_prompt, tokens[:, pos], choice)
-            nxt = torch.where(done, tokens[:, pos], nxt)
-            tokens[:, pos] = nxt
-            seen[torch.arange(B), nxt] = True
-            logprobs[:, pos - 1] = last.gather(-1, nxt[:, None]).squeeze(-1)
-            if full is not None:
-                full.append(last[:, None])
-            for i in range(B):
-                if done[i] or in_prompt[i]:
-                    continue
-                new = tokens[i, lengths[i] : pos + 1].tolist()
-                if (
-                    (eod_id is not None and nxt[i] == eod_id)
-                    or pos + 1 >= ends[i]
-                    or (stop_text is not None and stop_text(i, new))
-                ):
-                    done[i] = True
-                    finished_at[i] = pos + 1
-            if bool(done.all()):
-                break
-
-    ids = [tokens[i, : finished_at[i]].tolist() for i in range(B)]
-    lps = [logprobs[i, : finished_at[i] - 1].tolist() for i in range(B)]
-    fulls = None
-    if full is not None:
-        stacked = torch.cat(full, dim=1)  # (B, positions, V)
-        fulls = [stacked[i, : finished_at[i] - 1].tolist() for i in range(B)]
-    return ids, lps, fulls
+    rows = [
+        Row(p, params, stop_text=None if stop_text is None else partial(stop_text, i))
+        for i, p in enumerate(prompts)
+    ]
+    out = generate_rows(model, rows, eod_id=eod_id, tp_group=tp_group)
+    fulls = [r.full for r in out] if params.all_probs else None
+    return [r.ids for r in out], [r.logprobs for r in out], fulls
 
 
 def generate(
