@@ -21,17 +21,17 @@ def _raise_terminated(signum, frame) -> None:
 
 
 _installed = False  # our handler is SIGTERM's in this process
-_previous = signal.SIG_DFL  # the handler it replaced
 
 
 def _child_after_fork() -> None:
-    """A forked child (a multiprocessing worker of ours or of a library) gets the SIGTERM handler
-    from before ours back (the default: die): `Pool.terminate()` must end a worker, not raise
-    Terminated inside a queue's lock, which deadlocks the pool (lm_eval's bootstrap pool did)."""
+    """A forked child (a multiprocessing worker of ours or of a library) gets SIGTERM's default
+    back, die: `Pool.terminate()` must end a worker, not raise an exception inside a queue's lock,
+    which deadlocks the pool (lm_eval's bootstrap pool did). Not the handler from before ours
+    either: that may be another Python handler (Ray's raises SystemExit) with the same effect."""
     global _installed
     if _installed:
         _installed = False
-        signal.signal(signal.SIGTERM, _previous)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 if hasattr(os, "register_at_fork"):
@@ -45,9 +45,9 @@ def terminate_as_interrupt():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    global _installed, _previous
+    global _installed
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    _installed, _previous = True, previous
+    _installed = True
     try:
         yield
     finally:

@@ -5,6 +5,7 @@ reuses finished partials."""
 
 import json
 import logging
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,9 @@ def ray_session(tmp_path_factory):
     )
     yield arm
     ray.shutdown()
+    # ray.init left its SIGTERM handler (sys.exit) here; later tests fork pools (lm_eval's
+    # bootstrap) whose workers must die on terminate(), not raise SystemExit holding a queue lock
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="module")

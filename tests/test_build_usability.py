@@ -227,8 +227,9 @@ def test_a_forked_pool_under_the_cli_handler_still_terminates(tmp_path):
     """multiprocessing.Pool.terminate() SIGTERMs its workers: they must die, not raise the CLI's
     Terminated (which hung lm_eval's bootstrap pool under `dataprep eval --tasks`)."""
     code = (
-        "import multiprocessing as mp\n"
+        "import multiprocessing as mp, signal, sys\n"
         "from dataprep.signals import terminate_as_interrupt\n"
+        "signal.signal(signal.SIGTERM, lambda *a: sys.exit(1))  # an earlier handler, as Ray's\n"
         "with terminate_as_interrupt():\n"
         "    for _ in range(60):\n"
         "        with mp.get_context('fork').Pool(2) as pool:\n"
