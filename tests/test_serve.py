@@ -38,7 +38,7 @@ CARD_REQUEST = {
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def _served(tmp_path_factory):
     from trainer.generate import load_for_inference
     from trainer.launch import find_free_port
     from trainer.serve import Server, create_app
@@ -52,7 +52,9 @@ def server(tmp_path_factory):
                       save=str(d / "ckpt"))  # fmt: skip
     assert run(cfg) == 0
     model, tok, path = load_for_inference(d / "ckpt")
-    app = create_app(Server(model, tok, name="tiny", max_tokens=100, max_body_bytes=10_000))
+    served = Server(model, tok, name="tiny", max_tokens=100, max_body_bytes=10_000,
+                    batch_wait_ms=20)  # fmt: skip
+    app = create_app(served)
     port = find_free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -64,9 +66,19 @@ def server(tmp_path_factory):
                 break
         except requests.ConnectionError:
             time.sleep(0.05)
-    yield url
+    yield served, url
     srv.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server_obj(_served):
+    return _served
+
+
+@pytest.fixture(scope="module")
+def server(_served):
+    return _served[1]
 
 
 def _healthy(url: str) -> None:
@@ -82,7 +94,9 @@ def test_the_cards_client_request_gets_nemos_response(server, caplog):
     out = resp.json()
     assert set(out) == {"sentences", "tokens", "token_ids", "logprob", "offsets"}
     sentence = out["sentences"][0]
-    assert sentence.startswith("<|endoftext|>" + CARD_REQUEST["sentences"][0])  # add_BOS
+    # NeMo's ids_to_text drops special tokens from sentences; tokens and ids keep the BOS
+    assert sentence.startswith(CARD_REQUEST["sentences"][0]) and "<|endoftext|>" not in sentence
+    assert out["tokens"][0][0] == "<|endoftext|>"
     assert out["token_ids"][0][0] == 50256 and out["logprob"] is None
     assert len(out["tokens"][0]) == len(out["token_ids"][0]) == len(out["offsets"][0])
     n_prompt = 1 + 10  # BOS + the prompt's 10 GPT-2 tokens
@@ -105,20 +119,125 @@ def test_seeded_logprob_request_and_queued_concurrent_requests(server):
         t.start()
     for t in threads:
         t.join()
-    assert all(r == first for r in results)  # one at a time on the model: same seed, same answer
+    for r in results:  # batched with each other: each row as if alone (same seed, same tokens)
+        assert r["token_ids"] == first["token_ids"] and r["sentences"] == first["sentences"]
+        for a, b in zip(r["logprob"], first["logprob"], strict=True):
+            assert a == pytest.approx(b, abs=1e-5)  # a batch's matmuls may round differently
 
 
 def test_openai_completions(server):
-    body = {"prompt": "Hello", "max_tokens": 6, "temperature": 0, "logprobs": True}
+    body = {"prompt": "Hello", "max_tokens": 6, "temperature": 0, "logprobs": 2}
     out = requests.post(f"{server}/v1/completions", json=body).json()
     assert out["object"] == "text_completion" and out["id"].startswith("cmpl-")
     choice = out["choices"][0]
     greedy = requests.put(f"{server}/generate", json={"sentences": ["Hello"], "greedy": True,
-                          "tokens_to_generate": 6}).json()  # fmt: skip
+                          "tokens_to_generate": 6, "compute_logprob": True,
+                          "end_strings": []}).json()  # fmt: skip
     assert "Hello" + choice["text"] == greedy["sentences"][0]
-    assert len(choice["logprobs"]) == len(choice["tokens"]) == out["usage"]["completion_tokens"]
-    assert choice["finish_reason"] in ("stop", "length") and all(x <= 0 for x in choice["logprobs"])
-    assert out["usage"]["total_tokens"] == out["usage"]["prompt_tokens"] + len(choice["tokens"])
+    lp = choice["logprobs"]
+    assert set(lp) == {"tokens", "token_logprobs", "top_logprobs", "text_offset"}
+    n = out["usage"]["completion_tokens"]
+    assert len(lp["tokens"]) == len(lp["token_logprobs"]) == len(lp["top_logprobs"]) == n
+    assert lp["token_logprobs"] == pytest.approx(greedy["logprob"][0][-n:], abs=1e-5)
+    for chosen, lp_chosen, top in zip(lp["tokens"], lp["token_logprobs"], lp["top_logprobs"],
+                                      strict=True):  # fmt: skip
+        assert 2 <= len(top) <= 3 and top[chosen] == lp_chosen  # greedy: the chosen is the top
+        assert max(top.values()) == lp_chosen
+    assert lp["text_offset"][0] == len("Hello")
+    assert choice["finish_reason"] in ("stop", "length")
+    assert out["usage"]["total_tokens"] == out["usage"]["prompt_tokens"] + n
+    # echo with max_tokens 0 scores the prompt: the first token has no logprob
+    scored = requests.post(
+        f"{server}/v1/completions",
+        json={"prompt": "Hello world, again", "max_tokens": 0, "echo": True, "logprobs": 1},
+    ).json()
+    c = scored["choices"][0]
+    assert c["text"] == "Hello world, again" and scored["usage"]["completion_tokens"] == 0
+    assert c["logprobs"]["token_logprobs"][0] is None and c["logprobs"]["top_logprobs"][0] is None
+    assert len(c["logprobs"]["tokens"]) == scored["usage"]["prompt_tokens"] == 4
+    assert all(x < 0 for x in c["logprobs"]["token_logprobs"][1:])
+    # token ids, n and a seed: choice j is the request with seed + j and n = 1
+    ids = requests.post(f"{server}/tokenize", json={"prompt": "Hello"}).json()["tokens"]
+    many = requests.post(f"{server}/v1/completions", json={"prompt": [ids, ids], "n": 2,
+                         "seed": 7, "max_tokens": 5, "temperature": 1.0}).json()  # fmt: skip
+    assert [c["index"] for c in many["choices"]] == [0, 1, 2, 3]
+    for j in (0, 1):
+        one = requests.post(f"{server}/v1/completions", json={"prompt": "Hello", "seed": 7 + j,
+                            "max_tokens": 5, "temperature": 1.0}).json()  # fmt: skip
+        assert many["choices"][j]["text"] == many["choices"][2 + j]["text"]
+        assert one["choices"][0]["text"] == many["choices"][j]["text"]
+    # stop: the text ends before the stop string, finish_reason "stop"
+    long = requests.post(f"{server}/v1/completions", json={"prompt": "Hello", "max_tokens": 12,
+                         "temperature": 0}).json()["choices"][0]["text"]  # fmt: skip
+    if len(long) > 3:
+        stop = long[2:4]
+        cut = requests.post(f"{server}/v1/completions", json={"prompt": "Hello", "max_tokens": 12,
+                            "temperature": 0, "stop": [stop]}).json()["choices"][0]  # fmt: skip
+        assert cut["text"] == long[: long.find(stop)] and cut["finish_reason"] == "stop"
+
+
+def test_the_official_openai_client_streaming_included(server):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0)
+    assert [m.id for m in client.models.list().data] == ["tiny"]
+    whole = client.completions.create(model="tiny", prompt="The capital of France is",
+                                      max_tokens=10, temperature=0, logprobs=1)  # fmt: skip
+    assert whole.choices[0].logprobs.token_logprobs[0] <= 0 and whole.usage.completion_tokens > 0
+    parts = client.completions.create(model="tiny", prompt="The capital of France is",
+                                      max_tokens=10, temperature=0, stream=True)  # fmt: skip
+    chunks = list(parts)
+    assert "".join(c.choices[0].text for c in chunks) == whole.choices[0].text
+    assert chunks[-1].choices[0].finish_reason == whole.choices[0].finish_reason
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model="tiny", prompt="x", max_tokens=10, top_p=2)
+    assert "top_p must be in [0, 1]" in e.value.body["message"]
+
+
+def test_concurrent_requests_share_batches_and_get_their_lone_answers(server_obj):
+    server, url = server_obj
+    prompts = [f"Request {i} says" + " hello" * i for i in range(8)]
+    alone = [requests.post(f"{url}/v1/completions", json={"prompt": p, "max_tokens": 8,
+             "temperature": 0 if i % 2 else 0.8, "seed": i}).json()["choices"][0]["text"]
+             for i, p in enumerate(prompts)]  # fmt: skip
+    before = len(server.batcher.sizes)
+    got = [None] * 8
+
+    def call(i):
+        got[i] = requests.post(f"{url}/v1/completions", json={"prompt": prompts[i],
+                               "max_tokens": 8, "temperature": 0 if i % 2 else 0.8,
+                               "seed": i}).json()["choices"][0]["text"]  # fmt: skip
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == alone  # greedy and seeded sampling: each row as if it were alone
+    sizes = server.batcher.sizes[before:]
+    assert sum(sizes) == 8 and max(sizes) > 1  # some requests ran together
+
+
+def test_a_client_that_leaves_mid_stream_frees_its_row(server_obj, caplog):
+    server, url = server_obj
+    cancelled = server.batcher.cancelled
+    with caplog.at_level(logging.INFO, logger="trainer.serve"):
+        resp = requests.post(f"{url}/v1/completions", json={"prompt": "Hello", "max_tokens": 100,
+                             "temperature": 0, "stream": True, "stop": "never seen"},
+                             stream=True)  # fmt: skip
+        lines = resp.iter_lines()
+        assert next(line for line in lines if line).startswith(b"data: {")
+        resp.close()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(
+            "closed by the client" in r.getMessage() for r in caplog.records
+        ):
+            time.sleep(0.05)
+    assert any("closed by the client" in r.getMessage() for r in caplog.records)
+    deadline = time.monotonic() + 20
+    while server.batcher.cancelled == cancelled and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.batcher.cancelled == cancelled + 1  # the row stopped (or never started)
+    _healthy(url)
 
 
 GOOD = {"sentences": ["Hello"], "tokens_to_generate": 2}
@@ -158,20 +277,36 @@ def test_bad_requests_get_a_json_error_and_the_server_keeps_serving(server, what
 
 
 @pytest.mark.parametrize(
-    "body, message",
+    "body, param, message",
     [
-        ({"max_tokens": 3}, "prompt is required"),
-        ({"prompt": "a", "max_tokens": 0}, "max_tokens must be an integer in [1, 100]"),
-        ({"prompt": "a", "temperature": -1}, "temperature must be in [0, 100]"),
-        ({"prompt": "a", "top_p": 2}, "top_p must be in [0, 1]"),
-        ({"prompt": "a", "seed": "x"}, "seed must be an integer >= 0"),
-        ({"prompt": "a", "n": 2}, "n must be 1"),
-        ({"prompt": "a", "best_of": 2}, "unknown field 'best_of'"),
+        ({"max_tokens": 3}, "prompt", "prompt is required"),
+        (
+            {"prompt": "a", "max_tokens": -1},
+            "max_tokens",
+            "max_tokens must be an integer in [0, 100]",
+        ),
+        ({"prompt": "a", "max_tokens": 101}, "max_tokens", "in [0, 100], got 101"),
+        ({"prompt": "a", "max_tokens": 0}, "max_tokens", "max_tokens 0 needs echo"),
+        ({"prompt": "a", "temperature": -1}, "temperature", "temperature must be in [0, 100]"),
+        ({"prompt": "a", "top_p": 2}, "top_p", "top_p must be in [0, 1]"),
+        ({"prompt": "a", "seed": "x"}, "seed", "seed must be an integer >= 0"),
+        ({"prompt": "a", "n": 0}, "n", "n must be an integer in [1, 128]"),
+        ({"prompt": "a", "logprobs": 21}, "logprobs", "logprobs must be an integer in [0, 20]"),
+        ({"prompt": "a", "stop": ["a"] * 5}, "stop", "a list of at most 4"),
+        ({"prompt": "a", "best_of": 2}, "best_of", "best_of is not supported"),
+        ({"prompt": "a", "stream": "yes"}, "stream", "stream must be true or false"),
+        ({"prompt": [[1, 99999]]}, "prompt", "token id 99999 is outside the vocabulary"),
+        ({"prompt": [1.5]}, "prompt", "prompt must be a string, a list of strings"),
+        ({"prompt": "a", "temprature": 1}, "temprature", "unknown field 'temprature'"),
+        ({"prompt": " x" * 300}, "prompt", "context is 256 tokens"),
     ],
 )
-def test_bad_completions_requests(server, body, message):
+def test_bad_completions_requests(server, body, param, message):
     resp = requests.post(f"{server}/v1/completions", json=body)
-    assert resp.status_code == 400 and message in resp.json()["error"]
+    assert resp.status_code == 400
+    error = resp.json()["error"]
+    assert message in error["message"] and error["param"] == param
+    assert error["type"] == "invalid_request_error"
 
 
 def test_serve_cli_errors(tmp_path, capsys):

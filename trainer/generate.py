@@ -170,7 +170,8 @@ class Row:
     max_new_tokens: int | None = None  # None: params.tokens_to_generate; 0 scores the prompt only
     top_n: int = 0  # also the top_n most likely ids with their logprobs at every position
     stop_text: Callable[[list[int]], bool] | None = None  # new ids -> True ends the row
-    on_token: Callable[[int], None] | None = None  # each new id, as soon as it is chosen
+    # each new id as soon as it is chosen, with its logprob and (top_n) the top (id, logprob)s
+    on_token: Callable[[int, float, list | None], None] | None = None
     cancelled: Callable[[], bool] | None = None  # True: stop the row now (a client went away)
 
 
@@ -192,19 +193,16 @@ def generate_rows(model, rows: list[Row], *, eod_id: int | None, tp_group=None) 
         raise UsageError("every prompt must have at least one token (use add_BOS for empty text)")
     block = model.config.block_size
     lengths = [len(r.prompt) for r in rows]
-    if max(lengths) > block or any(
-        n >= block and (r.params.tokens_to_generate if r.max_new_tokens is None else
-                        r.max_new_tokens) > 0
-        for n, r in zip(lengths, rows, strict=True)
-    ):  # fmt: skip
+    if max(lengths) > block:  # a prompt of `block` tokens still gets its next token predicted
         raise UsageError(
             f"a prompt has {max(lengths)} tokens; the model's context is {block} tokens, so a "
-            f"prompt may have at most {block - 1}"
+            f"prompt may have at most {block}"
         )
     B, V = len(rows), model.config.vocab_size
     new = [r.params.tokens_to_generate if r.max_new_tokens is None else r.max_new_tokens
            for r in rows]  # fmt: skip
-    ends = [min(n + k, block) for n, k in zip(lengths, new, strict=True)]  # exclusive end per row
+    # exclusive end per row: the token at position `block` is predicted, never fed back
+    ends = [min(n + k, block + 1) for n, k in zip(lengths, new, strict=True)]
     total = max(ends)
     pad = eod_id if eod_id is not None else 0
     tokens = torch.full((B, total), pad, dtype=torch.long)
@@ -274,7 +272,8 @@ def generate_rows(model, rows: list[Row], *, eod_id: int | None, tp_group=None) 
             for i in active:
                 t = int(nxt[i])
                 if rows[i].on_token is not None:
-                    rows[i].on_token(t)
+                    top = tops[i][-1] if rows[i].top_n else None
+                    rows[i].on_token(t, float(logprobs[i, pos - 1]), top)
                 stop = rows[i].stop_text
                 if (eod_id is not None and t == eod_id) or (
                     stop is not None and stop(tokens[i, lengths[i] : pos + 1].tolist())
@@ -331,6 +330,16 @@ def generate(
     """(NeMo's response object for `prompts` (serving.md §1), the prompts' token counts)."""
     if not prompts:
         raise UsageError("no prompt given: pass at least one")
+    rows = nemo_rows(tokenizer, prompts, params)
+    results = generate_rows(model, rows, eod_id=tokenizer.eod_id, tp_group=tp_group)
+    return nemo_response(tokenizer, results, all_probs=params.all_probs), [
+        len(r.prompt) for r in rows
+    ]
+
+
+def nemo_rows(tokenizer, prompts: list[str], params: SamplingParams) -> list[Row]:
+    """One Row per prompt of NeMo's request: encoded (BOS first with add_BOS), stopped by
+    `params.end_strings` at the end of the generated text."""
     bos = getattr(tokenizer, "bos_id", None)
     if bos is None:
         bos = tokenizer.eod_id
@@ -340,23 +349,38 @@ def generate(
     if any(not e for e in encoded):
         raise UsageError("an empty prompt has no token to start from; pass add_BOS / --add-BOS")
 
-    def stop_text(row: int, new: list[int]) -> bool:
+    def stop_text(new: list[int]) -> bool:
         text = tokenizer.decode(new)
         return any(text.endswith(e) for e in params.end_strings)
 
-    ids, lps, fulls = generate_ids(
-        model, encoded, params, eod_id=tokenizer.eod_id, stop_text=stop_text, tp_group=tp_group
-    )
+    return [Row(e, params, stop_text=stop_text if params.end_strings else None) for e in encoded]
+
+
+def special_ids(tokenizer) -> set[int]:
+    """The ids NeMo's `ids_to_text` drops: the tokenizer's special tokens (EOD, BOS, EOS, pad)."""
+    ids = (getattr(tokenizer, a, None) for a in ("eod_id", "bos_id", "eos_id", "pad_id"))
+    return {i for i in ids if i is not None}
+
+
+def text_of(tokenizer, ids: list[int]) -> str:
+    """Text as NeMo's `ids_to_text` gives it: special tokens dropped, the rest decoded."""
+    special = special_ids(tokenizer)
+    return tokenizer.decode([i for i in ids if i not in special])
+
+
+def nemo_response(tokenizer, results: list[RowResult], *, all_probs: bool) -> dict[str, Any]:
+    """NeMo's response object: `sentences` as its `ids_to_text` (no special tokens); `tokens`,
+    `token_ids`, `logprob` and `offsets` (into the decoded ids, specials included) keep them."""
     response: dict[str, Any] = {
-        "sentences": [tokenizer.decode(r) for r in ids],
-        "tokens": [[tokenizer.id_to_piece(t) for t in r] for r in ids],
-        "token_ids": ids,
-        "logprob": lps,
-        "offsets": [token_offsets(tokenizer, r) for r in ids],
+        "sentences": [text_of(tokenizer, r.ids) for r in results],
+        "tokens": [[tokenizer.id_to_piece(t) for t in r.ids] for r in results],
+        "token_ids": [r.ids for r in results],
+        "logprob": [r.logprobs for r in results],
+        "offsets": [token_offsets(tokenizer, r.ids) for r in results],
     }
-    if fulls is not None:
-        response["full_logprob"] = fulls
-    return response, [len(e) for e in encoded]
+    if all_probs:
+        response["full_logprob"] = [r.full for r in results]
+    return response
 
 
 def token_offsets(tokenizer, ids: list[int]) -> list[int]:

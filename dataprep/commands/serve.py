@@ -15,21 +15,27 @@ Serve a checkpoint of `dataprep train --save` (GPT or GPT-J, any TP size, run in
 on 127.0.0.1 (loopback) unless --host says otherwise. Routes:
   PUT  /generate        NeMo's request (sentences, tokens_to_generate, temperature, add_BOS, top_k,
                         top_p, greedy, all_probs, repetition_penalty, min_tokens_to_generate,
-                        end_strings, random_seed, compute_logprob); answers with the object of
-                        `dataprep generate --json` (logprob null unless compute_logprob/all_probs)
-  POST /v1/completions  OpenAI's completions shape (prompt, max_tokens, temperature (0 = greedy),
-                        top_p, top_k, logprobs, seed, stop/end_strings) -> choices[0].text ...
-  GET  /health          {"status": "ok", ...}
-Requests are queued (one at a time on the model). A bad request gets HTTP 400 and {"error": ...}
-naming the field and its allowed range; a body over --max-body-bytes gets 413. One log line per
-request on stderr. Stop with Ctrl-C.
+                        end_strings, random_seed, compute_logprob); answers with NeMo's object
+                        (sentences without special tokens; logprob null unless asked for)
+  POST /v1/completions  OpenAI's legacy completions: prompt (text or token ids), max_tokens,
+                        temperature (0 = greedy), top_p, top_k, n, stop, seed, echo, logprobs N,
+                        stream (server-sent events); errors as {"error": {"message", ...}}
+  GET  /v1/models, GET /health, and vLLM's GET /tokenizer_info, POST /tokenize, /detokenize
+                        (lm-evaluation-harness's local-completions model tokenizes through them)
+Concurrent requests are batched: rows that arrive while the model is busy (or within
+--batch-wait-ms of the first) run as one batch of up to --max-batch-size rows, each answered
+exactly as it would be alone. A bad request gets HTTP 400 and a JSON error naming the field and
+its allowed range; a body over --max-body-bytes gets 413. One log line per request on stderr.
+Stop with Ctrl-C.
 
 examples:
   dataprep serve out/ckpt-gpt --port 5555
   curl -s -X PUT localhost:5555/generate -H 'Content-Type: application/json' \\
       -d '{"sentences": ["Hello"], "tokens_to_generate": 8, "greedy": true}'
-  curl -s localhost:5555/v1/completions \\
-      -d '{"prompt": "Hello", "max_tokens": 8, "temperature": 0}'"""
+  curl -s localhost:5555/v1/completions -H 'Content-Type: application/json' \\
+      -d '{"prompt": "Hello", "max_tokens": 8, "temperature": 0, "logprobs": 2}'
+  lm_eval --model local-completions --tasks toy_lambada --include_path pipelines/lm_eval_tasks \\
+      --model_args model=gpt,base_url=http://127.0.0.1:5555/v1/completions"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -46,6 +52,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-body-bytes", type=int, default=1 << 20, help="larger bodies get 413 (1 MiB)"
     )
+    p.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=8,
+        help="most rows (prompts x n) run together in one batch (8; 1 = one at a time)",
+    )
+    p.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=5.0,
+        help="how long the first waiting request waits for others to join it (5)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.max_body_bytes < 1:
         raise UsageError(f"--max-body-bytes must be >= 1, got {args.max_body_bytes}")
+    if args.max_batch_size < 1:
+        raise UsageError(f"--max-batch-size must be >= 1, got {args.max_batch_size}")
+    if not 0 <= args.batch_wait_ms <= 10_000:
+        raise UsageError(f"--batch-wait-ms must be in [0, 10000], got {args.batch_wait_ms}")
     require_extra("uvicorn", "dataprep serve", "serve")
     require_extra("fastapi", "dataprep serve", "serve")
     sock = _bind(args.host, args.port)  # before the model loads and before "serving on ..."
@@ -73,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
             max_tokens=args.max_tokens_to_generate,
             max_body_bytes=args.max_body_bytes,
             sock=sock,
+            max_batch_size=args.max_batch_size,
+            batch_wait_ms=args.batch_wait_ms,
         )
     finally:
         sock.close()
