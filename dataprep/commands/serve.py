@@ -22,11 +22,12 @@ on 127.0.0.1 (loopback) unless --host says otherwise. Routes:
                         stream (server-sent events); errors as {"error": {"message", ...}}
   GET  /v1/models, GET /health, and vLLM's GET /tokenizer_info, POST /tokenize, /detokenize
                         (lm-evaluation-harness's local-completions model tokenizes through them)
+
 Concurrent requests are batched: rows that arrive while the model is busy (or within
 --batch-wait-ms of the first) run as one batch of up to --max-batch-size rows, each answered
-exactly as it would be alone. A bad request gets HTTP 400 and a JSON error naming the field and
-its allowed range; a body over --max-body-bytes gets 413. One log line per request on stderr.
-Stop with Ctrl-C.
+exactly as it would be alone. A bad request gets HTTP 400 and a JSON error naming the field and its
+allowed range; a body over --max-body-bytes gets 413. One log line per request on stderr. Stop with
+Ctrl-C.
 
 examples:
   dataprep serve out/ckpt-gpt --port 5555
