@@ -314,3 +314,42 @@ def test_serve_cli_errors(tmp_path, capsys):
     assert "no such directory" in capsys.readouterr().err
     assert cli_main(["serve", str(tmp_path), "--port", "70000"]) == 2
     assert "--port must be in [0, 65535]" in capsys.readouterr().err
+
+
+def test_lm_eval_local_completions_scores_as_dataprep_eval(server_obj):
+    """lm-evaluation-harness's own API client (`local-completions`: echo + logprobs, tokenizing
+    through our /tokenize) on the shipped toy_lambada gives, record by record, the loglikelihood
+    and greedy flag that `dataprep eval --lambada` computes in-process on the same model, for
+    every record that fits the model's context (max_length=257: lm_eval sends at most 256 ids
+    and asks for one more). The one longer record is cut by lm_eval to 256 ids where the
+    in-process eval keeps a window of 257, so only its score may differ."""
+    pytest.importorskip("tenacity")
+    lm_eval = pytest.importorskip("lm_eval")
+    from lm_eval.tasks import TaskManager
+
+    from trainer.evaluate import encode_pair, lambada_pair, loglikelihoods, read_lambada
+
+    server, url = server_obj
+    tasks = Path(__file__).resolve().parents[1] / "pipelines" / "lm_eval_tasks"
+    n = 60
+    out = lm_eval.simple_evaluate(
+        model="local-completions",
+        model_args=f"model=tiny,base_url={url}/v1/completions,num_concurrent=1,max_retries=1,"
+        "max_length=257",
+        tasks=["toy_lambada"],
+        task_manager=TaskManager(include_path=str(tasks), include_defaults=False),
+        limit=n,
+        bootstrap_iters=0,
+        log_samples=True,
+    )
+    samples = sorted(out["samples"]["toy_lambada"], key=lambda x: x["doc_id"])
+    texts = read_lambada(tasks / "toy_lambada.jsonl")[:n]
+    pairs = [encode_pair(server.tok, *lambada_pair(t)) for t in texts]
+    ours = loglikelihoods(server.model, pairs, eod_id=server.tok.eod_id)
+    compared = 0
+    for sample, (ctx, cont), (ll, greedy) in zip(samples, pairs, ours, strict=True):
+        ((got_ll, got_greedy),) = sample["filtered_resps"]
+        if len(ctx) + len(cont) <= 256:
+            assert got_ll == pytest.approx(ll, abs=1e-4) and got_greedy == greedy
+            compared += 1
+    assert compared >= n - 1
