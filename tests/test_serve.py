@@ -54,6 +54,7 @@ def _served(tmp_path_factory):
     model, tok, path = load_for_inference(d / "ckpt")
     served = Server(model, tok, name="tiny", max_tokens=100, max_body_bytes=10_000,
                     batch_wait_ms=20)  # fmt: skip
+    served.checkpoint = d / "ckpt"  # for the tests that start their own `dataprep serve`
     app = create_app(served)
     port = find_free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -353,3 +354,121 @@ def test_lm_eval_local_completions_scores_as_dataprep_eval(server_obj):
             assert got_ll == pytest.approx(ll, abs=1e-4) and got_greedy == greedy
             compared += 1
     assert compared >= n - 1
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_under_load_and_abuse_the_server_keeps_serving(server_obj, tmp_path):
+    """`dataprep serve` in its own process, 8 concurrent clients for SERVE_ABUSE_SECONDS (60)
+    mixing good requests with malformed JSON, a 5 MB body, absurd and ill-typed fields, prompts
+    over the context and streams dropped mid-way: every bad request is a 4xx with a JSON error,
+    never a 5xx or a hang, /health answers throughout, and RSS stays flat."""
+    import os
+    import random
+    import subprocess
+    import sys
+
+    from trainer.launch import find_free_port
+
+    ckpt = server_obj[0].checkpoint
+    port = find_free_port()
+    log = open(tmp_path / "serve.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "dataprep", "serve", str(ckpt), "--port",
+                             str(port), "--max-body-bytes", str(1 << 20)],
+                            stdout=log, stderr=log)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if requests.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:  # bound before the model loads: may not answer
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+        good = {"prompt": "Hello there", "max_tokens": 8, "temperature": 0}
+        assert requests.post(f"{url}/v1/completions", json=good, timeout=60).status_code == 200
+        rss_start = _rss_kb(proc.pid)
+        bad = [
+            (b'{"prompt": "x"', "POST", "/v1/completions"),
+            (b"x" * (5 << 20), "POST", "/v1/completions"),
+            (json.dumps({"prompt": "x", "max_tokens": 10**9}).encode(), "POST", "/v1/completions"),
+            (json.dumps({"sentences": ["x"], "tokens_to_generate": 10**9}).encode(), "PUT",
+             "/generate"),
+            (json.dumps({"prompt": 5, "temperature": "hot"}).encode(), "POST", "/v1/completions"),
+            (json.dumps({"prompt": " x" * 400}).encode(), "POST", "/v1/completions"),
+            (json.dumps({"sentences": [" x" * 400]}).encode(), "PUT", "/generate"),
+            (json.dumps({"prompt": "x", "n": "two"}).encode(), "POST", "/v1/completions"),
+        ]  # fmt: skip
+        seconds = float(os.environ.get("SERVE_ABUSE_SECONDS", "60"))
+        stop_at = time.monotonic() + seconds
+        failures: list[str] = []
+        counts = {"good": 0, "bad": 0, "dropped": 0, "health": 0}
+
+        def client(k: int) -> None:
+            rng = random.Random(k)
+            session = requests.Session()
+            while time.monotonic() < stop_at and not failures:
+                what = rng.random()
+                try:
+                    if what < 0.4:
+                        r = session.post(f"{url}/v1/completions", timeout=60,
+                                         json={**good, "prompt": f"client {k} says",
+                                               "seed": rng.randrange(100)})  # fmt: skip
+                        if r.status_code != 200:
+                            failures.append(f"good request: {r.status_code} {r.text[:200]}")
+                        counts["good"] += 1
+                    elif what < 0.8:
+                        data, method, path = rng.choice(bad)
+                        r = session.request(
+                            method,
+                            f"{url}{path}",
+                            data=data,
+                            timeout=60,
+                            headers={"Content-Type": "application/json"},
+                        )
+                        if not 400 <= r.status_code < 500 or "error" not in r.json():
+                            failures.append(f"{path} {data[:60]!r}: {r.status_code} {r.text[:200]}")
+                        counts["bad"] += 1
+                    elif what < 0.9:
+                        r = session.post(
+                            f"{url}/v1/completions",
+                            timeout=60,
+                            stream=True,
+                            json={**good, "max_tokens": 64, "stream": True},
+                        )
+                        next(line for line in r.iter_lines() if line)
+                        r.close()  # gone mid-stream
+                        counts["dropped"] += 1
+                    else:
+                        r = session.get(f"{url}/health", timeout=10)
+                        if r.status_code != 200:
+                            failures.append(f"/health: {r.status_code}")
+                        counts["health"] += 1
+                except requests.RequestException as e:
+                    failures.append(f"{type(e).__name__}: {e}")
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=seconds + 120)
+        assert not any(t.is_alive() for t in threads), "a client hung"
+        assert not failures, failures[:5]
+        assert min(counts.values()) > 0, counts
+        r = requests.get(f"{url}/health", timeout=10)
+        assert r.status_code == 200
+        assert requests.post(f"{url}/v1/completions", json=good, timeout=60).status_code == 200
+        rss_end = _rss_kb(proc.pid)
+        assert rss_end < 1.5 * rss_start, (rss_start, rss_end, counts)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+    assert " 500 " not in (tmp_path / "serve.log").read_text()
