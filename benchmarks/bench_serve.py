@@ -110,7 +110,7 @@ def main() -> int:
         log = open(Path(tmp) / "servers.log", "w")
         procs = [_start(ckpt, ports["batched"], 8, log), _start(ckpt, ports["serial"], 1, log)]
         try:
-            for mode, port in ports.items():  # warm-up: first requests load kernels
+            for port in ports.values():  # warm-up: first requests load kernels
                 _load(port, 2, 1, args.max_tokens)
             results: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
             for _ in range(args.rounds):
@@ -131,7 +131,8 @@ def main() -> int:
     print(f"gpt checkpoint {ckpt if args.checkpoint else '(gpt-tiny, random-ish)'}, "
           f"{args.requests} greedy requests of {args.max_tokens} tokens per client, "
           f"medians of {args.rounds} interleaved rounds")  # fmt: skip
-    print("| clients | tokens/s batched | tokens/s serial | batched ÷ serial | p50 batched / serial "
+    print("| clients | tokens/s batched | tokens/s serial | batched ÷ serial "
+          "| p50 batched / serial "
           "(s) | p99 batched / serial (s) |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- |")
     for n in args.clients:
