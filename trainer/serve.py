@@ -492,7 +492,7 @@ def create_app(server: Server):
         n, tokens = len(result["token_ids"]), sum(len(r) for r in result["token_ids"])
         return f", {n} prompt(s), {tokens} tokens"
 
-    async def handle(request: Request, method, *, openai: bool) -> Any:
+    async def handle(request: Request, method, *, openai: bool, level=logging.INFO) -> Any:
         t0, status, info = time.perf_counter(), 200, ""
         try:
             body = await read_json(request)
@@ -505,7 +505,8 @@ def create_app(server: Server):
             return JSONResponse(content, status_code=e.status)
         finally:
             ms = (time.perf_counter() - t0) * 1000
-            log.info("%s %s %d %.0f ms%s", request.method, request.url.path, status, ms, info)
+            log.log(level if status < 400 else logging.INFO, "%s %s %d %.0f ms%s",
+                    request.method, request.url.path, status, ms, info)  # fmt: skip
 
     @app.put("/generate")
     async def put_generate(request: Request):
@@ -536,11 +537,11 @@ def create_app(server: Server):
 
     @app.post("/tokenize")
     async def tokenize(request: Request):
-        return await handle(request, server.tokenize, openai=True)
+        return await handle(request, server.tokenize, openai=True, level=logging.DEBUG)
 
     @app.post("/detokenize")
     async def detokenize(request: Request):
-        return await handle(request, server.detokenize, openai=True)
+        return await handle(request, server.detokenize, openai=True, level=logging.DEBUG)
 
     @app.get("/health")
     async def health():
