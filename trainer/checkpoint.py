@@ -13,7 +13,8 @@ checkpoint is a directory written under a temporary name, then renamed, so it is
 Loading at the saved TP reads one shard; at another TP it concatenates all shards along
 `shard_dims` (no process group needed) and each rank takes its chunks. Hugging Face export and
 import live in trainer/hf.py and trainer/hf_export.py.
-The `.pt` files are pickles: load only checkpoints you trust.
+The `.pt` files are pickles, read with `trainer.safe_pickle.load_pt` (weights_only: tensors and
+plain containers only; a file asking for anything else is refused before it runs).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import torch.nn as nn
 from dataprep.errors import DataprepError
 from trainer.models import GPT, GPTJ, MT5, GPTConfig, GPTJConfig, MT5Config
 from trainer.parallel import load_full_state_dict, shard_dims, vocab_parallel_keys
+from trainer.safe_pickle import load_pt
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +247,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
             f"{sorted(MODEL_TYPES)}"
         )
     extra_path = path / _extra_file(0, 0)
-    meta["extra"] = torch.load(extra_path, weights_only=False) if extra_path.is_file() else {}
+    meta["extra"] = _load_extra(extra_path)
     return meta
 
 
@@ -330,7 +332,13 @@ def _load_shard(path: Path, tp_rank: int) -> dict:
             f"{path}: missing {file.name}; the checkpoint is incomplete (a TP rank's shard was not "
             "written or was deleted)"
         )
-    return torch.load(file, map_location="cpu", weights_only=True)
+    return load_pt(file, what="checkpoint shard")
+
+
+def _load_extra(path: Path) -> dict:
+    """The trainer state saved beside the shards (step, RNG states, config), loaded as safely as
+    the shards (weights_only; NumPy arrays of older checkpoints allowed)."""
+    return load_pt(path, what="checkpoint state") if path.is_file() else {}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -429,4 +437,4 @@ def load_checkpoint(
     extra_path = path / _extra_file(tp_rank if same_layout else 0, dp_rank)
     if not extra_path.is_file():
         extra_path = path / _extra_file(0, 0)
-    return torch.load(extra_path, weights_only=False) if extra_path.is_file() else {}
+    return _load_extra(extra_path)

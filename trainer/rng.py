@@ -18,9 +18,16 @@ def rng_state() -> dict:
     import numpy as np
     import torch
 
+    legacy = np.random.get_state(legacy=False)  # {"bit_generator", "state": {"key", "pos"}, ...}
     state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": random.getstate(),  # (version, 625 ints, None): plain values
+        "numpy": {
+            **legacy,
+            "state": {
+                "key": torch.from_numpy(legacy["state"]["key"].astype(np.int64)),
+                "pos": int(legacy["state"]["pos"]),
+            },
+        },  # tensors: loads weights_only
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -33,7 +40,11 @@ def set_rng_state(state: dict) -> None:
     import torch
 
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy_state = state["numpy"]
+    if isinstance(numpy_state, dict):  # this trainer's form; older checkpoints hold the tuple
+        key = np.asarray(numpy_state["state"]["key"], dtype=np.int64).astype(np.uint32)
+        numpy_state = {**numpy_state, "state": {**numpy_state["state"], "key": key}}
+    np.random.set_state(numpy_state)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
