@@ -33,6 +33,8 @@ COMMANDS: dict[str, str] = {
     "train": "train",
     "export-hf": "export_hf",
     "import-hf": "import_hf",
+    "import-megatron": "import_megatron",
+    "export-megatron": "export_megatron",
     "smoke": "smoke",
     "generate": "generate",
     "fill-mask": "fill_mask",

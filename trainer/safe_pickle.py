@@ -24,7 +24,7 @@ import pickle
 import re
 import zipfile
 from collections.abc import Iterable
-from typing import Any
+from typing import IO, Any
 
 from dataprep.errors import DataprepError
 
@@ -81,16 +81,25 @@ def _numpy_globals() -> list:
     return out
 
 
-def load_pt(path: str | os.PathLike, *, allow: Iterable = (), what: str = "file") -> Any:
-    """torch.load(path, weights_only=True) with the globals above; one-line errors."""
+def load_pt(
+    source: str | os.PathLike | IO[bytes],
+    *,
+    allow: Iterable = (),
+    what: str = "file",
+    name: str | None = None,
+) -> Any:
+    """torch.load(source, weights_only=True) with the globals above; one-line errors naming
+    `name` (default: the path)."""
     import torch
 
-    path = os.fspath(path)
+    if isinstance(source, str | os.PathLike):
+        source = os.fspath(source)
+    path = name or (source if isinstance(source, str) else "<stream>")
     allowed = [*_numpy_globals(), argparse.Namespace, *allow]
     allowed += [stand_in(n) for n in MEGATRON_STAND_INS]
     try:
         with torch.serialization.safe_globals(allowed):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
         asked = found.group(1) if found else str(e).splitlines()[0][:200]

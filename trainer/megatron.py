@@ -1,0 +1,474 @@
+"""Megatron-LM legacy GPT checkpoints in and out (GPT-2 architecture).
+
+Layout (Megatron-LM `save_checkpoint`, non-distributed): `SAVE/latest_checkpointed_iteration.txt`
+("release" or an iteration), `SAVE/{release|iter_NNNNNNN}/mp_rank_XX[_YYY]/model_optim_rng.pt`,
+one file per TP rank XX (and PP rank YYY when PP > 1); NVIDIA's GPT-2 345M release is a zip of
+`release/mp_rank_00/model_optim_rng.pt`. Each file holds `model.language_model` with `embedding`
+(`word_embeddings` rows split over TP, `position_embeddings`) and `transformer` (older) or
+`encoder` (newer) with `layers.{i}.*` and `final_layernorm.*`; `checkpoint_version` (absent: 0)
+and `args` (an `argparse.Namespace`, absent in the oldest releases).
+
+The fused QKV rows are ordered by `checkpoint_version`: 0 `[3, heads, head_dim]`, 1.0
+`[heads, head_dim, 3]`, >= 2.0 `[heads, 3, head_dim]`, within each TP rank's block of heads.
+Reading turns every rank's block into q, k and v before merging ranks; writing uses version 3.0.
+Files are read with `trainer.safe_pickle.load_pt` (weights_only, Megatron's enums as inert
+stand-ins): nothing in them runs.
+
+The import goes through the GPT-2 (Hugging Face) names and layouts of `trainer.hf`, so the name
+tables are written once: Megatron <-> HF GPT-2 here, HF GPT-2 <-> ours there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dataprep.errors import DataprepError, UsageError
+from trainer.safe_pickle import load_pt
+
+TRACKER = "latest_checkpointed_iteration.txt"
+FILE = "model_optim_rng.pt"
+RANK_DIR = re.compile(r"mp_rank_(\d{2})(?:_(\d{3}))?$")
+# per layer: Megatron op -> (HF GPT-2 op, how): column-parallel rows split over TP (dim 0),
+# row-parallel weights split along dim 1; "qkv" is the fused attention input
+LAYER_OPS = {
+    "input_layernorm": ("ln_1", None),
+    "attention.query_key_value": ("attn.c_attn", "qkv"),
+    "attention.dense": ("attn.c_proj", "row"),
+    "post_attention_layernorm": ("ln_2", None),
+    "mlp.dense_h_to_4h": ("mlp.c_fc", "column"),
+    "mlp.dense_4h_to_h": ("mlp.c_proj", "row"),
+}
+
+
+@dataclass
+class MegatronShape:
+    """The shape of a Megatron GPT: from the checkpoint's `args`, else Megatron's flags."""
+
+    num_layers: int
+    hidden_size: int
+    num_attention_heads: int
+    max_position_embeddings: int
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+        out[prefix[:-1]] = tree
+    return out
+
+
+# -------------------------------------------------------------------------------------- reading
+def _rank_files(src: Path) -> tuple[dict[tuple[int, int], Any], str]:
+    """{(tp, pp): loaded file} and a description of where they came from."""
+    if src.is_file() and zipfile.is_zipfile(src):
+        with zipfile.ZipFile(src) as z:
+            members = [m for m in z.namelist() if m.endswith("/" + FILE)]
+            found = {}
+            for m in members:
+                rank = RANK_DIR.match(m.split("/")[-2])
+                if rank:
+                    found[m] = (int(rank.group(1)), int(rank.group(2) or 0))
+            if not any(tp == 0 and pp == 0 for tp, pp in found.values()):
+                raise DataprepError(
+                    f"{src}: the zip holds no mp_rank_00/{FILE} (found: "
+                    f"{', '.join(z.namelist()[:5]) or 'nothing'}); expected Megatron-LM's layout "
+                    f"such as release/mp_rank_00/{FILE}"
+                )
+            dirs = {m.rsplit("/", 2)[0] for m in found}
+            if len(dirs) > 1:
+                raise DataprepError(f"{src}: the zip holds several iterations {sorted(dirs)}")
+            out = {}
+            for m, rank in found.items():
+                with z.open(m) as f:
+                    out[rank] = load_pt(io.BytesIO(f.read()), what="Megatron-LM checkpoint",
+                                        name=f"{src}:{m}")  # fmt: skip
+            return out, f"{src} ({next(iter(dirs))})"
+    if src.is_file():
+        return {(0, 0): load_pt(src, what="Megatron-LM checkpoint")}, str(src)
+    if not src.is_dir():
+        raise UsageError(f"{src}: no such file or directory")
+    it = src
+    tracker = src / TRACKER
+    if tracker.is_file():
+        text = tracker.read_text().strip()
+        it = src / ("release" if text == "release" else f"iter_{int(text):07d}") if (
+            text == "release" or text.isdigit()) else None  # fmt: skip
+        if it is None:
+            raise DataprepError(f"{tracker}: expected 'release' or an iteration, got {text!r}")
+        if not it.is_dir():
+            raise DataprepError(f"{tracker} names {it.name}, which is not in {src}")
+    ranks = {}
+    for d in sorted(it.iterdir()) if it.is_dir() else []:
+        m = RANK_DIR.match(d.name)
+        if m and (d / FILE).is_file():
+            ranks[(int(m.group(1)), int(m.group(2) or 0))] = d / FILE
+    if not ranks:
+        raise DataprepError(
+            f"{src}: no Megatron-LM checkpoint here (expected {TRACKER} and "
+            f"release/ or iter_*/ with mp_rank_00/{FILE})"
+        )
+    return {r: load_pt(p, what="Megatron-LM checkpoint") for r, p in ranks.items()}, str(it)
+
+
+def _check_architecture(where: str, args: Any, keys: list[str]) -> None:
+    def has(*parts: str) -> bool:
+        return any(all(p in k for p in parts) for k in keys)
+
+    if has("decoder.") and has("encoder."):
+        raise DataprepError(
+            f"{where}: an encoder-decoder (T5) checkpoint; import-megatron reads GPT"
+        )
+    if has("binary_head") or has("lm_head.dense") or has("pooler"):
+        raise DataprepError(f"{where}: a BERT checkpoint; import-megatron reads GPT")
+    if has("decoder.layers") or has("linear_qkv"):
+        raise DataprepError(
+            f"{where}: a megatron-core (mcore) GPTModel checkpoint; import-megatron reads the "
+            "legacy language_model layout"
+        )
+    if has("experts") or has("router"):
+        raise DataprepError(f"{where}: a mixture-of-experts checkpoint; only dense GPT-2 is read")
+    if args is None:
+        return
+    checks = [
+        ("num_experts", lambda v: not v, "a mixture-of-experts model"),
+        ("swiglu", lambda v: not v, "a SwiGLU MLP"),
+        ("normalization", lambda v: v in (None, "LayerNorm"), "RMSNorm"),
+        ("position_embedding_type", lambda v: v in (None, "learned_absolute"), "rotary positions"),
+        ("use_rotary_position_embeddings", lambda v: not v, "rotary positions"),
+        ("untie_embeddings_and_output_weights", lambda v: not v, "an untied output layer"),
+        ("group_query_attention", lambda v: not v, "grouped-query attention"),
+        ("add_bias_linear", lambda v: v in (None, True), "linear layers without biases"),
+        ("apply_layernorm_1p", lambda v: not v, "LayerNorm 1p"),
+    ]
+    for name, ok, what in checks:
+        value = getattr(args, name, None)
+        if not ok(value):
+            raise DataprepError(
+                f"{where}: {what} ({name}={value!r}); import-megatron reads the GPT-2 "
+                "architecture (learned positions, LayerNorm, GELU, tied head)"
+            )
+
+
+def _qkv_to_parts(t: torch.Tensor, version: float, heads: int) -> list[torch.Tensor]:
+    """One rank's fused QKV weight [3 * heads * hd, ...] (or bias) -> [q, k, v], each
+    [heads * hd, ...], from the row order of `version`."""
+    rest = t.shape[1:]
+    hd = t.shape[0] // (3 * heads)
+    if version == 0:
+        x = t.view(3, heads, hd, *rest)
+        return [x[j].reshape(heads * hd, *rest) for j in range(3)]
+    if version == 1.0:
+        x = t.view(heads, hd, 3, *rest)
+        return [x[:, :, j].reshape(heads * hd, *rest) for j in range(3)]
+    x = t.view(heads, 3, hd, *rest)
+    return [x[:, j].reshape(heads * hd, *rest) for j in range(3)]
+
+
+def _parts_to_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    """[q, k, v] of one rank -> the fused rows of checkpoint_version >= 2: [heads, 3, hd]."""
+    rest = q.shape[1:]
+    hd = q.shape[0] // heads
+    x = torch.stack([t.view(heads, hd, *rest) for t in (q, k, v)], dim=1)
+    return x.reshape(3 * heads * hd, *rest)
+
+
+def read_megatron(
+    src: str | os.PathLike, *, flags: dict[str, int | None], vocab_size: int
+) -> tuple[dict[str, torch.Tensor], MegatronShape, dict]:
+    """(HF GPT-2 state dict with `vocab_size` rows, shape, facts about the source)."""
+    src = Path(src)
+    files, where = _rank_files(src)
+    first = files[(0, 0)]
+    if not isinstance(first, dict) or "model" not in first:
+        raise DataprepError(f"{where}: not a Megatron-LM checkpoint (no 'model' at its top level)")
+    args = first.get("args")
+    version = float(first.get("checkpoint_version", 0) or 0)
+    tp = 1 + max(r[0] for r in files)
+    pp = 1 + max(r[1] for r in files)
+    missing = [(t, p) for t in range(tp) for p in range(pp) if (t, p) not in files]
+    if missing:
+        raise DataprepError(f"{where}: rank files missing for (tp, pp) {missing}")
+    states = {}
+    for rank, f in files.items():
+        lm = f.get("model", {}).get("language_model") if isinstance(f.get("model"), dict) else None
+        if lm is None:
+            keys = list(_flatten(f.get("model", {})))
+            _check_architecture(where, args, keys)
+            raise DataprepError(f"{where}: no model.language_model in {rank}; not a legacy GPT")
+        states[rank] = _flatten(lm)
+    keys = [k for s in states.values() for k in s]
+    _check_architecture(where, args, keys)
+    shape = _shape(where, args, flags, states)
+    heads = shape.num_attention_heads
+    if heads % tp:
+        raise DataprepError(f"{where}: {heads} attention heads do not split over TP={tp}")
+    stack = "transformer" if any(k.startswith("transformer.") for k in keys) else "encoder"
+    per_stage = shape.num_layers // pp
+    hf: dict[str, torch.Tensor] = {}
+
+    def ranks_of(key: str, p: int) -> list[torch.Tensor]:
+        try:
+            return [states[(t, p)][key] for t in range(tp)]
+        except KeyError:
+            raise DataprepError(f"{where}: {key} missing in pipeline stage {p}") from None
+
+    words = torch.cat(ranks_of("embedding.word_embeddings.weight", 0), dim=0)
+    if words.shape[0] < vocab_size:
+        raise DataprepError(
+            f"{where}: {words.shape[0]} embedding rows, fewer than the tokenizer's {vocab_size} "
+            "ids; pass the --tokenizer the model was trained with"
+        )
+    hf["transformer.wte.weight"] = words[:vocab_size].float().clone()
+    positions = states[(0, 0)]["embedding.position_embeddings.weight"]
+    if positions.shape != (shape.max_position_embeddings, shape.hidden_size):
+        raise DataprepError(
+            f"{where}: position embeddings {tuple(positions.shape)}, expected "
+            f"({shape.max_position_embeddings}, {shape.hidden_size}) from the shape"
+        )
+    hf["transformer.wpe.weight"] = positions.float().clone()
+    for p in range(pp):
+        for local in range(per_stage):
+            i = p * per_stage + local
+            for op, (hf_op, how) in LAYER_OPS.items():
+                for kind in ("weight", "bias"):
+                    key = f"{stack}.layers.{local}.{op}.{kind}"
+                    if key not in states[(0, p)]:
+                        alt = key.replace(".attention.", ".self_attention.")
+                        key = alt if alt in states[(0, p)] else key
+                    ts = [t.float() for t in ranks_of(key, p)]
+                    out = f"transformer.h.{i}.{hf_op}.{kind}"
+                    if how == "qkv":
+                        parts = [_qkv_to_parts(t, version, heads // tp) for t in ts]
+                        q, k, v = (torch.cat([r[j] for r in parts]) for j in range(3))
+                        full = torch.cat([q, k, v])
+                        hf[out] = full.t().contiguous() if kind == "weight" else full
+                    elif how == "column":
+                        full = torch.cat(ts)
+                        hf[out] = full.t().contiguous() if kind == "weight" else full
+                    elif how == "row":
+                        hf[out] = torch.cat(ts, dim=1).t().contiguous() if kind == "weight" \
+                            else ts[0].clone()  # fmt: skip
+                    else:
+                        hf[out] = ts[0].clone()
+    for kind in ("weight", "bias"):
+        hf[f"transformer.ln_f.{kind}"] = ranks_of(f"{stack}.final_layernorm.{kind}", pp - 1)[
+            0
+        ].float()
+    info = {"source": where, "checkpoint_version": version, "tp": tp, "pp": pp,
+            "rows": int(words.shape[0]), "args": args is not None}  # fmt: skip
+    return hf, shape, info
+
+
+def _shape(where: str, args: Any, flags: dict[str, int | None], states: dict) -> MegatronShape:
+    fields = ("num_layers", "hidden_size", "num_attention_heads", "max_position_embeddings")
+    values = {}
+    for name in fields:
+        value = getattr(args, name, None) if args is not None else None
+        flag = flags.get(name)
+        if value is not None and flag is not None and flag != value:
+            raise UsageError(
+                f"--{name.replace('_', '-')} {flag} contradicts the checkpoint's args ({value})"
+            )
+        values[name] = value if value is not None else flag
+    absent = [f"--{n.replace('_', '-')}" for n, v in values.items() if v is None]
+    if absent:
+        raise UsageError(
+            f"{where} has no args with the model's shape; pass Megatron's {' '.join(absent)} "
+            "(NVIDIA's GPT-2 345M: --num-layers 24 --hidden-size 1024 --num-attention-heads 16 "
+            "--max-position-embeddings 1024)"
+        )
+    shape = MegatronShape(**values)
+    found = {int(k.split(".")[2]) for s in states.values() for k in s if ".layers." in k}
+    stages = 1 + max(r[1] for r in states)
+    if len(found) * stages != shape.num_layers:
+        raise DataprepError(
+            f"{where}: {len(found) * stages} layers in the files, but the shape says "
+            f"{shape.num_layers}"
+        )
+    ffn = getattr(args, "ffn_hidden_size", None) if args is not None else None
+    if ffn not in (None, 4 * shape.hidden_size):
+        raise DataprepError(
+            f"{where}: ffn_hidden_size {ffn} is not 4 x hidden_size {shape.hidden_size}; only "
+            "the GPT-2 MLP is read"
+        )
+    return shape
+
+
+def import_megatron(src, root, *, flags: dict[str, int | None], tokenizer: str = "gpt2",
+                    overwrite: bool = False) -> tuple[str, Any, dict]:  # fmt: skip
+    """A Megatron-LM GPT checkpoint -> our checkpoint `root/iter_0000000` (step 0, no optimizer
+    state); (its path, config, facts about the source)."""
+    import shutil
+
+    from dataprep.tokenizers import load_tokenizer
+    from trainer import checkpoint as ckpt
+    from trainer.hf import from_hf_state_dict
+    from trainer.models import GPTConfig, build_model
+
+    root = Path(root)
+    if root.exists() and any(root.iterdir()) and not overwrite:
+        raise UsageError(f"{root} exists and is not empty; pass --overwrite")
+    tok = load_tokenizer(tokenizer)
+    hf, shape, info = read_megatron(src, flags=flags, vocab_size=tok.vocab_size)
+    config = GPTConfig(n_layer=shape.num_layers, n_head=shape.num_attention_heads,
+                       n_embd=shape.hidden_size, block_size=shape.max_position_embeddings,
+                       vocab_size=tok.vocab_size)  # fmt: skip
+    model = build_model(config)
+    model.load_state_dict(from_hf_state_dict(hf, config))
+    if overwrite and root.exists():
+        shutil.rmtree(root)
+    source = str(Path(src).absolute())
+    path = ckpt.save_checkpoint(root, model, None, step=0,
+                                extra={"step": 0, "imported_from": source},
+                                info={"tokenizer": tok.spec, "imported_from": source})  # fmt: skip
+    return str(path), config, info
+
+
+# -------------------------------------------------------------------------------------- writing
+def megatron_args(config: Any, *, tp: int, padded: int, tokenizer_type: str) -> argparse.Namespace:
+    """The `args` Megatron-LM's `--use-checkpoint-args` and the converters read."""
+    return argparse.Namespace(
+        num_layers=config.n_layer,
+        hidden_size=config.n_embd,
+        ffn_hidden_size=4 * config.n_embd,
+        num_attention_heads=config.n_head,
+        kv_channels=config.n_embd // config.n_head,
+        max_position_embeddings=config.block_size,
+        seq_length=config.block_size,
+        position_embedding_type="learned_absolute",
+        add_position_embedding=True,
+        use_rotary_position_embeddings=False,
+        normalization="LayerNorm",
+        layernorm_epsilon=config.layer_norm_epsilon,
+        apply_layernorm_1p=False,
+        add_bias_linear=True,
+        add_qkv_bias=True,
+        swiglu=False,
+        openai_gelu=True,  # ours is GPT-2's tanh GELU
+        bias_gelu_fusion=False,
+        untie_embeddings_and_output_weights=False,
+        group_query_attention=False,
+        num_query_groups=1,
+        num_experts=None,
+        apply_query_key_layer_scaling=False,
+        tensor_model_parallel_size=tp,
+        pipeline_model_parallel_size=1,
+        make_vocab_size_divisible_by=128,
+        padded_vocab_size=padded,
+        orig_vocab_size=config.vocab_size,
+        tokenizer_type=tokenizer_type,
+        hidden_dropout=config.dropout,
+        attention_dropout=config.attn_dropout,
+        fp16=False,
+        bf16=False,
+        iteration=0,
+        consumed_train_samples=0,
+        consumed_valid_samples=0,
+    )
+
+
+def export_megatron(ckpt_path, out, *, tp: int = 1, overwrite: bool = False) -> dict:
+    """Our GPT checkpoint -> Megatron-LM's legacy layout at TP `tp` (checkpoint_version 3.0,
+    `release`); facts about what was written."""
+    import shutil
+    import tempfile
+
+    from dataprep.tokenizers import load_tokenizer
+    from trainer.checkpoint import load_config, merge_checkpoint, read_metadata, resolve_checkpoint
+    from trainer.hf import to_hf_state_dict
+    from trainer.models import GPTConfig, pad_vocab_size
+
+    path = resolve_checkpoint(ckpt_path)
+    config = load_config(path)
+    if type(config) is not GPTConfig:
+        raise DataprepError(
+            f"{path}: holds a {type(config).__name__.removesuffix('Config')}; export-megatron "
+            "writes the GPT-2 architecture (GPT)"
+        )
+    if not config.bias:
+        raise DataprepError(f"{path}: a GPT without biases; Megatron's GPT-2 layout has them")
+    if tp < 1 or config.n_head % tp or (4 * config.n_embd) % tp:
+        raise UsageError(
+            f"--tensor-model-parallel-size {tp}: must be >= 1 and divide the {config.n_head} heads"
+        )
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise UsageError(f"{out} exists; pass --overwrite")
+    spec = (read_metadata(path).get("info") or {}).get("tokenizer")
+    kind = "GPT2BPETokenizer"
+    if spec:
+        tok = load_tokenizer(spec)
+        kind = "GPT2BPETokenizer" if getattr(tok, "kind", "") == "bytelevel-bpe" else \
+            "HuggingFaceTokenizer"  # fmt: skip
+    sd, _ = merge_checkpoint(path)
+    hf = to_hf_state_dict(sd, config)
+    V, padded = config.vocab_size, pad_vocab_size(config.vocab_size, tp)
+    words = torch.zeros(padded, config.n_embd)
+    words[:V] = hf["transformer.wte.weight"]
+    heads = config.n_head // tp
+    shards: list[dict[str, torch.Tensor]] = [{} for _ in range(tp)]
+    for r in range(tp):
+        shards[r]["word"] = words.chunk(tp)[r].clone()
+    for i in range(config.n_layer):
+        h = f"transformer.h.{i}."
+        for op, (hf_op, how) in LAYER_OPS.items():
+            op = op.replace("attention.", "self_attention.")
+            for kind_ in ("weight", "bias"):
+                t = hf[f"{h}{hf_op}.{kind_}"]
+                t = t.t().contiguous() if kind_ == "weight" and how else t  # Conv1D -> Linear
+                key = f"layers.{i}.{op}.{kind_}"
+                for r in range(tp):
+                    if how == "qkv":
+                        q, k, v = (x.chunk(tp)[r] for x in t.chunk(3))
+                        shards[r][key] = _parts_to_qkv(q, k, v, heads).clone()
+                    elif how == "column":
+                        shards[r][key] = t.chunk(tp)[r].clone()
+                    elif how == "row" and kind_ == "weight":
+                        shards[r][key] = t.chunk(tp, dim=1)[r].clone()
+                    else:
+                        shards[r][key] = t.clone()
+    args = megatron_args(config, tp=tp, padded=padded, tokenizer_type=kind)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists()
+                                else None))  # fmt: skip
+    try:
+        (tmp / TRACKER).write_text("release")
+        for r, shard in enumerate(shards):
+            encoder = {k: v for k, v in shard.items() if k.startswith("layers.")}
+            encoder["final_layernorm.weight"] = hf["transformer.ln_f.weight"].clone()
+            encoder["final_layernorm.bias"] = hf["transformer.ln_f.bias"].clone()
+            state = {
+                "model": {"language_model": {
+                    "embedding": {
+                        "word_embeddings": {"weight": shard["word"]},
+                        "position_embeddings": {"weight": hf["transformer.wpe.weight"].clone()},
+                    },
+                    "encoder": encoder,
+                }},
+                "checkpoint_version": 3.0,
+                "args": args,
+                "iteration": 0,
+            }  # fmt: skip
+            d = tmp / "release" / f"mp_rank_{r:02d}"
+            d.mkdir(parents=True)
+            torch.save(state, d / FILE)
+        if out.exists():
+            shutil.rmtree(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {"path": str(out), "tp": tp, "padded_vocab_size": padded, "vocab_size": V,
+            "source": path, "config": config}  # fmt: skip
