@@ -6,7 +6,7 @@ containers, plus the globals named here:
 
 - numpy arrays (`_reconstruct`, `ndarray`, `dtype` and its classes): NumPy RNG states in our
   checkpoints written before they were stored as tensors;
-- `argparse.Namespace`: Megatron-LM's `args`;
+- `argparse.Namespace` and `types.SimpleNamespace`: Megatron-LM's `args` (and the converters');
 - inert stand-ins for classes that exist only in Megatron-LM (its enums, e.g.
   `megatron.model.enums.AttnMaskType`): a stand-in records the value it was built from and can
   do nothing else, so the file reads without Megatron-LM installed;
@@ -22,6 +22,7 @@ import argparse
 import os
 import pickle
 import re
+import types
 import zipfile
 from collections.abc import Iterable
 from typing import IO, Any
@@ -95,7 +96,7 @@ def load_pt(
     if isinstance(source, str | os.PathLike):
         source = os.fspath(source)
     path = name or (source if isinstance(source, str) else "<stream>")
-    allowed = [*_numpy_globals(), argparse.Namespace, *allow]
+    allowed = [*_numpy_globals(), argparse.Namespace, types.SimpleNamespace, *allow]
     allowed += [stand_in(n) for n in MEGATRON_STAND_INS]
     try:
         with torch.serialization.safe_globals(allowed):
