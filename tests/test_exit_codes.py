@@ -125,6 +125,11 @@ CASES = [
     ("export-hf", 2, "the following arguments are required: CKPT, OUT"),
     ("import-hf {missing} {dir}/o", 1, "no such directory"),
     ("import-hf {dir} {dir}/o", 1, "no config.json"),
+    ("import-megatron {missing} {dir}/o", 2, "no such file or directory"),
+    ("import-megatron {empty_dir} {dir}/o", 1, "no Megatron-LM checkpoint here"),
+    ("import-megatron {good_jsonl} {dir}/o", 1, "not a readable torch Megatron-LM checkpoint"),
+    ("export-megatron {missing} {dir}/o", 2, "no such directory"),
+    ("export-megatron {dir} {dir}/o", 1, "no metadata.json"),
     # generate / fill-mask / serve / eval: a checkpoint path that names nothing is a usage error
     ("generate {missing} --prompt hi", 2, "no such directory"),
     ("generate {dir} --prompt hi", 1, "no metadata.json"),

@@ -103,7 +103,13 @@ def load_pt(
             return torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
-        asked = found.group(1) if found else str(e).splitlines()[0][:200]
+        if not found:  # not a pickle at all, or a broken one
+            why = re.search(r"Unpickler error:\s*([^\n]+)", str(e))
+            detail = why.group(1).strip() if why else type(e).__name__
+            raise DataprepError(
+                f"{path}: not a readable torch {what} (truncated or corrupt?): {detail[:200]}"
+            ) from None
+        asked = found.group(1)
         raise DataprepError(
             f"{path}: refused to load this {what}: its pickle asks for {asked}, which a "
             "checkpoint has no reason to hold (nothing in the file was run)"
