@@ -211,6 +211,20 @@ def read_megatron(
     keys = [k for s in states.values() for k in s]
     _check_architecture(where, args, keys)
     shape = _shape(where, args, flags, states)
+    hf, rows = states_to_hf(where, states, version=version, shape=shape, vocab_size=vocab_size)
+    info = {"source": where, "checkpoint_version": version, "tp": tp, "pp": pp,
+            "rows": rows, "args": args is not None}  # fmt: skip
+    return hf, shape, info
+
+
+def states_to_hf(where: str, states: dict[tuple[int, int], dict[str, torch.Tensor]], *,
+                 version: float, shape: MegatronShape,
+                 vocab_size: int) -> tuple[dict[str, torch.Tensor], int]:  # fmt: skip
+    """Megatron's flat `language_model` keys of every (tp, pp) rank -> one HF GPT-2 state dict
+    (`vocab_size` rows) and the number of embedding rows the ranks held."""
+    tp = 1 + max(r[0] for r in states)
+    pp = 1 + max(r[1] for r in states)
+    keys = [k for s in states.values() for k in s]
     heads = shape.num_attention_heads
     if heads % tp:
         raise DataprepError(f"{where}: {heads} attention heads do not split over TP={tp}")
@@ -266,9 +280,7 @@ def read_megatron(
         hf[f"transformer.ln_f.{kind}"] = ranks_of(f"{stack}.final_layernorm.{kind}", pp - 1)[
             0
         ].float()
-    info = {"source": where, "checkpoint_version": version, "tp": tp, "pp": pp,
-            "rows": int(words.shape[0]), "args": args is not None}  # fmt: skip
-    return hf, shape, info
+    return hf, int(words.shape[0])
 
 
 def _shape(where: str, args: Any, flags: dict[str, int | None], states: dict) -> MegatronShape:
