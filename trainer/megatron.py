@@ -391,6 +391,47 @@ def megatron_args(config: Any, *, tp: int, padded: int, tokenizer_type: str) -> 
     )
 
 
+def megatron_shards(
+    config: Any, hf: dict[str, torch.Tensor], tp: int, *, legacy_qkv: bool = False
+) -> tuple[list[dict[str, torch.Tensor]], int]:
+    """An HF GPT-2 state dict -> per TP rank, Megatron's flat `language_model` keys
+    (`embedding.*`, `encoder.layers.{i}.*`, `encoder.final_layernorm.*`) with the fused QKV of
+    checkpoint_version 3 (`[heads, 3, hd]`; `legacy_qkv`: `[3, heads, hd]`), and the padded rows."""
+    from trainer.models import pad_vocab_size
+
+    V, padded = config.vocab_size, pad_vocab_size(config.vocab_size, tp)
+    words = torch.zeros(padded, config.n_embd)
+    words[:V] = hf["transformer.wte.weight"]
+    heads = config.n_head // tp
+    shards: list[dict[str, torch.Tensor]] = [{} for _ in range(tp)]
+    for r in range(tp):
+        shards[r]["embedding.word_embeddings.weight"] = words.chunk(tp)[r].clone()
+        shards[r]["embedding.position_embeddings.weight"] = hf["transformer.wpe.weight"].clone()
+    for i in range(config.n_layer):
+        h = f"transformer.h.{i}."
+        for op, (hf_op, how) in LAYER_OPS.items():
+            op = op.replace("attention.", "self_attention.")
+            for kind_ in ("weight", "bias"):
+                t = hf[f"{h}{hf_op}.{kind_}"]
+                t = t.t().contiguous() if kind_ == "weight" and how else t  # Conv1D -> Linear
+                key = f"encoder.layers.{i}.{op}.{kind_}"
+                for r in range(tp):
+                    if how == "qkv":
+                        q, k, v = (x.chunk(tp)[r] for x in t.chunk(3))
+                        shards[r][key] = (torch.cat([q, k, v]) if legacy_qkv
+                                          else _parts_to_qkv(q, k, v, heads)).clone()  # fmt: skip
+                    elif how == "column":
+                        shards[r][key] = t.chunk(tp)[r].clone()
+                    elif how == "row" and kind_ == "weight":
+                        shards[r][key] = t.chunk(tp, dim=1)[r].clone()
+                    else:
+                        shards[r][key] = t.clone()
+    for r in range(tp):  # after the layers, in Megatron's order (readers walk it in order)
+        for kind_ in ("weight", "bias"):
+            shards[r][f"encoder.final_layernorm.{kind_}"] = hf[f"transformer.ln_f.{kind_}"].clone()
+    return shards, padded
+
+
 def export_megatron(ckpt_path, out, *, tp: int = 1, overwrite: bool = False) -> dict:
     """Our GPT checkpoint -> Megatron-LM's legacy layout at TP `tp` (checkpoint_version 3.0,
     `release`); facts about what was written."""
@@ -400,7 +441,7 @@ def export_megatron(ckpt_path, out, *, tp: int = 1, overwrite: bool = False) -> 
     from dataprep.tokenizers import load_tokenizer
     from trainer.checkpoint import load_config, merge_checkpoint, read_metadata, resolve_checkpoint
     from trainer.hf import to_hf_state_dict
-    from trainer.models import GPTConfig, pad_vocab_size
+    from trainer.models import GPTConfig
 
     path = resolve_checkpoint(ckpt_path)
     config = load_config(path)
@@ -425,46 +466,22 @@ def export_megatron(ckpt_path, out, *, tp: int = 1, overwrite: bool = False) -> 
         kind = "GPT2BPETokenizer" if getattr(tok, "kind", "") == "bytelevel-bpe" else \
             "HuggingFaceTokenizer"  # fmt: skip
     sd, _ = merge_checkpoint(path)
-    hf = to_hf_state_dict(sd, config)
-    V, padded = config.vocab_size, pad_vocab_size(config.vocab_size, tp)
-    words = torch.zeros(padded, config.n_embd)
-    words[:V] = hf["transformer.wte.weight"]
-    heads = config.n_head // tp
-    shards: list[dict[str, torch.Tensor]] = [{} for _ in range(tp)]
-    for r in range(tp):
-        shards[r]["word"] = words.chunk(tp)[r].clone()
-    for i in range(config.n_layer):
-        h = f"transformer.h.{i}."
-        for op, (hf_op, how) in LAYER_OPS.items():
-            op = op.replace("attention.", "self_attention.")
-            for kind_ in ("weight", "bias"):
-                t = hf[f"{h}{hf_op}.{kind_}"]
-                t = t.t().contiguous() if kind_ == "weight" and how else t  # Conv1D -> Linear
-                key = f"layers.{i}.{op}.{kind_}"
-                for r in range(tp):
-                    if how == "qkv":
-                        q, k, v = (x.chunk(tp)[r] for x in t.chunk(3))
-                        shards[r][key] = _parts_to_qkv(q, k, v, heads).clone()
-                    elif how == "column":
-                        shards[r][key] = t.chunk(tp)[r].clone()
-                    elif how == "row" and kind_ == "weight":
-                        shards[r][key] = t.chunk(tp, dim=1)[r].clone()
-                    else:
-                        shards[r][key] = t.clone()
+    shards, padded = megatron_shards(config, to_hf_state_dict(sd, config), tp)
     args = megatron_args(config, tp=tp, padded=padded, tokenizer_type=kind)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists()
                                 else None))  # fmt: skip
     try:
         (tmp / TRACKER).write_text("release")
         for r, shard in enumerate(shards):
-            encoder = {k: v for k, v in shard.items() if k.startswith("layers.")}
-            encoder["final_layernorm.weight"] = hf["transformer.ln_f.weight"].clone()
-            encoder["final_layernorm.bias"] = hf["transformer.ln_f.bias"].clone()
+            encoder = {
+                k[len("encoder.") :]: v for k, v in shard.items() if k.startswith("encoder.")
+            }
             state = {
                 "model": {"language_model": {
                     "embedding": {
-                        "word_embeddings": {"weight": shard["word"]},
-                        "position_embeddings": {"weight": hf["transformer.wpe.weight"].clone()},
+                        "word_embeddings": {"weight": shard["embedding.word_embeddings.weight"]},
+                        "position_embeddings": {
+                            "weight": shard["embedding.position_embeddings.weight"]},
                     },
                     "encoder": encoder,
                 }},
@@ -482,5 +499,5 @@ def export_megatron(ckpt_path, out, *, tp: int = 1, overwrite: bool = False) -> 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return {"path": str(out), "tp": tp, "padded_vocab_size": padded, "vocab_size": V,
-            "source": path, "config": config}  # fmt: skip
+    return {"path": str(out), "tp": tp, "padded_vocab_size": padded,
+            "vocab_size": config.vocab_size, "source": path, "config": config}  # fmt: skip
