@@ -35,6 +35,8 @@ COMMANDS: dict[str, str] = {
     "import-hf": "import_hf",
     "import-megatron": "import_megatron",
     "export-megatron": "export_megatron",
+    "import-nemo": "import_nemo",
+    "export-nemo": "export_nemo",
     "smoke": "smoke",
     "generate": "generate",
     "fill-mask": "fill_mask",
