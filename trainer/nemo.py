@@ -68,7 +68,10 @@ class Archive:
                 m.name.removeprefix("./"): m for m in self.tar.getmembers() if m.isfile()
             }
         except (tarfile.TarError, EOFError, OSError) as e:
-            raise DataprepError(f"{self.path}: not a .nemo archive (a tar): {e}") from None
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise DataprepError(
+                f"{self.path}: not a .nemo archive (a tar, plain or gzip'd): {first}"
+            ) from None
         if CONFIG not in self.members:
             raise DataprepError(
                 f"{self.path}: no {CONFIG} in the archive (found: "
