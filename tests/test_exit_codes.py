@@ -130,6 +130,10 @@ CASES = [
     ("import-megatron {good_jsonl} {dir}/o", 1, "not a readable torch Megatron-LM checkpoint"),
     ("export-megatron {missing} {dir}/o", 2, "no such directory"),
     ("export-megatron {dir} {dir}/o", 1, "no metadata.json"),
+    ("import-nemo {missing} {dir}/o", 2, "no such file"),
+    ("import-nemo {good_jsonl} {dir}/o", 1, "not a .nemo archive"),
+    ("export-nemo {missing} {dir}/o.nemo", 2, "no such directory"),
+    ("export-nemo {dir} {dir}/o.nemo", 1, "no metadata.json"),
     # generate / fill-mask / serve / eval: a checkpoint path that names nothing is a usage error
     ("generate {missing} --prompt hi", 2, "no such directory"),
     ("generate {dir} --prompt hi", 1, "no metadata.json"),

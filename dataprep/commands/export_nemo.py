@@ -12,8 +12,8 @@ tokenizer section naming its files as nemo:<id>_<name>), ./model_weights.ckpt (T
 tokenizer files. A GPT becomes MegatronGPTModel (Megatron's language_model keys under model.,
 GPT-2 BPE files); an mT5 becomes MegatronT5Model in the layout of NeMo's HF T5 v1.1 / mT5
 converter (relative position buckets, RMSNorm, gated GELU, untied tokens_head, megatron_legacy
-QKV, SentencePiece model with its sentinels). The vocabulary is padded to a multiple of
-128 x TP. The file is written under a temporary name and renamed when whole.
+QKV, SentencePiece model with its sentinels). The vocabulary is padded to a multiple of 128 x
+TP. The file is written under a temporary name and renamed when whole.
 
 examples:
   dataprep export-nemo out/smoke/gpt/checkpoint out/gpt.nemo
@@ -38,9 +38,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"checkpoint {args.checkpoint}: no such directory")
     out = export_nemo(args.checkpoint, args.output, tp=args.tensor_model_parallel_size,
                       overwrite=args.overwrite)  # fmt: skip
+    tp = out["tp"]
+    files = "model_weights.ckpt" if tp == 1 else f"mp_rank_00..{tp - 1:02d}/model_weights.ckpt"
     print(
-        f"{out['path']}: {out['architecture']} (NeMo {out['tp'] > 1 and 'mp_rank_XX' or 'TP=1'}"
-        f" layout, TP={out['tp']}), vocabulary {out['config'].vocab_size:,} padded to "
-        f"{out['padded_vocab_size']:,}, tokenizer {out['tokenizer']}, from {out['source']}"
+        f"{out['path']}: {out['architecture']}, TP={tp} ({files}), vocabulary "
+        f"{out['config'].vocab_size:,} padded to {out['padded_vocab_size']:,}, tokenizer "
+        f"{out['tokenizer']}, from {out['source']}"
     )
     return 0

@@ -6,14 +6,14 @@ import argparse
 
 HELP = "turn a NeMo 1.x .nemo (Megatron-GPT, Megatron-T5/mT5, any TP) into a checkpoint"
 DESCRIPTION = """\
-Read a NeMo 1.x .nemo archive (a tar, gzip'd before NeMo 1.7: model_config.yaml,
-model_weights.ckpt or mp_rank_XX/model_weights.ckpt per TP rank, the tokenizer files the config
-names) and write CKPT/iter_0000000 for generate, serve, eval, fill-mask, export-hf and train --load.
-Megatron-GPT must have the GPT-2 architecture (learned positions, LayerNorm, GELU, tied head);
-Megatron-T5 the T5 v1.1 / mT5 one NeMo's HF converter writes (relative position buckets, RMSNorm,
-gated GELU, untied head). The ranks are merged; the weights are read with torch's weights_only
-loader, so nothing in the archive runs. The tokenizer comes from the archive: files equal to a
-shipped tokenizer become its name (gpt2, mt5-toy), others are kept in CKPT/tokenizer/.
+Read a NeMo 1.x .nemo archive (a tar, gzip'd before NeMo 1.7: model_config.yaml, model_weights.ckpt
+or mp_rank_XX/model_weights.ckpt per TP rank, the tokenizer files the config names) and write
+CKPT/iter_0000000 for generate, serve, eval, fill-mask, export-hf and train --load. Megatron-GPT
+must have the GPT-2 architecture (learned positions, LayerNorm, GELU, tied head); Megatron-T5 the T5
+v1.1 / mT5 one NeMo's HF converter writes (relative position buckets, RMSNorm, gated GELU, untied
+head). The ranks are merged; the weights are read with torch's weights_only loader, so nothing in
+the archive runs. The tokenizer comes from the archive: files equal to a shipped tokenizer become
+its name (gpt2, mt5-toy), others are kept in CKPT/tokenizer/.
 
 examples:
   dataprep import-nemo nemo_gpt1.3B_fp16.nemo out/ckpt-gpt-1.3b
