@@ -83,16 +83,11 @@ def test_cli_json_is_the_cards_object_and_errors_are_one_line(ckpt, capfd):
 
 def test_a_gpt_checkpoint_is_refused_by_name(tmp_path, capfd):
     """fill-mask on a GPT said '0 sentinels' (its tokenizer's); it says it needs an mT5."""
-    from tests.trainer.trainer_fixtures import markov_docs, write_dataset
+    from tests.trainer.trainer_fixtures import train_tiny_gpt
 
-    prefix = write_dataset(tmp_path / "d", markov_docs(20, vocab=50257), vocab_size=50257,
-                           spec="gpt2", eos_id=50256)  # fmt: skip
-    cfg = TrainConfig(data_path=(prefix,), model="gpt-tiny", seq_length=32, train_iters=1,
-                      micro_batch_size=2, num_threads=1, progress=False,
-                      save=str(tmp_path / "gpt"))  # fmt: skip
-    assert run(cfg) == 0
+    gpt, _ = train_tiny_gpt(tmp_path, steps=1)
     capfd.readouterr()
-    assert cli_main(["fill-mask", str(tmp_path / "gpt"), "--prompt", "a <mask> b"]) == 2
+    assert cli_main(["fill-mask", str(gpt), "--prompt", "a <mask> b"]) == 2
     err = capfd.readouterr().err.strip().splitlines()
     assert err == [
         "dataprep fill-mask: error: fill-mask needs an mT5 checkpoint, this one holds a GPT; "

@@ -39,8 +39,7 @@ import pytest
 import torch
 
 from dataprep.cli import main as cli_main
-from tests.trainer.trainer_fixtures import markov_docs, write_dataset
-from trainer.train import TrainConfig, run
+from tests.trainer.trainer_fixtures import markov_docs, train_tiny_gpt, write_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 ORACLE_PINS = ["transformers==4.46.3", "tokenizers==0.20.3", "huggingface_hub==0.26.5"]
@@ -135,15 +134,9 @@ def _our_logits(ckpt: Path, ids: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A gpt-tiny trained 3 steps at TP=2 (so every tensor is non-trivial), 4 heads."""
-    d = tmp_path_factory.mktemp("megatron")
-    prefix = write_dataset(d / "data", markov_docs(30, vocab=50257), vocab_size=50257,
-                           spec="gpt2", eos_id=50256)  # fmt: skip
-    cfg = TrainConfig(data_path=(prefix,), model="gpt-tiny", seq_length=32, train_iters=3,
-                      micro_batch_size=2, num_threads=1, progress=False, lr=1e-3,
-                      tensor_model_parallel_size=2, save=str(d / "ckpt"))  # fmt: skip
-    assert run(cfg) == 0
+    ckpt, _ = train_tiny_gpt(tmp_path_factory.mktemp("megatron"), tp=2, steps=3, docs=30)
     ids = np.random.default_rng(0).integers(0, 50257, size=(2, 24))
-    return d / "ckpt", ids
+    return ckpt, ids
 
 
 @pytest.mark.parametrize("tp", [1, 2])
@@ -284,12 +277,19 @@ ERRORS = [
     ("RMSNorm", lambda s: setattr(s["args"], "normalization", "RMSNorm"), 1, "RMSNorm"),
     ("MoE", lambda s: setattr(s["args"], "num_experts", 8), 1, "a mixture-of-experts model"),
     ("no args", lambda s: s.pop("args"), 2, "pass Megatron's --num-layers --hidden-size"),
+    ("poisoned", lambda s: s.__setitem__("evil", _Evil()), 1, "its pickle asks for exec"),
 ]  # fmt: skip
 
 
+class _Evil:
+    def __reduce__(self):
+        return (exec, ("open('pwned', 'w').close()",))
+
+
 @pytest.mark.parametrize("what, how, code, message", ERRORS, ids=[e[0] for e in ERRORS])
-def test_import_errors_are_one_line_and_write_nothing(trained, tmp_path, capsys, what, how, code,
-                                                      message):  # fmt: skip
+def test_import_errors_are_one_line_and_write_nothing(trained, tmp_path, capsys, monkeypatch,
+                                                      what, how, code, message):  # fmt: skip
+    monkeypatch.chdir(tmp_path)
     if how is None:
         src = tmp_path / "nothing"
     elif how == "zip":
@@ -306,7 +306,22 @@ def test_import_errors_are_one_line_and_write_nothing(trained, tmp_path, capsys,
     assert cli_main(["import-megatron", str(src), str(tmp_path / "out")]) == code
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists() and not (tmp_path / "pwned").exists()
+
+
+def test_an_imported_checkpoint_is_an_ordinary_one(trained, tmp_path):
+    """export-hf and train --load (at TP=2) take what import-megatron wrote."""
+    ckpt, _ = trained
+    assert cli_main(["export-megatron", str(ckpt), str(tmp_path / "mlm"),
+                     "--tensor-model-parallel-size", "2"]) == 0  # fmt: skip
+    assert cli_main(["import-megatron", str(tmp_path / "mlm"), str(tmp_path / "ours")]) == 0
+    assert cli_main(["export-hf", str(tmp_path / "ours"), str(tmp_path / "hf")]) == 0
+    prefix = write_dataset(tmp_path / "data", markov_docs(20, vocab=50257), vocab_size=50257,
+                           spec="gpt2", eos_id=50256)  # fmt: skip
+    assert cli_main(["train", "--data-path", prefix, "--load", str(tmp_path / "ours"),
+                     "--train-iters", "2", "--seq-length", "32", "--micro-batch-size", "2",
+                     "--tensor-model-parallel-size", "2", "--no-progress",
+                     "--save", str(tmp_path / "tuned")]) == 0  # fmt: skip
 
 
 def test_export_refuses_an_mt5_and_keeps_no_partial_output(tmp_path, capsys):

@@ -25,7 +25,7 @@ import torch
 import yaml
 
 from dataprep.cli import main as cli_main
-from tests.trainer.trainer_fixtures import markov_docs, write_dataset
+from tests.trainer.trainer_fixtures import train_tiny_gpt
 from trainer.checkpoint import load_config, merge_checkpoint, resolve_checkpoint
 from trainer.train import TrainConfig, run
 
@@ -97,11 +97,7 @@ def _t5_names(enc: int, dec: int) -> set[str]:
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     d = tmp_path_factory.mktemp("nemo")
-    gpt = write_dataset(d / "gpt_data", markov_docs(30, vocab=50257), vocab_size=50257,
-                        spec="gpt2", eos_id=50256)  # fmt: skip
-    assert run(TrainConfig(data_path=(gpt,), model="gpt-tiny", seq_length=32, train_iters=2,
-                           micro_batch_size=2, num_threads=1, progress=False, lr=1e-3,
-                           tensor_model_parallel_size=2, save=str(d / "gpt"))) == 0  # fmt: skip
+    gpt, _ = train_tiny_gpt(d / "gpt", tp=2, docs=30)
     toy = ROOT / "pipelines" / "toy" / "mc4"
     assert cli_main(["build-index", "--input", str(toy), "--output-prefix", str(d / "mc4"),
                      "--tokenizer", "mt5-toy", "--append-eod", "--no-progress",
@@ -111,7 +107,7 @@ def checkpoints(tmp_path_factory):
                            num_threads=1, tensor_model_parallel_size=2, progress=False,
                            save=str(d / "mt5"), hidden_dropout=0.0,
                            attention_dropout=0.0)) == 0  # fmt: skip
-    return {"gpt": d / "gpt", "mt5": d / "mt5"}
+    return {"gpt": gpt, "mt5": d / "mt5"}
 
 
 def _members(path: Path) -> list[str]:

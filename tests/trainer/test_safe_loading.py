@@ -13,8 +13,7 @@ import pytest
 import torch
 
 from dataprep.cli import main as cli_main
-from tests.trainer.trainer_fixtures import markov_docs, write_dataset
-from trainer.train import TrainConfig, run
+from tests.trainer.trainer_fixtures import train_tiny_gpt
 
 ROOT = Path(__file__).resolve().parents[2]
 LAMBADA = str(ROOT / "pipelines" / "lm_eval_tasks" / "toy_lambada.jsonl")
@@ -30,14 +29,7 @@ class _Evil:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    d = tmp_path_factory.mktemp("safe")
-    prefix = write_dataset(d / "data", markov_docs(20, vocab=50257), vocab_size=50257,
-                           spec="gpt2", eos_id=50256)  # fmt: skip
-    cfg = TrainConfig(data_path=(prefix,), model="gpt-tiny", seq_length=32, train_iters=2,
-                      micro_batch_size=2, num_threads=1, progress=False,
-                      save=str(d / "ckpt"))  # fmt: skip
-    assert run(cfg) == 0
-    return d / "ckpt", prefix
+    return train_tiny_gpt(tmp_path_factory.mktemp("safe"))
 
 
 def _poisoned(trained, tmp_path: Path, target: str) -> tuple[Path, Path]:

@@ -62,3 +62,17 @@ def markov_docs(
             x = np.append(x, eod)
         docs.append(x)
     return docs
+
+
+def train_tiny_gpt(directory: Path, *, tp: int = 1, steps: int = 2, docs: int = 20) -> tuple:
+    """(checkpoint root, dataset prefix): a gpt-tiny trained `steps` steps at TP `tp` on a
+    learnable toy dataset with the GPT-2 vocabulary, for tests that need any real checkpoint."""
+    from trainer.train import TrainConfig, run
+
+    prefix = write_dataset(directory / "data", markov_docs(docs, vocab=50257), vocab_size=50257,
+                           spec="gpt2", eos_id=50256)  # fmt: skip
+    cfg = TrainConfig(data_path=(prefix,), model="gpt-tiny", seq_length=32, train_iters=steps,
+                      micro_batch_size=2, num_threads=1, progress=False, lr=1e-3,
+                      tensor_model_parallel_size=tp, save=str(directory / "ckpt"))  # fmt: skip
+    assert run(cfg) == 0
+    return directory / "ckpt", prefix
