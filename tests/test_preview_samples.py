@@ -138,3 +138,41 @@ def test_alpha_weights_by_size_and_prints_the_mix(tmp_path, tok, capsys):
     assert "--alpha 1.5" in capsys.readouterr().err
     assert main(["preview-samples", "--data-path", "1", big, "1", small, "--alpha", "0.3"]) == 2
     assert "without weights" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags", [("--eod-mask-loss",), ("--reset-position-ids",),
+                                   ("--reset-attention-mask",),
+                                   ("--eod-mask-loss", "--reset-position-ids",
+                                    "--reset-attention-mask")])  # fmt: skip
+def test_packed_data_fields_are_megatron_cores(dataset, tok, tmp_path, capsys, flags):
+    """loss_mask, position_ids and attention_mask of each record equal what megatron-core's
+    GPTDataset returns for the same sample with the same config flags."""
+    mc = pytest.importorskip("megatron.core.datasets.gpt_dataset")
+    from megatron.core.datasets.blended_megatron_dataset_builder import (
+        BlendedMegatronDatasetBuilder,
+    )
+
+    class Tok:  # the attributes GPTDataset reads
+        vocab_size, eod, eos, pad = tok.vocab_size, tok.eod_id, tok.eod_id, -1
+        unique_identifiers = {"class": "gpt2"}
+
+    argv = ["preview-samples", dataset, "--seq-length", "16", "--split", "1", "--num-samples",
+            "6", "--json", *flags]  # fmt: skip
+    assert main(argv) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.strip().split("\n")]
+    cfg = mc.GPTDatasetConfig(
+        random_seed=1234, sequence_length=16, blend=([dataset], None), split="1",
+        reset_position_ids="--reset-position-ids" in flags,
+        reset_attention_mask="--reset-attention-mask" in flags,
+        eod_mask_loss="--eod-mask-loss" in flags, create_attention_mask=True,
+        tokenizer=Tok(), path_to_cache=str(tmp_path / "mc"), mmap_bin_files=True,
+    )  # fmt: skip
+    (train, _, _) = BlendedMegatronDatasetBuilder(mc.GPTDataset, [6, 0, 0], lambda: True,
+                                                  cfg).build()  # fmt: skip
+    assert any(tok.eod_id in r["tokens"][:-1] for r in records)  # the flags have work to do
+    for r in records:
+        item = train[r["index"]]
+        assert r["tokens"][:-1] == item["tokens"].tolist()
+        assert r["loss_mask"] == item["loss_mask"].tolist()
+        assert r["position_ids"] == item["position_ids"].tolist()
+        assert r["attention_mask"] == item["attention_mask"][0].int().tolist()

@@ -93,6 +93,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="tokenizer name or path (default: the one in the dataset's build manifest)",
     )
     p.add_argument("--cache-dir", metavar="DIR", help="where to cache the sample indices")
+    for flag, what in (("--eod-mask-loss", "no loss on the target after an EOD input"),
+                       ("--reset-position-ids", "positions restart after each EOD"),
+                       ("--reset-attention-mask", "no attention across documents")):  # fmt: skip
+        p.add_argument(flag, action="store_true", help=f"Megatron's flag ({what}); adds "
+                       "loss_mask, position_ids and attention_mask to --json records")  # fmt: skip
     p.add_argument("--json", action="store_true", help="one JSON object per sample, one per line")
     color = p.add_mutually_exclusive_group()
     color.add_argument(
@@ -226,9 +231,22 @@ def run(args: argparse.Namespace) -> int:
     color = False if args.json else use_color(sys.stdout, args.color)
     if not args.json:
         print(highlight(_header(samples, args, tok), "bold", color=color))
+    packed = args.eod_mask_loss or args.reset_position_ids or args.reset_attention_mask
+    if packed and tok.eod_id is None:
+        raise UsageError(f"the packed-data flags need an EOD id; tokenizer {tok.name} has none")
     for k in range(args.start, stop):
         record = sample_record(samples, k, tok, color=color)
         shown = record.pop("_shown")
+        if packed:
+            from dataprep.sampling import packed_masks
+
+            masks = packed_masks(np.asarray(record["tokens"][:-1]), tok.eod_id,
+                                 eod_mask_loss=args.eod_mask_loss,
+                                 reset_position_ids=args.reset_position_ids,
+                                 reset_attention_mask=args.reset_attention_mask)  # fmt: skip
+            record["loss_mask"] = masks.loss_mask.tolist()
+            record["position_ids"] = masks.position_ids.tolist()
+            record["attention_mask"] = masks.attention_mask().astype(int).tolist()
         if args.json:
             print(json.dumps(record, ensure_ascii=False))
             continue

@@ -13,9 +13,11 @@ from dataprep.sampling.blend import (
 from dataprep.sampling.gpt import (
     GPTSamples,
     GPTSamplesConfig,
+    PackedMasks,
     build_document_index,
     build_sample_index,
     build_shuffle_index,
+    packed_masks,
 )
 from dataprep.sampling.split import parse_split, split_ranges
 
@@ -23,6 +25,8 @@ __all__ = [
     "BlendedSamples",
     "GPTSamples",
     "GPTSamplesConfig",
+    "PackedMasks",
+    "packed_masks",
     "build_blending_indices",
     "build_document_index",
     "build_gpt_samples",
