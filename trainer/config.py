@@ -47,6 +47,9 @@ class TrainConfig:
     adam_beta2: float = 0.999
     adam_eps: float = 1e-8
     clip_grad: float = 1.0  # max global gradient norm; 0 = no clipping
+    eod_mask_loss: bool = False  # GPT: no loss on the target after an EOD input (Megatron's flag)
+    reset_position_ids: bool = False  # GPT: positions restart after each EOD
+    reset_attention_mask: bool = False  # GPT: no attention across documents of a window
     hidden_dropout: float | None = None  # None = the model config's value
     attention_dropout: float | None = (
         None  # None = the model config's value (GPT only; mT5 has one rate)
@@ -138,6 +141,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="dataset prefix (without .bin/.idx), or weights and prefixes 'w1 p1 w2 p2 ...'",
     )
+    for flag, what in (("--eod-mask-loss", "no loss on the target after an EOD input"),
+                       ("--reset-position-ids", "positions restart after each EOD"),
+                       ("--reset-attention-mask", "no attention across the documents of a "
+                        "packed window")):  # fmt: skip
+        g.add_argument(flag, action="store_true", help=f"GPT, Megatron's flag: {what}")
     g.add_argument(
         "--split",
         default=d["split"].default,

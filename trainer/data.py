@@ -38,11 +38,17 @@ class GPTBatch:
     tokens: torch.Tensor  # (B, T) int64 inputs
     labels: torch.Tensor  # (B, T) int64, tokens shifted left by one
     loss_mask: torch.Tensor  # (B, T) float32, 1 = counted in the loss
+    position_ids: torch.Tensor | None = None  # (B, T) int64 with --reset-position-ids
+    segments: torch.Tensor | None = None  # (B, T) int64 documents, with --reset-attention-mask
 
     def to(self, device: torch.device) -> GPTBatch:
         return GPTBatch(
-            *(t.to(device, non_blocking=True) for t in (self.tokens, self.labels, self.loss_mask))
-        )
+            *(
+                None if t is None else t.to(device, non_blocking=True)
+                for t in (self.tokens, self.labels, self.loss_mask, self.position_ids,
+                          self.segments)
+            )
+        )  # fmt: skip
 
     @property
     def num_tokens(self) -> int:
@@ -81,14 +87,38 @@ Batch = GPTBatch | T5Batch
 
 
 # ------------------------------------------------------------------------------------------ collate
-def collate_gpt(windows: Sequence[np.ndarray]) -> GPTBatch:
-    """Stack GPT windows of seq_length+1 ids into a batch."""
-    w = torch.from_numpy(np.stack([np.asarray(x, dtype=np.int64) for x in windows]))
+@dataclass(frozen=True, slots=True)
+class PackedData:
+    """Megatron's packed-data flags and the EOD id they look for."""
+
+    eod: int
+    eod_mask_loss: bool = False
+    reset_position_ids: bool = False
+    reset_attention_mask: bool = False
+
+
+def collate_gpt(windows: Sequence[np.ndarray], packed: PackedData | None = None) -> GPTBatch:
+    """Stack GPT windows of seq_length+1 ids into a batch; with `packed`, the loss mask,
+    positions and documents of each window as megatron-core's GPTDataset computes them."""
+    w = np.stack([np.asarray(x, dtype=np.int64) for x in windows])
+    tokens, labels = torch.from_numpy(w[:, :-1].copy()), torch.from_numpy(w[:, 1:].copy())
+    if packed is None:
+        return GPTBatch(tokens, labels, torch.ones(tokens.shape, dtype=torch.float32))
+    from dataprep.sampling import packed_masks
+
+    masks = [packed_masks(row, packed.eod, eod_mask_loss=packed.eod_mask_loss,
+                          reset_position_ids=packed.reset_position_ids,
+                          reset_attention_mask=packed.reset_attention_mask)
+             for row in w[:, :-1]]  # fmt: skip
     return GPTBatch(
-        w[:, :-1].contiguous(),
-        w[:, 1:].contiguous(),
-        torch.ones(w.shape[0], w.shape[1] - 1, dtype=torch.float32),
-    )
+        tokens,
+        labels,
+        torch.from_numpy(np.stack([m.loss_mask for m in masks])),
+        torch.from_numpy(np.stack([m.position_ids for m in masks]))
+        if packed.reset_position_ids else None,
+        torch.from_numpy(np.stack([m.segments for m in masks]))
+        if packed.reset_attention_mask else None,
+    )  # fmt: skip
 
 
 def shift_right_np(labels: np.ndarray, *, decoder_start: int = 0, pad_id: int = 0) -> np.ndarray:
@@ -192,11 +222,13 @@ class GPTSource:
         split: str,
         seed: int,
         cache_dir: str | None = None,
+        packed: PackedData | None = None,
     ) -> None:
         from dataprep.sampling.blend import build_gpt_samples
 
         parse_data_path(data_path)  # the trainer's stricter form: a blend needs explicit weights
         self.seq_length = seq_length
+        self.packed = packed
         self.samples = build_gpt_samples(
             data_path,
             seq_length=seq_length,
@@ -214,7 +246,7 @@ class GPTSource:
         return np.asarray(self.samples[int(k)])
 
     def collate(self, items: Sequence[np.ndarray]) -> GPTBatch:
-        return collate_gpt(items)
+        return collate_gpt(items, self.packed)
 
 
 class T5Source:

@@ -21,7 +21,13 @@ from typing import Any
 
 from dataprep.errors import DataprepError, UsageError
 from trainer.config import DEFAULT_MODEL, TrainConfig, check_tp_layout
-from trainer.preflight import DataInfo, check_batch_sizes, check_lengths, inspect_data
+from trainer.preflight import (
+    DataInfo,
+    check_batch_sizes,
+    check_lengths,
+    check_packed_flags,
+    inspect_data,
+)
 from trainer.resume import (
     load_training_checkpoint,
     run_model_config,
@@ -86,6 +92,7 @@ def train(config: TrainConfig) -> TrainResult:
     info = inspect_data(config)
     kind, model_config, resume = run_model_config(config, info.vocab_size)
     check_tp_layout(kind, model_config, tp)
+    check_packed_flags(config, model_config)
     if info.vocab_size is None:
         log.warning(
             "the dataset has no manifest naming its tokenizer; trusting the model's vocab_size %d",
@@ -315,6 +322,28 @@ def train(config: TrainConfig) -> TrainResult:
     return result
 
 
+def _packed_data(config: TrainConfig, info: DataInfo) -> Any:
+    """The packed-data flags with the tokenizer's EOD id, or None when none is set."""
+    from trainer.data import PackedData
+
+    flags = (config.eod_mask_loss, config.reset_position_ids, config.reset_attention_mask)
+    if not any(flags):
+        return None
+    from dataprep.manifest import load_manifest
+    from dataprep.tokenizers import load_tokenizer
+
+    recorded = (load_manifest(info.prefixes[0]) or {}).get("tokenizer") or {}
+    eod = recorded.get("eod_id", recorded.get("eos_id")) if config.tokenizer is None else None
+    if eod is None and info.tokenizer_spec is not None:
+        eod = load_tokenizer(info.tokenizer_spec).eod_id
+    if eod is None:
+        raise UsageError(
+            "--eod-mask-loss / --reset-position-ids / --reset-attention-mask look for the EOD "
+            "token: neither the dataset's manifest nor --tokenizer gives its id"
+        )
+    return PackedData(int(eod), *flags)
+
+
 def _build_source(
     config: TrainConfig, kind: str, info: DataInfo, seq_length: int, num_samples: int, layout: Any
 ) -> Any:
@@ -329,6 +358,7 @@ def _build_source(
             split=config.split,
             seed=config.seed,
             cache_dir=config.data_cache_path,
+            packed=_packed_data(config, info),
         )
     from dataprep.sampling.t5 import sentinel_ids_of
     from dataprep.tokenizers import load_tokenizer
@@ -381,7 +411,9 @@ def _make_optimizer(model: Any, config: TrainConfig) -> Any:
 
 def _forward(model: Any, batch: Any, kind: str) -> Any:
     if kind == "gpt":
-        return model(batch.tokens)
+        if batch.position_ids is None and batch.segments is None:
+            return model(batch.tokens)
+        return model(batch.tokens, position_ids=batch.position_ids, segments=batch.segments)
     return model(batch.encoder_ids, batch.decoder_input_ids, batch.encoder_mask)
 
 

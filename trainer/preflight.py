@@ -113,3 +113,18 @@ def check_batch_sizes(config: TrainConfig, dp_size: int) -> None:
             f"--micro-batch-size {config.micro_batch_size} x data-parallel size {dp_size} = "
             f"{per_micro}: use a multiple of {per_micro}"
         )
+
+
+def check_packed_flags(config: TrainConfig, model_config: Any) -> None:
+    """--eod-mask-loss / --reset-position-ids / --reset-attention-mask are for GPT models."""
+    from trainer.models import GPTConfig
+
+    named = (("--eod-mask-loss", config.eod_mask_loss),
+             ("--reset-position-ids", config.reset_position_ids),
+             ("--reset-attention-mask", config.reset_attention_mask))  # fmt: skip
+    flags = [f for f, on in named if on]
+    if flags and type(model_config) is not GPTConfig:
+        raise UsageError(
+            f"{' '.join(flags)}: packed-data flags of GPT training; this run trains a "
+            f"{type(model_config).__name__.removesuffix('Config')}"
+        )

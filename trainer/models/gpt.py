@@ -63,7 +63,11 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(C, C, bias=config.bias)
         self.attn_dropout = config.attn_dropout
 
-    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cache: dict | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """`mask` (B, 1, T, T) bool, True = may attend (causal and within a document), for
+        packed windows (Megatron's --reset-attention-mask); None = plain causal."""
         B, T, _ = x.shape
         # (B, nh, T, hs); nh = the heads held by this module (all of them unless tensor-parallel)
         q = self.q(x).view(B, T, -1, self.head_dim).transpose(1, 2)
@@ -72,7 +76,10 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:  # inference: keys/values of earlier positions (trainer/generate.py)
             return self.c_proj(cached_attention(q, k, v, cache))
         dropout_p = self.attn_dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        if mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         y = y.transpose(1, 2).reshape(B, T, -1)  # (B, T, nh * hs)
         return self.c_proj(y)
 
@@ -98,9 +105,11 @@ class Block(nn.Module):
         # mlp are the regions with a per-rank RNG and this dropout must be the same on every rank.
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cache: dict | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if cache is None:
-            x = x + self.drop(self.attn(self.ln_1(x)))
+            x = x + self.drop(self.attn(self.ln_1(x), mask=mask))
         else:
             x = x + self.drop(self.attn(self.ln_1(x), cache=cache))
         x = x + self.drop(self.mlp(self.ln_2(x)))
@@ -205,10 +214,20 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx: torch.Tensor, cache: list[dict] | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        idx: torch.Tensor,
+        cache: list[dict] | None = None,
+        *,
+        position_ids: torch.Tensor | None = None,
+        segments: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Token ids (B, T) -> logits (B, T, padded_vocab_size), or this rank's vocab shard under
         TP. `cache` (inference only): one dict per layer, `[{} for _ in range(n_layer)]` at first;
-        idx then holds only the positions after the cached ones, and the cache is extended."""
+        idx then holds only the positions after the cached ones, and the cache is extended.
+        Packed windows (training): `position_ids` (B, T) instead of 0..T-1 (Megatron's
+        --reset-position-ids); `segments` (B, T) document numbers, attention only within one
+        (--reset-attention-mask), through SDPA with a block-diagonal causal mask."""
         B, T = idx.shape
         P = past_length(cache)
         if P + T > self.config.block_size:
@@ -216,12 +235,20 @@ class GPT(nn.Module):
                 f"sequence length {P + T} exceeds block_size={self.config.block_size}; "
                 "shorten the sequences or build the model with a larger block_size"
             )
-        pos = torch.arange(P, P + T, dtype=torch.long, device=idx.device)
+        if position_ids is not None:
+            pos = position_ids
+        else:
+            pos = torch.arange(P, P + T, dtype=torch.long, device=idx.device)
         x = self.transformer.drop(
             self.transformer.wte(idx) + self.transformer.wpe(pos)
         )  # (B, T, C)
+        mask = None
+        if segments is not None:
+            causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
+            mask = (segments[:, :, None] == segments[:, None, :]) & causal  # (B, T, T)
+            mask = mask[:, None]  # (B, 1, T, T): the same for every head
         for i, block in enumerate(self.transformer.h):
-            x = block(x) if cache is None else block(x, cache=cache[i])
+            x = block(x, mask=mask) if cache is None else block(x, cache=cache[i])
         x = self.transformer.ln_f(x)
         return self.lm_head(x)
 
