@@ -47,6 +47,7 @@ class TrainConfig:
     adam_beta2: float = 0.999
     adam_eps: float = 1e-8
     clip_grad: float = 1.0  # max global gradient norm; 0 = no clipping
+    bf16: bool = False  # bf16 autocast of the forward; fp32 master weights, grads and reduction
     eod_mask_loss: bool = False  # GPT: no loss on the target after an EOD input (Megatron's flag)
     reset_position_ids: bool = False  # GPT: positions restart after each EOD
     reset_attention_mask: bool = False  # GPT: no attention across documents of a window
@@ -235,6 +236,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--clip-grad", type=float, default=1.0, help="max gradient norm, 0 = off (default 1)"
     )
     g.add_argument("--seed", type=int, default=1234, help="random seed (default 1234)")
+    g.add_argument(
+        "--bf16",
+        action="store_true",
+        help="bf16 autocast of the forward (CPU and GPU); fp32 master weights, gradients, "
+        "gradient all-reduce, optimizer and loss (Megatron's flag)",
+    )
 
     g = p.add_argument_group("checkpoints and output")
     g.add_argument("--save", help="checkpoint directory")

@@ -189,9 +189,11 @@ def train(config: TrainConfig) -> TrainResult:
             dp_rank=layout.dp_rank,
             dp_size=layout.dp_size,
         )
+        # --bf16: the forward in bf16 autocast (CPU too); weights, gradients, their reduction,
+        # AdamW and the loss stay fp32, so the fp32 weights are the master copy
         autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16)
-            if layout.device.type == "cuda"
+            torch.autocast(layout.device.type, dtype=torch.bfloat16)
+            if config.bf16
             else contextlib.nullcontext()
         )
         decay_iters = config.lr_decay_iters or config.train_iters
