@@ -48,6 +48,9 @@ class TrainConfig:
     adam_eps: float = 1e-8
     clip_grad: float = 1.0  # max global gradient norm; 0 = no clipping
     bf16: bool = False  # bf16 autocast of the forward; fp32 master weights, grads and reduction
+    recompute_granularity: str | None = None  # "full" (each block) | "selective" (core attention)
+    sequence_parallel: bool = False  # TP >= 2: norms/dropout/residuals sharded along the sequence
+    use_distributed_optimizer: bool = False  # DP >= 2: AdamW states sharded over DP (ZeRO-1)
     eod_mask_loss: bool = False  # GPT: no loss on the target after an EOD input (Megatron's flag)
     reset_position_ids: bool = False  # GPT: positions restart after each EOD
     reset_attention_mask: bool = False  # GPT: no attention across documents of a window
@@ -121,6 +124,16 @@ class TrainConfig:
                 raise UsageError(f"--{name.replace('_', '-')} must be in [0, 1), got {v}")
         if self.distributed_timeout_minutes <= 0:
             raise UsageError("--distributed-timeout-minutes must be > 0")
+        if self.recompute_granularity not in (None, "full", "selective"):
+            raise UsageError(
+                "--recompute-granularity must be full or selective, got "
+                f"{self.recompute_granularity!r}"
+            )
+        if self.sequence_parallel and self.tensor_model_parallel_size < 2:
+            raise UsageError(
+                "--sequence-parallel shards along the sequence across the TP ranks: it needs "
+                "--tensor-model-parallel-size 2 or more"
+            )
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -241,6 +254,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="bf16 autocast of the forward (CPU and GPU); fp32 master weights, gradients, "
         "gradient all-reduce, optimizer and loss (Megatron's flag)",
+    )
+
+    g = p.add_argument_group("memory (Megatron's flags)")
+    g.add_argument(
+        "--recompute-granularity",
+        choices=("full", "selective"),
+        help="activation checkpointing: full = keep only each transformer block's input and "
+        "recompute the block in the backward; selective = recompute only the core attention "
+        "(softmax(QK^T) V). Same losses, less activation memory, about 1/3 more compute (full)",
+    )
+    g.add_argument(
+        "--sequence-parallel",
+        action="store_true",
+        help="TP >= 2: the LayerNorms, dropouts and residual adds work on 1/TP of the sequence; "
+        "all-gather / reduce-scatter along the sequence replace the all-reduces",
+    )
+    g.add_argument(
+        "--use-distributed-optimizer",
+        action="store_true",
+        help="DP >= 2: each data-parallel rank keeps and updates only 1/DP of the AdamW states "
+        "(ZeRO-1: gradients reduce-scattered, parameters all-gathered); checkpoints are the "
+        "same as without and resume at any DP/TP",
     )
 
     g = p.add_argument_group("checkpoints and output")
