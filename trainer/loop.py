@@ -123,8 +123,11 @@ def train(config: TrainConfig) -> TrainResult:
 
         seed_everything(config.seed)  # identical full weights on every rank before sharding
         model = build_model(model_config)
-        model = parallel.apply_tensor_parallel(
-            model, layout.tp_group, dropout_seed=config.seed + 1009 * layout.dp_rank
+        model = parallel.parallelize(
+            model,
+            layout.tp_group,
+            dropout_seed=config.seed + 1009 * layout.dp_rank,
+            recompute_granularity=config.recompute_granularity,
         )
         model.to(layout.device)
         optimizer = _make_optimizer(model, config)

@@ -19,6 +19,7 @@ it is.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import re
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ __all__ = [
     "ColumnParallelLinear",
     "RowParallelLinear",
     "VocabParallelEmbedding",
+    "apply_recompute",
     "apply_tensor_parallel",
     "check_tensor_parallel",
     "clip_grad_norm_",
@@ -44,6 +46,7 @@ __all__ = [
     "get_rng_state",
     "load_full_state_dict",
     "pad_vocab_size",
+    "parallelize",
     "set_rng_state",
     "shard_dims",
     "vocab_parallel_keys",
@@ -322,6 +325,11 @@ _STYLE_DIMS = {
 }
 
 
+def _compile_pattern(pattern: str) -> re.Pattern:
+    """A module-name pattern, "*" = one name component."""
+    return re.compile("^" + re.escape(pattern).replace(r"\*", r"[^.]+") + "$")
+
+
 def _plan_matches(model: nn.Module) -> list[tuple[str, nn.Module, object]]:
     """(module name, module, style) for every module a plan pattern matches; each pattern must
     match."""
@@ -331,10 +339,7 @@ def _plan_matches(model: nn.Module) -> list[tuple[str, nn.Module, object]]:
             f"no tensor-parallel plan for {type(model).__name__}; expected one of "
             f"{[c.__name__ for c in PLANS]}"
         )
-    compiled = [
-        (pat, re.compile("^" + re.escape(pat).replace(r"\*", r"[^.]+") + "$"), style)
-        for pat, style in plan.items()
-    ]
+    compiled = [(pat, _compile_pattern(pat), style) for pat, style in plan.items()]
     matches, used = [], set()
     for name, module in model.named_modules():
         for pat, rx, style in compiled:
@@ -456,6 +461,103 @@ def apply_tensor_parallel(
             setattr(model.get_submodule(owner), pname, first)
     model._tp_info = info
     return model
+
+
+# ------------------------------------------------------------------------------------------------
+# Activation recompute (Megatron's --recompute-granularity), applied after the sharding
+
+# module-name pattern of the unit each granularity recomputes: "full" keeps only each transformer
+# block's input and reruns the block in the backward; "selective" reruns only the core attention
+# (trainer/models/attention.py), whose probabilities are the largest activation for the fewest FLOPs
+RECOMPUTE_UNITS: dict[type, dict[str, str]] = {
+    GPT: {"full": "transformer.h.*", "selective": "transformer.h.*.attn.core"},
+    GPTJ: {"full": "transformer.h.*", "selective": "transformer.h.*.attn.core"},
+    MT5: {"full": "*.block.*", "selective": "*.block.*.layer.*.*.core"},
+}
+
+
+def _tracker_contexts(info: _TPInfo | None):
+    """`context_fn` for torch.utils.checkpoint: the recompute sees the per-rank TP dropout RNG as
+    the forward did (the global RNG is restored by checkpoint itself), then the live one returns.
+
+    As Megatron's CheckpointFunction does with its RNG tracker: without it a recomputed region
+    would draw new dropout masks and the gradient would not be the forward's.
+    """
+    if info is None:
+        return contextlib.nullcontext(), contextlib.nullcontext()
+    rng = info.rng
+    snapshot: dict[str, torch.Tensor] = {}
+
+    @contextlib.contextmanager
+    def forward():
+        snapshot.update({k: v.clone() for k, v in rng.states.items()})
+        yield
+
+    @contextlib.contextmanager
+    def recompute():
+        live, depth = rng.states, len(rng._saved)
+        rng.states = {k: v.clone() for k, v in snapshot.items()}
+        try:
+            yield
+        finally:  # a recompute may stop early (inside a region): drop what it entered
+            del rng._saved[depth:]
+            rng.states = live
+
+    return forward(), recompute()
+
+
+def apply_recompute(model: nn.Module, granularity: str | None) -> nn.Module:
+    """Activation checkpointing of `model`'s recompute units (see RECOMPUTE_UNITS) in place.
+
+    Each unit's forward runs under torch.utils.checkpoint (non-reentrant) while gradients are
+    enabled, so it saves only its inputs and reruns in the backward with the forward's RNG
+    states, the per-rank TP one included; the losses and gradients are those of the plain run.
+    Inference (no grad) is unchanged. None = nothing to do.
+    """
+    if granularity is None:
+        return model
+    units = next((u for cls, u in RECOMPUTE_UNITS.items() if isinstance(model, cls)), None)
+    if units is None or granularity not in units:
+        raise UsageError(
+            f"no recompute unit {granularity!r} for {type(model).__name__}; expected one of "
+            f"{sorted(units or [])}"
+        )
+    from torch.utils.checkpoint import checkpoint
+
+    rx = _compile_pattern(units[granularity])
+    info = getattr(model, "_tp_info", None)
+    matched = [m for name, m in model.named_modules() if rx.match(name)]
+    if not matched:
+        raise RuntimeError(
+            f"{type(model).__name__}: recompute pattern {rx.pattern} matches nothing"
+        )
+    for module in matched:
+        inner = module.forward
+
+        def forward(*args, _inner=inner, **kwargs):
+            if not torch.is_grad_enabled():
+                return _inner(*args, **kwargs)
+            return checkpoint(
+                _inner, *args, use_reentrant=False, context_fn=lambda: _tracker_contexts(info),
+                **kwargs,
+            )  # fmt: skip
+
+        module.forward = forward
+    return model
+
+
+def parallelize(
+    model: nn.Module,
+    tp_group: dist.ProcessGroup | None,
+    *,
+    dropout_seed: int = 0,
+    recompute_granularity: str | None = None,
+) -> nn.Module:
+    """Every parallelism and memory transform of a training run, in order: tensor parallelism
+    (apply_tensor_parallel), then activation recompute (apply_recompute). The model's own code
+    knows none of them."""
+    apply_tensor_parallel(model, tp_group, dropout_seed=dropout_seed)
+    return apply_recompute(model, recompute_granularity)
 
 
 # ------------------------------------------------------------------------------------------------

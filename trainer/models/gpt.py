@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from dataprep.errors import UsageError
 from trainer.models import init_vocab_rows_, pad_vocab_size, vocab_rows
+from trainer.models.attention import CoreAttention
 
 
 def cached_attention(q, k, v, cache: dict) -> torch.Tensor:
@@ -61,7 +62,7 @@ class CausalSelfAttention(nn.Module):
         self.k = nn.Linear(C, C, bias=config.bias)
         self.v = nn.Linear(C, C, bias=config.bias)
         self.c_proj = nn.Linear(C, C, bias=config.bias)
-        self.attn_dropout = config.attn_dropout
+        self.core = CoreAttention(config.attn_dropout, causal=True)
 
     def forward(
         self, x: torch.Tensor, cache: dict | None = None, mask: torch.Tensor | None = None
@@ -80,13 +81,7 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, -1, self.head_dim).transpose(1, 2)
         if cache is not None:  # inference: keys/values of earlier positions (trainer/generate.py)
             return self.c_proj(cached_attention(q, k, v, cache))
-        dropout_p = self.attn_dropout if self.training else 0.0
-        if mask is None:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-        y = y.transpose(1, 2).reshape(B, T, -1)  # (B, T, nh * hs)
-        return self.c_proj(y)
+        return self.c_proj(self.core(q, k, v, mask))  # (B, T, nh * hs) -> (B, T, C)
 
 
 class MLP(nn.Module):

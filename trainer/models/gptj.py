@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from dataprep.errors import UsageError
 from trainer.models import init_vocab_rows_, pad_vocab_size, vocab_rows
+from trainer.models.attention import CoreAttention
 from trainer.models.gpt import cached_attention, past_length
 
 
@@ -55,7 +56,7 @@ class GPTJAttention(nn.Module):
         self.k_proj = nn.Linear(C, C, bias=False)
         self.v_proj = nn.Linear(C, C, bias=False)
         self.out_proj = nn.Linear(C, C, bias=False)
-        self.attn_dropout = config.attn_dropout
+        self.core = CoreAttention(config.attn_dropout, causal=True)
 
     def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
         B, T, _ = x.shape
@@ -70,9 +71,7 @@ class GPTJAttention(nn.Module):
         k = torch.cat([apply_rotary(k[..., :r], sin, cos), k[..., r:]], dim=-1)
         if cache is not None:  # inference: keys/values of earlier positions (trainer/generate.py)
             return self.out_proj(cached_attention(q, k, v, cache))
-        dropout_p = self.attn_dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
-        return self.out_proj(y.transpose(1, 2).reshape(B, T, -1))
+        return self.out_proj(self.core(q, k, v))
 
 
 class GPTJMLP(nn.Module):

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from dataprep.errors import UsageError
 from trainer.models import init_vocab_rows_, pad_vocab_size, vocab_rows
+from trainer.models.attention import CoreAttention
 
 
 class MT5LayerNorm(nn.Module):
@@ -82,7 +83,7 @@ class MT5Attention(nn.Module):
             self.relative_attention_bias = nn.Embedding(
                 config.relative_attention_num_buckets, config.num_heads
             )
-        self.dropout = config.dropout_rate
+        self.core = CoreAttention(config.dropout_rate, causal=False, scale=1.0)
 
     def forward(
         self, x: torch.Tensor, kv: torch.Tensor | None = None, bias: torch.Tensor | None = None
@@ -95,9 +96,7 @@ class MT5Attention(nn.Module):
         q = self.q(x).view(B, T, -1, self.d_kv).transpose(1, 2)  # (B, nh, T, d_kv)
         k = self.k(kv).view(B, S, -1, self.d_kv).transpose(1, 2)  # (B, nh, S, d_kv)
         v = self.v(kv).view(B, S, -1, self.d_kv).transpose(1, 2)
-        dropout_p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=1.0)
-        return self.o(y.transpose(1, 2).reshape(B, T, -1))
+        return self.o(self.core(q, k, v, bias))
 
 
 class MT5DenseGatedActDense(nn.Module):
@@ -232,6 +231,8 @@ MT5_PRESETS: dict[str, dict] = {
     # HF google/mt5-small and google/mt5-base
     "mt5-small": dict(d_model=512, d_kv=64, d_ff=1024, num_layers=8, num_heads=6),
     "mt5-base": dict(d_model=768, d_kv=64, d_ff=2048, num_layers=12, num_heads=12),
+    # HF google/mt5-xl (3.7B): 24 + 24 layers of 2048, 32 heads of 64, gated-GELU FFN of 5120
+    "mt5-xl": dict(d_model=2048, d_kv=64, d_ff=5120, num_layers=24, num_heads=32),
 }
 
 
