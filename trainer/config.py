@@ -25,7 +25,7 @@ DEFAULT_MODEL = "gpt-tiny"  # --model when neither it nor a --load checkpoint sa
 
 @dataclass(frozen=True, slots=True)
 class TrainConfig:
-    data_path: tuple[str, ...]  # one prefix, or "w1 p1 w2 p2 ..." (Megatron --data-path)
+    data_path: tuple[str, ...] = ()  # one prefix, or "w1 p1 w2 p2 ..."; () only with dry_run
     model: str | None = None  # preset or .json/.toml file; None = gpt-tiny, or --load's model
     split: str = "969,30,1"  # train/valid/test weights over sequences (GPT) or documents (T5)
     seq_length: int | None = None  # GPT tokens per sample; None = the model's block_size
@@ -77,13 +77,20 @@ class TrainConfig:
     progress: bool = True  # tqdm bar on rank 0
     num_threads: int | None = None  # torch threads per rank; None = CPUs / local ranks
     extra: dict = field(default_factory=dict)  # free-form notes copied into the checkpoint
+    dry_run: bool = False  # print the per-rank memory estimate (trainer/memory.py) and stop
+    gpu_memory: float = 80.0  # GiB per rank the dry run's verdict compares the estimate with
 
     def __post_init__(self) -> None:
         if isinstance(self.data_path, str):
             object.__setattr__(self, "data_path", tuple(self.data_path.split()))
         object.__setattr__(self, "data_path", tuple(self.data_path))
-        if not self.data_path:
-            raise UsageError("--data-path is required: a dataset prefix or 'w1 p1 w2 p2 ...'")
+        if not self.data_path and not self.dry_run:
+            raise UsageError(
+                "--data-path is required (except with --dry-run): a dataset prefix or "
+                "'w1 p1 w2 p2 ...'"
+            )
+        if not self.gpu_memory > 0:
+            raise UsageError(f"--gpu-memory must be > 0 (GiB), got {self.gpu_memory}")
         positive = [
             "micro_batch_size",
             "tensor_model_parallel_size",
@@ -151,9 +158,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--data-path",
         nargs="+",
-        required=True,
+        default=(),
         metavar="PATH",
-        help="dataset prefix (without .bin/.idx), or weights and prefixes 'w1 p1 w2 p2 ...'",
+        help="dataset prefix (without .bin/.idx), or weights and prefixes 'w1 p1 w2 p2 ...'; "
+        "required, except with --dry-run (then only its manifest's vocabulary is read)",
     )
     for flag, what in (("--eod-mask-loss", "no loss on the target after an EOD input"),
                        ("--reset-position-ids", "positions restart after each EOD"),
@@ -193,7 +201,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--model",
         help="preset (gpt-tiny, gpt-125m, gpt-350m, gpt-1.3b, gptj-tiny, gptj-125m, gptj-6b, "
-        "mt5-tiny, mt5-small, mt5-base) or a .json/.toml config: "
+        "mt5-tiny, mt5-small, mt5-base, mt5-xl) or a .json/.toml config: "
         '{"model": "gpt"|"gptj"|"mt5" or "preset": NAME, fields...}; default: the model of the '
         "--load checkpoint (e.g. one made by `dataprep import-hf`), else gpt-tiny",
     )
@@ -276,6 +284,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="DP >= 2: each data-parallel rank keeps and updates only 1/DP of the AdamW states "
         "(ZeRO-1: gradients reduce-scattered, parameters all-gathered); checkpoints are the "
         "same as without and resume at any DP/TP",
+    )
+
+    g.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="start no rank and read no data (only the --data-path manifest's vocabulary, else "
+        "the model's default): print the model, TP x DP (DP = --nproc-per-node / TP), lengths, "
+        "flags, the parameter count and the per-rank bytes of weights, gradients, AdamW states "
+        "and one micro batch's activations as this trainer keeps them, and whether they fit "
+        "--gpu-memory. Exit 0 when they fit, 1 when they do not",
+    )
+    g.add_argument(
+        "--gpu-memory",
+        type=float,
+        default=80.0,
+        metavar="GB",
+        help="memory per rank (GiB) the --dry-run verdict compares with (default 80)",
     )
 
     g = p.add_argument_group("checkpoints and output")

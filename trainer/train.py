@@ -9,6 +9,7 @@ and starts N local ranks like `torchrun --standalone` (trainer/launch.py), each 
     trainer/preflight.py   data and length checks that need no process group
     trainer/loop.py        train(): build, shard, resume, the optimizer step, metrics
     trainer/resume.py      what a run saves besides the weights (step, RNG) and --load
+    trainer/memory.py      --dry-run: per-rank memory estimate and its measurement
     trainer/checkpoint.py  sharded checkpoint files, merging and resharding between TP sizes
     trainer/hf.py          Hugging Face export and import, one mapping table per architecture
 """
@@ -66,6 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(config: TrainConfig) -> int:
     """Train with `config` in this process, or in `nproc_per_node` local ranks it starts."""
     from trainer.launch import dist_env, launch_local
+
+    if config.dry_run:  # before any rank starts or any data is read beyond the manifests
+        from trainer.memory import dry_run
+
+        return dry_run(config)
 
     nproc = config.nproc_per_node
     if nproc is None:

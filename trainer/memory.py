@@ -1,0 +1,549 @@
+"""Per-rank memory of a training run: an estimate from the model config and the parallel layout
+(`estimate_memory`, printed by `dataprep train --dry-run`), and a measurement of the real peak of
+a few CPU training steps (`measure_peak`) that the tests hold the estimate to.
+
+The estimate models this trainer, not Megatron: fp32 weights and gradients (4 + 4 bytes per
+parameter), AdamW's exp_avg and exp_avg_sq in fp32 (8 bytes, split over DP with
+--use-distributed-optimizer), TP-sharded matrices divided by TP and the replicated ones (norms,
+biases of row-parallel layers, position table) not. Activations are the tensors autograd saves
+for one micro batch, tensor by tensor, as the models in trainer/models/ create them (checked with
+`torch.autograd.graph.saved_tensors_hooks`): norm inputs and the fp32 residual stream in fp32,
+linear inputs in the autocast dtype, the bf16 weight copies autocast keeps until the backward,
+the logits plus the one fp32 (tokens x V/TP) softmax buffer of the vocab-parallel cross-entropy.
+
+Attention (F.scaled_dot_product_attention on CPU): with dropout on the probabilities, or a mask
+that needs a gradient (mT5's learned position bias), it takes the math path, which saves the
+B x heads x T x S probabilities (and, with dropout, the fp32 mask and the dropped probabilities)
+and fp32 copies of q, k, v; otherwise the fused (flash) path saves q, k, v, the output and one
+log-sum-exp per row. Peak = weights + gradients + optimizer states + activations: an upper bound,
+since the gradients of the blocks are made while their activations are freed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+from dataprep.errors import UsageError
+
+GB = 1024**3  # the table prints GiB, the unit GPU memory is sold in ("80 GB" = 80 GiB)
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryInputs:
+    model_config: Any  # GPTConfig | GPTJConfig | MT5Config, vocabulary padded for the TP size
+    micro_batch_size: int
+    seq_length: int  # GPT: tokens per sample; mT5: encoder ids per sample
+    decoder_seq_length: int = 0  # mT5: decoder ids per sample
+    tensor_model_parallel_size: int = 1
+    data_parallel_size: int = 1
+    bf16: bool = False
+    recompute_granularity: str | None = None  # None | "full" | "selective"
+    sequence_parallel: bool = False
+    use_distributed_optimizer: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("micro_batch_size", "seq_length", "tensor_model_parallel_size",
+                     "data_parallel_size"):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise UsageError(f"MemoryInputs.{name} must be >= 1, got {getattr(self, name)}")
+        if self.recompute_granularity not in (None, "full", "selective"):
+            raise UsageError(f"recompute_granularity {self.recompute_granularity!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryEstimate:
+    inputs: MemoryInputs
+    parameters: int  # whole model as stored (padded vocabulary rows included, tied weights once)
+    parameters_per_rank: int  # TP shards plus the replicated parameters
+    weights: int  # bytes per rank, fp32
+    gradients: int  # fp32
+    optimizer: int  # AdamW exp_avg + exp_avg_sq, fp32
+    activations: int  # one micro batch: layer_activations + logits + weight_copies
+    layer_activations: int  # saved by the embeddings, blocks and final norm
+    logits: int  # logits, their fp32 copy under bf16, the cross-entropy's softmax buffer
+    weight_copies: int  # bf16 casts autocast keeps for the backward (GPT: the stacked q,k,v too)
+    attention_path: str  # "math" or "fused": which SDPA path the estimate assumes
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.gradients + self.optimizer + self.activations
+
+    def fits(self, gpu_memory_gb: float) -> bool:
+        return self.total <= gpu_memory_gb * GB
+
+
+# ------------------------------------------------------------------------------------ parameters
+def _kind(mc: Any) -> str:
+    from trainer.models import GPTConfig, GPTJConfig, MT5Config
+
+    for cls, kind in ((GPTConfig, "gpt"), (GPTJConfig, "gptj"), (MT5Config, "mt5")):
+        if type(mc) is cls:
+            return kind
+    raise TypeError(f"no memory model for {type(mc).__name__}")
+
+
+def parameter_counts(mc: Any) -> tuple[int, int]:
+    """(sharded, replicated) parameter counts of the whole model, by trainer/parallel.py's plans:
+    the sharded ones are split over TP, the replicated ones are whole on every rank."""
+    kind = _kind(mc)
+    V = mc.padded_vocab_size
+    if kind == "gpt":
+        C, b = mc.n_embd, int(mc.bias)
+        # q,k,v + c_fc (weights and biases by rows), c_proj x2 (weights by columns)
+        sharded = V * C + mc.n_layer * (12 * C * C + b * 7 * C)
+        # wpe; ln_1, ln_2 (weight, bias); the two row-parallel biases; ln_f
+        replicated = mc.block_size * C + mc.n_layer * (2 * C + b * 4 * C) + C + b * C
+        return sharded, replicated
+    if kind == "gptj":
+        C, F = mc.n_embd, mc.n_inner
+        sharded = 2 * V * C + V + mc.n_layer * (4 * C * C + 2 * C * F + F)  # wte, lm_head (+bias)
+        replicated = mc.n_layer * (2 * C + C) + 2 * C  # ln_1, fc_out bias; ln_f
+        return sharded, replicated
+    d, inner, f = mc.d_model, mc.num_heads * mc.d_kv, mc.d_ff
+    attn, ffn = 4 * d * inner, 3 * d * f
+    table = mc.relative_attention_num_buckets * mc.num_heads  # one per stack, split by heads
+    sharded = 2 * V * d + mc.num_layers * (attn + ffn) + mc.num_decoder_layers * (2 * attn + ffn)
+    sharded += 2 * table
+    replicated = (2 * mc.num_layers + 3 * mc.num_decoder_layers + 2) * d  # RMSNorm weights
+    return sharded, replicated
+
+
+# ----------------------------------------------------------------------------------- activations
+@dataclass
+class _Saved:
+    """Bytes saved for the backward, by where they live under tensor parallelism."""
+
+    inside: float = 0.0  # in a TP region: 1/TP on each rank
+    outside: float = 0.0  # replicated (norms, residuals, residual dropout); 1/TP with SP
+    core: float = 0.0  # the core attention's own tensors (inside); not kept with selective
+
+    def __iadd__(self, o: _Saved) -> _Saved:
+        self.inside, self.outside, self.core = (
+            self.inside + o.inside,
+            self.outside + o.outside,
+            self.core + o.core,
+        )
+        return self
+
+    def scaled(self, k: float) -> _Saved:
+        return _Saved(self.inside * k, self.outside * k, self.core * k)
+
+
+def _attention(B: int, T: int, S: int, heads: int, inner: int, a: int, *, math: bool,
+               dropout: bool, selective: bool) -> _Saved:  # fmt: skip
+    """One SDPA call of T query over S key positions per sample. Math path: fp32 copies of q, k, v,
+    the probabilities (with dropout also the fp32 mask and the dropped probabilities) and the
+    output copied to (B, T, heads * d) for the out-projection. Fused: q, k, v (the projections'
+    outputs), the output and a log-sum-exp per row. Selective recompute keeps only q, k, v (the
+    recomputation's inputs) and the output."""
+    qkv = B * (T + 2 * S) * inner
+    s = _Saved(inside=B * T * inner * a)
+    if math:
+        s.core += qkv * 4 + B * heads * T * S * 4 * (3 if dropout else 1)
+        if selective:
+            s.inside += qkv * a
+    else:
+        s.inside += qkv * a
+        s.core += B * heads * T * 4
+    return s
+
+
+def _norm(N: int, C: int, a: int, *, rms: bool, consumers: int, bf16: bool) -> _Saved:
+    """A LayerNorm / RMSNorm: its fp32 input and row statistics (RMSNorm: also the normalised x
+    for the weight's gradient), and its output as the next linears save it: one fp32 tensor, or
+    under bf16 one bf16 cast per consuming linear (casts of activations are not cached)."""
+    out = C * N * (2 * consumers if bf16 else 4)
+    return _Saved(outside=N * C * 4 * (2 if rms else 1) + N * 4 * (1 if rms else 2) + out)
+
+
+def _gpt_layer(mc: Any, B: int, T: int, a: int, tp: int, bf16: bool, selective: bool,
+               kind: str) -> tuple[_Saved, float]:  # fmt: skip
+    """(saved bytes of one GPT / GPT-J block, its weight copies), at TP 1."""
+    N, C, h = B * T, mc.n_embd, mc.n_head
+    F = mc.n_inner if kind == "gptj" else 4 * C
+    math = mc.attn_dropout > 0
+    # GPT-J: one LayerNorm feeding attention and MLP (two bf16 casts); GPT: ln_1 and ln_2
+    s = _norm(N, C, a, rms=False, consumers=(3 if kind == "gptj" else 1), bf16=bf16)
+    s += _attention(B, T, T, h, C, a, math=math, dropout=math, selective=selective)
+    s.inside += 2 * N * F * a  # fc output (GELU input), GELU output (projection input)
+    if kind == "gpt":
+        s += _norm(N, C, a, rms=False, consumers=1, bf16=bf16)
+        # the q, k, v weights stacked for one GEMM: a new tensor the GEMM saves (bf16: its cast);
+        # under bf16 autocast also keeps casts of c_proj, c_fc and the MLP's c_proj
+        copies = 3 * C * C * (2 if bf16 else 4) + (9 * C * C * 2 if bf16 else 0)
+    else:
+        copies = (4 * C * C + 2 * C * F) * 2 if bf16 else 0
+    if mc.dropout > 0:  # residual dropout masks, in the dtype of the projection's output (a
+        # row-parallel bias add promotes bf16 to fp32)
+        mask = 4 if (tp > 1 and getattr(mc, "bias", True)) else a
+        s.outside += 2 * N * C * mask
+    return s, copies
+
+
+def _mt5_layer(mc: Any, B: int, T: int, S: int, a: int, bf16: bool, selective: bool, *,
+               decoder: bool) -> tuple[_Saved, float]:  # fmt: skip
+    """One encoder (T = S) or decoder block of T tokens (cross-attention over S encoder tokens)."""
+    N, d, h, inner, f = B * T, mc.d_model, mc.num_heads, mc.num_heads * mc.d_kv, mc.d_ff
+    p = mc.dropout_rate > 0
+    s = _Saved()
+    # self-attention: the position bias needs a gradient, so always the math path
+    s += _norm(N, d, a, rms=True, consumers=3, bf16=bf16)
+    s += _attention(B, T, T, h, inner, a, math=True, dropout=p, selective=selective)
+    blocks = 2
+    copies = 4 * d * inner
+    if decoder:  # cross-attention: a constant mask, so fused unless dropout
+        Ns = B * S
+        s += _norm(N, d, a, rms=True, consumers=1, bf16=bf16)
+        s += _attention(B, T, S, h, inner, a, math=p, dropout=p, selective=selective)
+        if bf16:  # k and v cast the (shared, fp32) encoder output each
+            s.outside += 2 * Ns * d * 2
+        blocks, copies = 3, copies + 4 * d * inner
+    s += _norm(N, d, a, rms=True, consumers=2, bf16=bf16)
+    s.inside += N * f * a * (5 if p else 4)  # wi_0, wi_1, GELU outputs, product (or mask, dropped)
+    copies += 3 * d * f
+    if p:
+        s.outside += blocks * N * d * a  # residual dropout masks
+    return s, (copies * 2 if bf16 else 0)
+
+
+def _activations(x: MemoryInputs) -> tuple[float, float, float, str]:
+    """(layer activations, logits, weight copies) in bytes per rank, and the attention path."""
+    mc, tp, B = x.model_config, x.tensor_model_parallel_size, x.micro_batch_size
+    kind = _kind(mc)
+    a = 2 if x.bf16 else 4
+    selective = x.recompute_granularity == "selective"
+    sp = tp if x.sequence_parallel else 1
+    V = mc.padded_vocab_size
+
+    def per_rank(s: _Saved) -> float:
+        core = 0 if selective else s.core
+        return (s.inside + core) / tp + s.outside / sp
+
+    if kind in ("gpt", "gptj"):
+        T, C = x.seq_length, mc.n_embd
+        N = B * T
+        layer, copies = _gpt_layer(mc, B, T, a, tp, x.bf16, selective, kind)
+        layers = [(layer, copies)] * mc.n_layer
+        extra = _Saved(outside=N * 8 + (N * C * 4 if mc.dropout > 0 else 0))  # ids, emb. dropout
+        extra += _norm(N, C, a, rms=False, consumers=1, bf16=x.bf16)  # ln_f
+        block_tokens = [N] * mc.n_layer
+        N_out = N
+        path = "math" if mc.attn_dropout > 0 else "fused"
+    else:
+        S, T, d = x.seq_length, x.decoder_seq_length or 1, mc.d_model
+        Ns, Nt = B * S, B * T
+        enc = _mt5_layer(mc, B, S, S, a, x.bf16, selective, decoder=False)
+        dec = _mt5_layer(mc, B, T, S, a, x.bf16, selective, decoder=True)
+        layers = [enc] * mc.num_layers + [dec] * mc.num_decoder_layers
+        p = mc.dropout_rate > 0
+        extra = _Saved(outside=(Ns + Nt) * 8 + 8 * (S * S + T * T))  # ids, position buckets
+        if p:  # embedding dropout and the dropout after each final norm
+            extra.outside += 2 * (Ns + Nt) * d * 4
+        extra += _norm(Ns, d, a, rms=True, consumers=0, bf16=x.bf16)
+        extra += _norm(Nt, d, a, rms=True, consumers=1, bf16=x.bf16)
+        extra.outside += Ns * d * 4  # the encoder output the cross-attentions read
+        if selective:  # the recomputed self-attentions keep their (B, heads, T, T) bias input
+            extra.inside += B * mc.num_heads * (S * S + T * T) * 4
+        block_tokens = [Ns] * mc.num_layers + [Nt] * mc.num_decoder_layers
+        N_out = Nt
+        path = "math" if p else "math (self-attention), fused (cross-attention)"
+    width = mc.d_model if kind == "mt5" else mc.n_embd
+    head = V * width * 2 / tp if x.bf16 else 0  # the head's bf16 weight cast
+    if x.recompute_granularity == "full":
+        # each block keeps only its fp32 input; the backward recomputes one block at a time
+        kept = sum(n * width * 4 for n in block_tokens) / sp
+        biggest = max(layers, key=lambda lc: per_rank(lc[0]))
+        layer_bytes = kept + per_rank(biggest[0]) + per_rank(extra)
+        copies = biggest[1] / tp + head
+    else:
+        layer_bytes = sum(per_rank(s) for s, _ in layers) + per_rank(extra)
+        copies = sum(c for _, c in layers) / tp + head
+    # logits (B, T, V/tp) held until the backward, the fp32 copy .float() makes under bf16
+    # (alive while the loss is computed), and the softmax buffer the cross-entropy saves
+    logits = N_out * V / tp * (a + (4 if x.bf16 else 0) + 4)
+    return layer_bytes, logits, copies, path
+
+
+def estimate_memory(inputs: MemoryInputs) -> MemoryEstimate:
+    """Per-rank bytes of one training step (see the module docstring for what is modelled)."""
+    mc, tp, dp = inputs.model_config, inputs.tensor_model_parallel_size, inputs.data_parallel_size
+    sharded, replicated = parameter_counts(mc)
+    per_rank = -(-sharded // tp) + replicated
+    optimizer = 8 * per_rank
+    if inputs.use_distributed_optimizer:
+        optimizer = -(-optimizer // dp)
+    layers, logits, copies, path = _activations(inputs)
+    return MemoryEstimate(
+        inputs=inputs,
+        parameters=sharded + replicated,
+        parameters_per_rank=per_rank,
+        weights=4 * per_rank,
+        gradients=4 * per_rank,
+        optimizer=optimizer,
+        activations=int(layers + logits + copies),
+        layer_activations=int(layers),
+        logits=int(logits),
+        weight_copies=int(copies),
+        attention_path=path,
+    )
+
+
+# ----------------------------------------------------------------------------------- measurement
+def _proc_status(field: str) -> int:
+    """A `VmRSS` / `VmHWM` line of /proc/self/status, in bytes (Linux)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def _reset_peak() -> None:
+    """Reset VmHWM to the current RSS (Linux: 5 > /proc/self/clear_refs)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _fixed_mmap_threshold(nbytes: int = 1 << 16) -> None:
+    """glibc: serve every allocation of >= 64 KiB by mmap and give it back to the OS on free.
+
+    By default glibc raises its mmap threshold to the size of each mmapped block freed (up to 32
+    MiB), after which freed tensors stay in the heap and the RSS counts them: the peak would then
+    measure the allocator's retention, not the tensors alive. (A GPU caching allocator has its own
+    fragmentation; neither is modelled.)"""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, nbytes)  # M_MMAP_THRESHOLD (also turns the dynamic threshold off)
+        libc.mallopt(-1, nbytes)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+def measure_peak(inputs: MemoryInputs, *, steps: int = 2, threads_per_rank: int = 1) -> int:
+    """Peak RSS growth (bytes, the largest rank's) of `steps` training steps on CPU on synthetic
+    batches, each rank a fresh process started by trainer/launch.py: the RSS before the model is
+    built is subtracted from the peak after it. The step is the trainer's (trainer/loop.py): the
+    forward under bf16 autocast if asked, the logits kept while the fp32 loss of
+    `parallel.cross_entropy` runs backward, TP-aware clipping, AdamW. Linux only."""
+    from trainer.launch import launch_local
+    from trainer.models import architecture_of
+
+    if inputs.recompute_granularity or inputs.sequence_parallel or inputs.data_parallel_size > 1:
+        raise UsageError("measure_peak runs plain TP steps (no recompute, SP or DP)")
+    tp = inputs.tensor_model_parallel_size
+    with tempfile.TemporaryDirectory(prefix="dataprep-memory-") as out:
+        job = {
+            "arch": architecture_of(inputs.model_config).name,
+            "model": dataclasses.asdict(inputs.model_config),
+            "inputs": {
+                f.name: getattr(inputs, f.name)
+                for f in dataclasses.fields(inputs)
+                if f.name != "model_config"
+            },
+            "steps": steps,
+            "out": out,
+        }
+        code = launch_local(
+            tp, "trainer.memory:_measure_rank", json.dumps(job), threads_per_rank=threads_per_rank
+        )
+        if code != 0:
+            raise RuntimeError(f"the measuring ranks exited with code {code}")
+        peaks = [json.loads(open(os.path.join(out, f"rank{r}.json")).read()) for r in range(tp)]
+    return max(p["peak"] for p in peaks)
+
+
+def _measure_rank() -> int:
+    """A rank of `measure_peak`: its job comes from the launcher's environment."""
+    from trainer.launch import PAYLOAD_ENV, setup_distributed, teardown_distributed
+    from trainer.models import architecture_of
+
+    _fixed_mmap_threshold()
+    job = json.loads(os.environ[PAYLOAD_ENV])
+    arch = architecture_of(job["arch"])
+    mc = arch.config(**job["model"])
+    x = MemoryInputs(mc, **job["inputs"])
+    layout = setup_distributed(x.tensor_model_parallel_size)
+    # a one-layer, short-sequence run first: the kernels' code and thread pools, the gloo buffers
+    # are loaded once per process, not per model, and are left out of the measured peak
+    one = {"n_layer": 1} if arch.task == "gpt" else {"num_layers": 1, "num_decoder_layers": 1}
+    small = dataclasses.replace(
+        x, model_config=dataclasses.replace(mc, **one), micro_batch_size=1, seq_length=16,
+        decoder_seq_length=8 if x.decoder_seq_length else 0,
+    )  # fmt: skip
+    _train_steps(small, 1, layout, None)
+    peak = _train_steps(x, job["steps"], layout, _proc_status)
+    with open(os.path.join(job["out"], f"rank{layout.rank}.json"), "w") as f:
+        json.dump({"peak": peak}, f)
+    teardown_distributed(layout)
+    return 0
+
+
+def _train_steps(x: MemoryInputs, steps: int, layout: Any, status: Any) -> int:
+    """`steps` training steps of x's model on synthetic batches; the RSS peak minus the RSS before
+    the model was built (0 when `status` is None)."""
+    import contextlib
+
+    import torch
+
+    from trainer import parallel
+    from trainer.models import architecture_of, build_model, shift_right
+
+    mc = x.model_config
+    B, V = x.micro_batch_size, mc.vocab_size
+    g = torch.Generator().manual_seed(0)
+    batches = []
+    for _ in range(steps):  # made before the baseline: the data is not the model's memory
+        if architecture_of(mc).task == "gpt":
+            ids = torch.randint(0, V, (B, x.seq_length + 1), generator=g)
+            batches.append(((ids[:, :-1].contiguous(),), ids[:, 1:].contiguous()))
+        else:
+            enc = torch.randint(2, V, (B, x.seq_length), generator=g)
+            labels = torch.randint(2, V, (B, x.decoder_seq_length), generator=g)
+            batches.append(((enc, shift_right(labels), torch.ones_like(enc)), labels))
+    _reset_peak()
+    base = status("VmRSS") if status else 0
+    torch.manual_seed(0)
+    model = parallel.apply_tensor_parallel(build_model(mc), layout.tp_group)
+    model.train()
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}]
+    )
+    _reset_peak()  # the full model built before sharding is not part of a training step
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if x.bf16 else contextlib.nullcontext()
+    for inputs, targets in batches:
+        with autocast:
+            logits = model(*inputs)
+        loss = parallel.cross_entropy(
+            logits.float(), targets, tp_group=layout.tp_group, vocab_size=V
+        )
+        loss.backward()
+        del logits, loss
+        parallel.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return status("VmHWM") - base if status else 0
+
+
+# ------------------------------------------------------------------------------------ the dry run
+def _gib(n: float) -> str:
+    return f"{n / GB:,.2f}"
+
+
+def format_table(e: MemoryEstimate, *, gpu_memory_gb: float, label: str) -> str:
+    """The `train --dry-run` report: the run, the parameters, the per-rank bytes, the verdict."""
+    x, mc = e.inputs, e.inputs.model_config
+    tp, dp = x.tensor_model_parallel_size, x.data_parallel_size
+    kind = _kind(mc)
+    if kind == "mt5":
+        lengths = f"encoder length {x.seq_length}, decoder length {x.decoder_seq_length}"
+        dropout = f"dropout {mc.dropout_rate:g}"
+    else:
+        lengths = f"sequence length {x.seq_length}"
+        dropout = f"dropout {mc.dropout:g}, attention dropout {mc.attn_dropout:g}"
+    flags = [
+        "bf16 autocast" if x.bf16 else "fp32",
+        f"recompute {x.recompute_granularity or 'off'}",
+        f"sequence parallel {'on' if x.sequence_parallel else 'off'}",
+        f"distributed optimizer {'on' if x.use_distributed_optimizer else 'off'}",
+    ]
+    if e.attention_path == "fused":
+        attention = "SDPA fused path (no dropout, no mask): no T x T probabilities saved"
+    elif kind == "mt5":
+        why = "the self-attention's position bias needs a gradient"
+        if mc.dropout_rate > 0:
+            why += "; dropout > 0"
+        attention = f"SDPA {e.attention_path} path, B x heads x T x S probabilities saved ({why})"
+    else:
+        attention = (
+            f"SDPA math path, B x heads x T x T probabilities saved (attention dropout "
+            f"{mc.attn_dropout:g} > 0; --attention-dropout 0 takes the fused path)"
+        )
+    rows = [
+        ("weights (fp32)", e.weights),
+        ("gradients (fp32)", e.gradients),
+        (f"AdamW states (fp32{', / DP' if x.use_distributed_optimizer else ''})", e.optimizer),
+        (f"activations (one micro batch of {x.micro_batch_size})", e.activations),
+        ("  blocks, embeddings, final norm", e.layer_activations),
+        ("  logits and the loss's softmax buffer", e.logits),
+        ("  weight copies kept for the backward", e.weight_copies),
+        ("total", e.total),
+    ]
+    width = max(len(r[0]) for r in rows) + 2
+    lines = [
+        f"dry run: {kind} {label}, TP={tp} x DP={dp} = {tp * dp} rank(s), micro batch "
+        f"{x.micro_batch_size}, {lengths}",
+        f"  {', '.join(flags)}; {dropout}",
+        f"parameters: {e.parameters:,} ({e.parameters / 1e9:.2f} B) as stored (padded vocabulary "
+        f"{mc.padded_vocab_size:,} rows); {e.parameters_per_rank:,} on each rank",
+        f"attention: {attention}",
+        f"{'per rank':<{width}}{'GiB':>10}",
+    ]
+    lines += [f"  {name:<{width - 2}}{_gib(n):>10}" for name, n in rows]
+    share = e.total / (gpu_memory_gb * GB)
+    if e.fits(gpu_memory_gb):
+        lines.append(f"fits: {_gib(e.total)} of {gpu_memory_gb:g} GiB per rank ({share:.0%})")
+    else:
+        lines.append(
+            f"does not fit: {_gib(e.total)} GiB per rank > --gpu-memory {gpu_memory_gb:g} "
+            f"({share:.0%}); try --recompute-granularity, a larger --tensor-model-parallel-size "
+            "or a smaller --micro-batch-size"
+        )
+    return "\n".join(lines)
+
+
+def dry_run(config: Any) -> int:
+    """`train --dry-run`: resolve the model and layout as a run would, print the estimate; 0 when
+    it fits --gpu-memory, 1 when not. Reads at most the datasets' manifests; starts no rank."""
+    from dataprep.sampling.t5 import T5Samples
+    from trainer.config import check_tp_layout
+    from trainer.launch import check_world, dist_env
+    from trainer.preflight import check_batch_sizes, check_lengths, inspect_data
+    from trainer.resume import run_model_config
+
+    tp = config.tensor_model_parallel_size
+    env = dist_env()
+    world = config.nproc_per_node or (env.world_size if env is not None else tp)
+    dp = check_world(world, tp)
+    check_batch_sizes(config, dp)
+    vocab = inspect_data(config).vocab_size if config.data_path else None
+    kind, mc, _ = run_model_config(config, vocab)
+    check_tp_layout(kind, mc, tp)
+    seq = check_lengths(config, kind, mc)
+    dec = 0
+    if kind == "mt5":
+        _, targets = T5Samples.lengths_for(
+            config.encoder_seq_length,
+            noise_density=config.noise_density,
+            mean_noise_span_length=config.mean_noise_span_length,
+        )
+        dec = config.decoder_seq_length or targets
+    e = estimate_memory(
+        MemoryInputs(
+            mc,
+            config.micro_batch_size,
+            seq,
+            dec,
+            tensor_model_parallel_size=tp,
+            data_parallel_size=dp,
+            bf16=config.bf16,
+            recompute_granularity=config.recompute_granularity,
+            sequence_parallel=config.sequence_parallel,
+            use_distributed_optimizer=config.use_distributed_optimizer,
+        )
+    )
+    from trainer.loop import model_label
+
+    print(format_table(e, gpu_memory_gb=config.gpu_memory, label=model_label(config)))
+    sys.stdout.flush()
+    return 0 if e.fits(config.gpu_memory) else 1
