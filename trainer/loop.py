@@ -26,6 +26,7 @@ from trainer.preflight import (
     check_batch_sizes,
     check_lengths,
     check_packed_flags,
+    check_sequence_parallel,
     inspect_data,
 )
 from trainer.resume import (
@@ -104,6 +105,7 @@ def train(config: TrainConfig) -> TrainResult:
             f"is {model_config.vocab_size}: use a model for this tokenizer"
         )
     seq_length = check_lengths(config, kind, model_config)
+    check_sequence_parallel(config, model_config, seq_length)
 
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
@@ -127,6 +129,7 @@ def train(config: TrainConfig) -> TrainResult:
             model,
             layout.tp_group,
             dropout_seed=config.seed + 1009 * layout.dp_rank,
+            sequence_parallel=config.sequence_parallel,
             recompute_granularity=config.recompute_granularity,
         )
         model.to(layout.device)
@@ -465,14 +468,8 @@ def _train_step(
         scaled = mean * (n / total).to(mean.dtype)
         scaled.backward()
         loss_sum += scaled.detach().to(torch.float64)
+    parallel.finalize_grads(params, tp_group=layout.tp_group, dp_group=layout.dp_group)
     if layout.dp_group is not None:
-        grads = [p.grad for p in params if p.grad is not None]
-        from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
-
-        flat = _flatten_dense_tensors(grads)
-        dist.all_reduce(flat, group=layout.dp_group)
-        for g, r in zip(grads, _unflatten_dense_tensors(flat, grads), strict=True):
-            g.copy_(r)
         dist.all_reduce(loss_sum, group=layout.dp_group)
     grad_norm = parallel.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
     for group in optimizer.param_groups:

@@ -41,6 +41,7 @@ __all__ = [
     "check_tensor_parallel",
     "clip_grad_norm_",
     "cross_entropy",
+    "finalize_grads",
     "full_state_dict",
     "gather_from_tp_region",
     "get_rng_state",
@@ -104,6 +105,78 @@ class _Gather(torch.autograd.Function):
         return grad.chunk(tp, dim=-1)[rank].contiguous(), None
 
 
+# Sequence parallelism: activations outside the TP regions hold 1/tp of the sequence (dim 1 of
+# (B, T, C)); these replace _Copy / _Reduce at the region borders (Megatron's
+# gather_from_sequence_parallel_region, reduce_scatter_to_sequence_parallel_region).
+
+
+def _all_gather_seq(x: torch.Tensor, group) -> torch.Tensor:
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(parts, x.contiguous(), group=group)
+    return torch.cat(parts, dim=1)
+
+
+def _reduce_scatter_seq(x: torch.Tensor, group) -> torch.Tensor:
+    tp = dist.get_world_size(group)
+    chunks = x.chunk(tp, dim=1)
+    out = torch.empty_like(chunks[0], memory_format=torch.contiguous_format)
+    # rank r's part is the r-th block along dim 0 of the input
+    dist.reduce_scatter_tensor(out, torch.cat(chunks, dim=0), group=group)
+    return out
+
+
+def _seq_chunk(x: torch.Tensor, group) -> torch.Tensor:
+    tp, rank = dist.get_world_size(group), dist.get_rank(group)
+    if x.shape[1] % tp:
+        raise ValueError(
+            f"--sequence-parallel splits the sequence over {tp} TP ranks: the length "
+            f"{x.shape[1]} is not a multiple of {tp}"
+        )
+    return x.chunk(tp, dim=1)[rank].contiguous()
+
+
+class _GatherSeq(torch.autograd.Function):
+    """Enter a TP region under sequence parallelism: all-gather the sequence forward,
+    reduce-scatter of the gradient backward."""
+
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        return _all_gather_seq(x, group)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _reduce_scatter_seq(grad, ctx.group), None
+
+
+class _ReduceScatterSeq(torch.autograd.Function):
+    """Leave a TP region under sequence parallelism: reduce-scatter of the partial sums forward,
+    all-gather of the gradient backward."""
+
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        return _reduce_scatter_seq(x, group)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _all_gather_seq(grad, ctx.group), None
+
+
+class _ScatterSeq(torch.autograd.Function):
+    """Replicated activations (the embeddings) -> this rank's part of the sequence; backward
+    all-gathers the gradient, so the replicated side gets the whole of it on every rank."""
+
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        return _seq_chunk(x, group)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _all_gather_seq(grad, ctx.group), None
+
+
 def gather_from_tp_region(x: torch.Tensor, tp_group: dist.ProcessGroup | None) -> torch.Tensor:
     """Full last dimension from per-rank slices (e.g. vocab-parallel logits); identity at TP = 1."""
     return x if tp_group is None else _Gather.apply(x, tp_group)
@@ -125,17 +198,24 @@ class ColumnParallelLinear(nn.Module):
     """y_r = x W_r^T + b_r with W_r the r-th block of rows (output features) of the full weight."""
 
     def __init__(
-        self, full: nn.Linear, group: dist.ProcessGroup, *, copy_input: bool, gather_output=False
+        self,
+        full: nn.Linear,
+        group: dist.ProcessGroup,
+        *,
+        copy_input: bool,
+        gather_output=False,
+        sequence_parallel: bool = False,
     ) -> None:
         super().__init__()
         self.group, self.copy_input, self.gather_output = group, copy_input, gather_output
+        self.sequence_parallel = sequence_parallel  # the copied input arrives split along T
         self.weight = _chunk_param(full.weight, 0, group)  # (out / tp, in)
         self.bias = None if full.bias is None else _chunk_param(full.bias, 0, group)
         self.in_features, self.out_features = self.weight.shape[1], self.weight.shape[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.copy_input:
-            x = _Copy.apply(x, self.group)
+            x = (_GatherSeq if self.sequence_parallel else _Copy).apply(x, self.group)
         y = F.linear(x, self.weight, self.bias)
         return _Gather.apply(y, self.group) if self.gather_output else y
 
@@ -147,15 +227,20 @@ class RowParallelLinear(nn.Module):
     """y = sum_r x_r W_r^T + b with W_r the r-th block of columns (input features); b is
     replicated."""
 
-    def __init__(self, full: nn.Linear, group: dist.ProcessGroup) -> None:
+    def __init__(
+        self, full: nn.Linear, group: dist.ProcessGroup, *, sequence_parallel: bool = False
+    ) -> None:
         super().__init__()
-        self.group = group
+        self.group, self.sequence_parallel = group, sequence_parallel
         self.weight = _chunk_param(full.weight, 1, group)  # (out, in / tp)
         self.bias = None if full.bias is None else nn.Parameter(full.bias.detach().clone())
+        if self.bias is not None and sequence_parallel:
+            self.bias.sequence_parallel = True  # added to a part of T: gradients summed over TP
         self.in_features, self.out_features = self.weight.shape[1], self.weight.shape[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = _Reduce.apply(F.linear(x, self.weight), self.group)
+        reduce = _ReduceScatterSeq if self.sequence_parallel else _Reduce
+        y = reduce.apply(F.linear(x, self.weight), self.group)
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
@@ -226,6 +311,7 @@ class _TPInfo:
     tp: int
     rank: int
     rng: _RankRNG
+    sequence_parallel: bool = False
 
 
 def get_rng_state(model: nn.Module) -> dict:
@@ -315,6 +401,53 @@ GPTJ_PLAN: dict[str, object] = {
 
 PLANS: dict[type, dict[str, object]] = {GPT: GPT_PLAN, GPTJ: GPTJ_PLAN, MT5: MT5_PLAN}
 
+# --sequence-parallel: what lies outside the TP regions and works on 1/tp of the sequence. The
+# embedding dropout is where the sequence is split; the norms' weights see a part of T each.
+SEQ_SPLIT_DROPOUT = "seq_split_dropout"  # split the replicated input along T, then dropout
+SEQ_DROPOUT = "seq_dropout"  # dropout on this rank's part of T
+SEQ_NORM = "seq_norm"  # parameters whose gradients are summed over the TP ranks
+
+SEQUENCE_PARALLEL_PLANS: dict[type, dict[str, str]] = {
+    GPT: {
+        "transformer.drop": SEQ_SPLIT_DROPOUT,
+        "transformer.h.*.drop": SEQ_DROPOUT,
+        "transformer.h.*.ln_1": SEQ_NORM,
+        "transformer.h.*.ln_2": SEQ_NORM,
+        "transformer.ln_f": SEQ_NORM,
+    },
+    GPTJ: {
+        "transformer.drop": SEQ_SPLIT_DROPOUT,
+        "transformer.h.*.drop": SEQ_DROPOUT,
+        "transformer.h.*.ln_1": SEQ_NORM,
+        "transformer.ln_f": SEQ_NORM,
+    },
+}
+
+
+class SequenceParallelDropout(nn.Module):
+    """Dropout on this rank's part of the sequence, with the mask the unsplit run draws: the full
+    (B, T, ...) mask comes from the RNG shared by the TP ranks and each keeps its slice, so a run
+    with --sequence-parallel is the run without it, dropout included (Megatron instead draws
+    per-rank masks). `split_input`: the input is replicated and is split along T first."""
+
+    def __init__(self, p: float, group: dist.ProcessGroup, *, split_input: bool) -> None:
+        super().__init__()
+        self.p, self.group, self.split_input = p, group, split_input
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.split_input:
+            x = _ScatterSeq.apply(x, self.group)
+        if not self.training or self.p == 0.0:
+            return x
+        tp, rank = dist.get_world_size(self.group), dist.get_rank(self.group)
+        full = (x.shape[0], x.shape[1] * tp, *x.shape[2:])
+        mask = F.dropout(torch.ones(full, dtype=x.dtype, device=x.device), self.p, True)
+        return x * mask.narrow(1, rank * x.shape[1], x.shape[1]).clone()  # keep the slice only
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, split_input={self.split_input}"
+
+
 # parameter name -> shard dim, per style (missing = replicated)
 _STYLE_DIMS = {
     COLWISE: {"weight": 0, "bias": 0},
@@ -397,7 +530,8 @@ def _install_region(module: nn.Module, region: Region, info: _TPInfo) -> None:
         for name in region.inputs:
             t = bound.arguments.get(name)
             if isinstance(t, torch.Tensor):
-                bound.arguments[name] = _Copy.apply(t, info.group)
+                enter = _GatherSeq if info.sequence_parallel else _Copy
+                bound.arguments[name] = enter.apply(t, info.group)
                 device = t.device
         if mod.training:
             info.rng.enter(device if device is not None else torch.device("cpu"))
@@ -411,8 +545,30 @@ def _install_region(module: nn.Module, region: Region, info: _TPInfo) -> None:
     module.register_forward_hook(post_hook)
 
 
+def _sequence_parallel_plan(model: nn.Module) -> dict[re.Pattern, str]:
+    plan = next((p for cls, p in SEQUENCE_PARALLEL_PLANS.items() if isinstance(model, cls)), None)
+    if plan is None:
+        supported = ", ".join(c.__name__ for c in SEQUENCE_PARALLEL_PLANS)
+        raise UsageError(
+            f"--sequence-parallel is not implemented for {type(model).__name__} (only {supported})"
+            "; train it without the flag"
+        )
+    compiled = {_compile_pattern(pat): style for pat, style in plan.items()}
+    names = [n for n, _ in model.named_modules()]
+    unused = [rx.pattern for rx in compiled if not any(rx.match(n) for n in names)]
+    if unused:
+        raise RuntimeError(
+            f"{type(model).__name__} sequence-parallel patterns match nothing: {unused}"
+        )
+    return compiled
+
+
 def apply_tensor_parallel(
-    model: nn.Module, tp_group: dist.ProcessGroup | None, *, dropout_seed: int = 0
+    model: nn.Module,
+    tp_group: dist.ProcessGroup | None,
+    *,
+    dropout_seed: int = 0,
+    sequence_parallel: bool = False,
 ) -> nn.Module:
     """Shard `model` (GPT or MT5) in place over `tp_group` and return it; None = TP 1, model
     unchanged.
@@ -427,7 +583,8 @@ def apply_tensor_parallel(
         raise UsageError("apply_tensor_parallel was already applied to this model")
     tp, rank = dist.get_world_size(tp_group), dist.get_rank(tp_group)
     check_tensor_parallel(model, tp)
-    info = _TPInfo(tp_group, tp, rank, _RankRNG(dropout_seed + 2718 + rank))
+    sp_plan = _sequence_parallel_plan(model) if sequence_parallel else {}
+    info = _TPInfo(tp_group, tp, rank, _RankRNG(dropout_seed + 2718 + rank), sequence_parallel)
 
     # parameters shared by several names (GPT's tied wte / lm_head), to re-tie after sharding
     by_id: dict[int, list[str]] = {}
@@ -440,9 +597,14 @@ def apply_tensor_parallel(
             _install_region(module, style, info)
             continue
         if style in (COLWISE, VOCAB_HEAD):
-            new = ColumnParallelLinear(module, tp_group, copy_input=(style == VOCAB_HEAD))
+            new = ColumnParallelLinear(
+                module,
+                tp_group,
+                copy_input=(style == VOCAB_HEAD),
+                sequence_parallel=sequence_parallel,
+            )
         elif style == ROWWISE:
-            new = RowParallelLinear(module, tp_group)
+            new = RowParallelLinear(module, tp_group, sequence_parallel=sequence_parallel)
         elif style == VOCAB_EMBEDDING:
             new = VocabParallelEmbedding(module, tp_group)
         elif style == HEAD_TABLE:
@@ -459,6 +621,17 @@ def apply_tensor_parallel(
         for other in names[1:]:
             owner, _, pname = other.rpartition(".")
             setattr(model.get_submodule(owner), pname, first)
+    for name, module in model.named_modules():
+        style = next((st for rx, st in sp_plan.items() if rx.match(name)), None)
+        if style == SEQ_NORM:
+            for param in module.parameters():
+                param.sequence_parallel = True
+        elif style in (SEQ_DROPOUT, SEQ_SPLIT_DROPOUT):
+            new = SequenceParallelDropout(
+                module.p, tp_group, split_input=(style == SEQ_SPLIT_DROPOUT)
+            )
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name), child, new)
     model._tp_info = info
     return model
 
@@ -551,12 +724,15 @@ def parallelize(
     tp_group: dist.ProcessGroup | None,
     *,
     dropout_seed: int = 0,
+    sequence_parallel: bool = False,
     recompute_granularity: str | None = None,
 ) -> nn.Module:
     """Every parallelism and memory transform of a training run, in order: tensor parallelism
-    (apply_tensor_parallel), then activation recompute (apply_recompute). The model's own code
-    knows none of them."""
-    apply_tensor_parallel(model, tp_group, dropout_seed=dropout_seed)
+    (apply_tensor_parallel, with --sequence-parallel's split of the sequence), then activation
+    recompute (apply_recompute). The model's own code knows none of them."""
+    apply_tensor_parallel(
+        model, tp_group, dropout_seed=dropout_seed, sequence_parallel=sequence_parallel
+    )
     return apply_recompute(model, recompute_granularity)
 
 
@@ -654,6 +830,34 @@ def cross_entropy(
         logits.reshape(-1, logits.shape[-1]), t, ignore_index=ignore_index, reduction="sum"
     )
     return total / (t != ignore_index).sum().clamp(min=1)
+
+
+def _all_reduce_flat(grads: list[torch.Tensor], group: dist.ProcessGroup) -> None:
+    """Sum `grads` over `group` in one collective on a flat copy."""
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, group=group)
+    for g, r in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
+        g.copy_(r.view_as(g))
+
+
+def finalize_grads(
+    parameters,
+    *,
+    tp_group: dist.ProcessGroup | None = None,
+    dp_group: dist.ProcessGroup | None = None,
+) -> None:
+    """After the backward of every micro-batch: sum the gradients of the parameters that saw
+    only this rank's part of the sequence (--sequence-parallel: norms, row-parallel biases) over
+    the TP ranks, then the gradients of all over the DP ranks (Megatron's finalize_model_grads)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if tp_group is not None:
+        _all_reduce_flat([p.grad for p in parameters
+                          if p.grad is not None and getattr(p, "sequence_parallel", False)],
+                         tp_group)  # fmt: skip
+    if dp_group is not None:
+        _all_reduce_flat(grads, dp_group)
 
 
 def clip_grad_norm_(parameters, max_norm: float) -> torch.Tensor:

@@ -128,3 +128,22 @@ def check_packed_flags(config: TrainConfig, model_config: Any) -> None:
             f"{' '.join(flags)}: packed-data flags of GPT training; this run trains a "
             f"{type(model_config).__name__.removesuffix('Config')}"
         )
+
+
+def check_sequence_parallel(config: TrainConfig, model_config: Any, seq_length: int) -> None:
+    """--sequence-parallel: a model it is implemented for, and a sequence TP can split evenly."""
+    if not config.sequence_parallel:
+        return
+    from trainer.models import MT5Config
+
+    tp = config.tensor_model_parallel_size
+    if isinstance(model_config, MT5Config):
+        raise UsageError(
+            "--sequence-parallel is implemented for GPT and GPT-J, not yet for mT5; train the "
+            "mT5 without it (--recompute-granularity lowers the activation memory too)"
+        )
+    if seq_length % tp:
+        raise UsageError(
+            f"--sequence-parallel splits each sequence over the {tp} TP ranks: --seq-length "
+            f"{seq_length} is not a multiple of {tp}"
+        )

@@ -31,7 +31,13 @@ from trainer.config import (
     resolve_model_config,
 )
 from trainer.loop import TrainResult, lr_at, train
-from trainer.preflight import check_batch_sizes, check_lengths, check_packed_flags, inspect_data
+from trainer.preflight import (
+    check_batch_sizes,
+    check_lengths,
+    check_packed_flags,
+    check_sequence_parallel,
+    inspect_data,
+)
 from trainer.resume import run_model_config
 
 __all__ = [
@@ -125,8 +131,9 @@ def _validate_before_launch(config: TrainConfig, nproc: int) -> None:
     info = inspect_data(config)
     kind, model_config, _ = run_model_config(config, info.vocab_size)
     check_tp_layout(kind, model_config, config.tensor_model_parallel_size)
-    check_lengths(config, kind, model_config)
+    seq_length = check_lengths(config, kind, model_config)
     check_packed_flags(config, model_config)
+    check_sequence_parallel(config, model_config, seq_length)
 
 
 if __name__ == "__main__":
