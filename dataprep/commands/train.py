@@ -25,6 +25,13 @@ examples:
   dataprep train --data-path out/pile_text_document --load out/ckpt-imported --save out/ckpt-ft
   torchrun --nproc-per-node 4 -m trainer.train --data-path out/pile_text_document \\
       --tensor-model-parallel-size 2 --global-batch-size 32      # TP 2 x DP 2
+  dataprep train --model mt5-xl --tensor-model-parallel-size 2 --dry-run --gpu-memory 40
+
+--dry-run starts no rank and needs no --data-path (given, only its manifest's vocabulary is read):
+it prints the per-rank memory of the run (weights, gradients, AdamW states, one micro batch's
+activations as this trainer keeps them, with --bf16, --recompute-granularity, --sequence-parallel
+and --use-distributed-optimizer taken into account) and a one-line verdict against --gpu-memory GB
+(default 80); it exits 0 when the run fits and 1 when it does not.
 
 --metrics FILE writes one JSON object per step (step, loss, lr, tokens_per_s, grad_norm, ...) and a
 loss-curve PNG beside it at the end. --save/--load checkpoints resume exactly (model, optimizer, LR
