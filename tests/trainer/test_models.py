@@ -138,6 +138,10 @@ def test_presets_and_vocab_padding():
     assert config_from_preset("gpt-125m", tp=2).padded_vocab_size == 50432
     assert config_from_preset("mt5-small", tp=2).padded_vocab_size == 250112
     assert config_from_preset("mt5-base").num_decoder_layers == 12
+    xl = config_from_preset("mt5-xl")  # HF google/mt5-xl: 24 + 24 layers of 2048, 32 heads of 64
+    assert (xl.d_model, xl.d_ff, xl.d_kv, xl.num_heads, xl.num_decoder_layers) == (
+        2048, 5120, 64, 32, 24,
+    ) and xl.padded_vocab_size == 250112  # fmt: skip
     tiny = build_model(config_from_preset("gpt-tiny", vocab_size=500))
     assert isinstance(tiny, GPT) and tiny.transformer.wte.weight.shape == (512, 128)
     with pytest.raises(UsageError, match="unknown model preset 'gpt-7b'"):
