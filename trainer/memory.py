@@ -508,7 +508,13 @@ def dry_run(config: Any) -> int:
     from dataprep.sampling.t5 import T5Samples
     from trainer.config import check_tp_layout
     from trainer.launch import check_world, dist_env
-    from trainer.preflight import check_batch_sizes, check_lengths, inspect_data
+    from trainer.preflight import (
+        check_batch_sizes,
+        check_lengths,
+        check_packed_flags,
+        check_sequence_parallel,
+        inspect_data,
+    )
     from trainer.resume import run_model_config
 
     tp = config.tensor_model_parallel_size
@@ -520,6 +526,8 @@ def dry_run(config: Any) -> int:
     kind, mc, _ = run_model_config(config, vocab)
     check_tp_layout(kind, mc, tp)
     seq = check_lengths(config, kind, mc)
+    check_packed_flags(config, mc)
+    check_sequence_parallel(config, mc, seq)  # what training refuses, the dry run refuses too
     dec = 0
     if kind == "mt5":
         _, targets = T5Samples.lengths_for(

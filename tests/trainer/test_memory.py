@@ -213,6 +213,10 @@ def test_dry_run_errors_are_one_line(capsys):
         (["--gpu-memory", "0"], "--gpu-memory must be > 0"),
         (["--tensor-model-parallel-size", "3"], "does not divide"),
         (["--nproc-per-node", "3", "--tensor-model-parallel-size", "2"], "not divisible"),
+        (
+            ["--model", "mt5-tiny", "--tensor-model-parallel-size", "2", "--sequence-parallel"],
+            "not yet for mT5",
+        ),
     ):
         code, _, err = _dry_run(capsys, "--model", "gpt-tiny", *argv)
         assert code == 2 and message in err and "Traceback" not in err
