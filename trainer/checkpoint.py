@@ -166,12 +166,11 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
     _barrier()
+    optim = None
+    if optimizer is not None and (dp_rank == 0 or getattr(optimizer, "collective_state_dict", 0)):
+        optim = named_optimizer_state(model, optimizer)  # the distributed optimizer gathers
     if dp_rank == 0:
-        shard = {
-            "model": model.state_dict(),
-            "optim": None if optimizer is None else named_optimizer_state(model, optimizer),
-        }
-        torch.save(shard, tmp / _model_file(tp_rank))
+        torch.save({"model": model.state_dict(), "optim": optim}, tmp / _model_file(tp_rank))
     torch.save(extra or {}, tmp / _extra_file(tp_rank, dp_rank))
     _barrier()
     if rank == 0:

@@ -133,7 +133,7 @@ def train(config: TrainConfig) -> TrainResult:
             recompute_granularity=config.recompute_granularity,
         )
         model.to(layout.device)
-        optimizer = _make_optimizer(model, config)
+        optimizer = _make_optimizer(model, config, layout)
         # dropout: the same stream on the TP ranks of one DP rank, different across DP ranks
         seed_everything(config.seed + 1 + 1009 * layout.dp_rank)
 
@@ -401,7 +401,9 @@ def _build_source(
     )
 
 
-def _make_optimizer(model: Any, config: TrainConfig) -> Any:
+def _make_optimizer(model: Any, config: TrainConfig, layout: Any) -> Any:
+    """AdamW, weight decay on matrices only; with --use-distributed-optimizer and DP >= 2 its
+    states sharded over the DP ranks."""
     import torch
 
     decay, no_decay = [], []
@@ -412,9 +414,15 @@ def _make_optimizer(model: Any, config: TrainConfig) -> Any:
         {"params": decay, "weight_decay": config.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(
-        groups, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_eps
-    )
+    adamw = dict(lr=config.lr, betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_eps)
+    if config.use_distributed_optimizer:
+        if layout.dp_group is not None:
+            from trainer.distributed_optimizer import DistributedAdamW
+
+            return DistributedAdamW(groups, layout.dp_group, **adamw)
+        if layout.is_main:
+            log.info("--use-distributed-optimizer: one data-parallel rank, nothing to shard")
+    return torch.optim.AdamW(groups, **adamw)
 
 
 def _forward(model: Any, batch: Any, kind: str) -> Any:
@@ -468,10 +476,21 @@ def _train_step(
         scaled = mean * (n / total).to(mean.dtype)
         scaled.backward()
         loss_sum += scaled.detach().to(torch.float64)
-    parallel.finalize_grads(params, tp_group=layout.tp_group, dp_group=layout.dp_group)
+    from trainer.distributed_optimizer import DistributedAdamW
+
+    sharded = isinstance(optimizer, DistributedAdamW)  # reduce-scatters the DP gradients itself
+    dp_group = None if sharded else layout.dp_group
+    parallel.finalize_grads(params, tp_group=layout.tp_group, dp_group=dp_group)
     if layout.dp_group is not None:
         dist.all_reduce(loss_sum, group=layout.dp_group)
-    grad_norm = parallel.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
+    max_norm = clip if clip > 0 else float("inf")
+    if sharded:
+        optimizer.reduce_gradients()
+        grad_norm = parallel.clip_grad_norm_(
+            optimizer.grad_views(), max_norm, tp_group=layout.tp_group, dp_group=layout.dp_group
+        )
+    else:
+        grad_norm = parallel.clip_grad_norm_(params, max_norm)
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.step()
