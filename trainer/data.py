@@ -10,7 +10,10 @@ Which samples a step reads (Megatron's pretraining sampler): with global batch =
 accum, step s reads sample indices [s*GBS, (s+1)*GBS); micro-step m of DP rank d gets s*GBS +
 m*micro*DP + d*micro + [0, micro). TP ranks of one DP rank read the same samples. The data position
 is therefore just the step, so resuming is exact. A background thread prepares the next steps while
-the current one trains; `BatchLoader.wait_s` is the time the loop spent waiting for it."""
+the current one trains; `BatchLoader.wait_s` is the time the loop spent waiting for it. When the
+run trains on a GPU that thread also copies each batch into pinned (page-locked) host memory, and
+a batch's `.to(device)` of pinned tensors does not block, so the host-to-device copy overlaps the
+work already queued on the GPU."""
 
 from __future__ import annotations
 
@@ -42,13 +45,13 @@ class GPTBatch:
     segments: torch.Tensor | None = None  # (B, T) int64 documents, with --reset-attention-mask
 
     def to(self, device: torch.device) -> GPTBatch:
-        return GPTBatch(
-            *(
-                None if t is None else t.to(device, non_blocking=True)
-                for t in (self.tokens, self.labels, self.loss_mask, self.position_ids,
-                          self.segments)
-            )
-        )  # fmt: skip
+        return GPTBatch(*(_to(t, device) for t in self._tensors()))
+
+    def pin_memory(self) -> GPTBatch:
+        return GPTBatch(*(None if t is None else t.pin_memory() for t in self._tensors()))
+
+    def _tensors(self) -> tuple[torch.Tensor | None, ...]:
+        return self.tokens, self.labels, self.loss_mask, self.position_ids, self.segments
 
     @property
     def num_tokens(self) -> int:
@@ -68,12 +71,13 @@ class T5Batch:
     encoder_mask: torch.Tensor  # (B, Te) bool, True = real token
 
     def to(self, device: torch.device) -> T5Batch:
-        return T5Batch(
-            *(
-                t.to(device, non_blocking=True)
-                for t in (self.encoder_ids, self.decoder_input_ids, self.labels, self.encoder_mask)
-            )
-        )
+        return T5Batch(*(_to(t, device) for t in self._tensors()))
+
+    def pin_memory(self) -> T5Batch:
+        return T5Batch(*(t.pin_memory() for t in self._tensors()))
+
+    def _tensors(self) -> tuple[torch.Tensor, ...]:
+        return self.encoder_ids, self.decoder_input_ids, self.labels, self.encoder_mask
 
     @property
     def num_tokens(self) -> int:
@@ -84,6 +88,18 @@ class T5Batch:
 
 
 Batch = GPTBatch | T5Batch
+
+
+def _to(t: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    """`t` on `device`; asynchronous only from pinned memory (from pageable memory CUDA would
+    stage the copy and block anyway)."""
+    return None if t is None else t.to(device, non_blocking=t.is_pinned())
+
+
+def pin_memory_for(device: torch.device | str) -> bool:
+    """Whether batches bound for `device` are staged in pinned host memory: only for CUDA, where
+    page-locked memory lets the copy run asynchronously (without CUDA pinning fails)."""
+    return torch.device(device).type == "cuda"
 
 
 # ------------------------------------------------------------------------------------------ collate
@@ -369,7 +385,17 @@ class BatchLoader:
         dp_rank: int = 0,
         dp_size: int = 1,
         prefetch: int = 2,
+        device: torch.device | str | None = None,
     ) -> None:
+        """`device`: where the loop moves the batches; None = the device this process trains on
+        (`trainer.launch.device_type`). Batches are pinned in the prefetch thread for CUDA."""
+        if device is None:
+            from trainer.launch import device_type
+
+            device = device_type()
+        self.device = torch.device(device)
+        self.pin_memory = pin_memory_for(self.device)
+        self._cuda_index: int | None = None  # the GPU the prefetch thread pins for
         self.source = source
         self.start_step, self.end_step = start_step, end_step
         self.kw = dict(
@@ -394,10 +420,19 @@ class BatchLoader:
             ],
         )
 
+    def _pinned(self, batches: StepBatches) -> StepBatches:
+        return StepBatches(batches.step, [b.pin_memory() for b in batches.micro_batches])
+
     def _work(self) -> None:
         try:
+            if self._cuda_index is not None:
+                # the current GPU is per thread: without this the pinning would create a CUDA
+                # context on GPU 0 in every rank
+                torch.cuda.set_device(self._cuda_index)
             for step in range(self.start_step, self.end_step):
                 item: Any = self.make_step(step)
+                if self.pin_memory:
+                    item = self._pinned(item)
                 while not self._stop.is_set():
                     try:
                         self._queue.put(item, timeout=0.1)
@@ -410,6 +445,9 @@ class BatchLoader:
             self._queue.put(e)
 
     def __iter__(self):
+        if self.pin_memory:  # "cuda" alone: the GPU setup_distributed made current
+            index = self.device.index
+            self._cuda_index = torch.cuda.current_device() if index is None else index
         self._thread = threading.Thread(target=self._work, name="batch-prefetch", daemon=True)
         self._thread.start()
         try:

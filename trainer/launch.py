@@ -218,17 +218,32 @@ def check_world(world_size: int, tp_size: int) -> int:
     return world_size // tp_size
 
 
+def device_type() -> str:
+    """The device type this process trains on: "cuda" whenever torch sees a GPU, else "cpu".
+
+    `setup_distributed` picks the device by this rule, and the batch loader decides by it
+    whether to stage batches in pinned memory, so the two cannot disagree.
+    """
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def setup_distributed(
     tp_size: int, *, timeout_s: float = 600.0, env: DistEnv | None = None
 ) -> Layout:
-    """Join the launched process group (if any) and build the TP and DP groups."""
+    """Join the launched process group (if any) and build the TP and DP groups.
+
+    On GPUs: rank with local rank r uses device r % device_count and the group is NCCL's;
+    on CPU it is gloo's.
+    """
     import torch
 
     env = env if env is not None else dist_env()
     world = env.world_size if env else 1
     rank = env.rank if env else 0
     dp_size = check_world(world, tp_size)
-    cuda = torch.cuda.is_available()
+    cuda = device_type() == "cuda"
     if cuda:
         local = env.local_rank if env else 0
         torch.cuda.set_device(local % torch.cuda.device_count())
