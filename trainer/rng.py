@@ -46,5 +46,11 @@ def set_rng_state(state: dict) -> None:
         numpy_state = {**numpy_state, "state": {**numpy_state["state"], "key": key}}
     np.random.set_state(numpy_state)
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available():
+        if isinstance(cuda, torch.Tensor):  # `rng_state`'s form: this rank's GPU
+            torch.cuda.set_rng_state(cuda)
+        else:  # one per GPU (torch.cuda.get_rng_state_all, trainer.parallel's form under "cuda")
+            index = torch.cuda.current_device()
+            if index < len(cuda):
+                torch.cuda.set_rng_state(cuda[index])
