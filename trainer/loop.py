@@ -402,8 +402,22 @@ def _build_source(
 
 
 def _make_optimizer(model: Any, config: TrainConfig, layout: Any) -> Any:
-    """AdamW, weight decay on matrices only; with --use-distributed-optimizer and DP >= 2 its
-    states sharded over the DP ranks."""
+    return make_optimizer(
+        model,
+        layout,
+        weight_decay=config.weight_decay,
+        distributed=config.use_distributed_optimizer,
+        lr=config.lr,
+        betas=(config.adam_beta1, config.adam_beta2),
+        eps=config.adam_eps,
+    )
+
+
+def make_optimizer(
+    model: Any, layout: Any, *, weight_decay: float, distributed: bool = False, **adamw: Any
+) -> Any:
+    """AdamW, weight decay on matrices only (not biases, norms); `distributed` (and DP >= 2): its
+    states sharded over the DP ranks (trainer/distributed_optimizer.py)."""
     import torch
 
     decay, no_decay = [], []
@@ -411,11 +425,10 @@ def _make_optimizer(model: Any, config: TrainConfig, layout: Any) -> Any:
         if p.requires_grad:
             (decay if p.dim() >= 2 else no_decay).append(p)
     groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    adamw = dict(lr=config.lr, betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_eps)
-    if config.use_distributed_optimizer:
+    if distributed:
         if layout.dp_group is not None:
             from trainer.distributed_optimizer import DistributedAdamW
 
@@ -451,15 +464,15 @@ def _train_step(
     import torch
     import torch.distributed as dist
 
-    batches = [b.to(layout.device) for b in micro_batches]
-    targets = [b.targets() for b in batches]
-    for b, t in zip(batches, targets, strict=True):
+    for b in micro_batches:  # on the host copies: no device sync per micro-batch
         ids = b.tokens if kind == "gpt" else b.encoder_ids
-        if int(ids.max()) >= vocab_size or int(t.max()) >= vocab_size:
-            bad = max(int(ids.max()), int(t.max()))
+        bad = max(int(ids.max()), int(b.targets().max()))
+        if bad >= vocab_size:
             raise DataprepError(
                 f"the data holds token id {bad} but the model's vocabulary is {vocab_size}"
             )
+    batches = [b.to(layout.device) for b in micro_batches]
+    targets = [b.targets() for b in batches]
     counts = torch.stack([(t != -100).sum() for t in targets]).to(torch.float64)
     total = counts.sum()
     if layout.dp_group is not None:
@@ -476,13 +489,22 @@ def _train_step(
         scaled = mean * (n / total).to(mean.dtype)
         scaled.backward()
         loss_sum += scaled.detach().to(torch.float64)
+    if layout.dp_group is not None:
+        dist.all_reduce(loss_sum, group=layout.dp_group)
+    grad_norm = apply_gradients(optimizer, params, layout=layout, clip=clip, lr=lr)
+    return float(loss_sum), float(grad_norm)
+
+
+def apply_gradients(optimizer, params, *, layout, clip: float, lr: float) -> Any:
+    """After the backward of every micro-batch: reduce the gradients (TP for sequence-parallel
+    parameters, DP), clip them to the global norm `clip` (0 = no clipping), take the AdamW step
+    at `lr` and clear them; the gradient norm before clipping."""
+    from trainer import parallel
     from trainer.distributed_optimizer import DistributedAdamW
 
     sharded = isinstance(optimizer, DistributedAdamW)  # reduce-scatters the DP gradients itself
     dp_group = None if sharded else layout.dp_group
     parallel.finalize_grads(params, tp_group=layout.tp_group, dp_group=dp_group)
-    if layout.dp_group is not None:
-        dist.all_reduce(loss_sum, group=layout.dp_group)
     max_norm = clip if clip > 0 else float("inf")
     if sharded:
         optimizer.reduce_gradients()
@@ -495,7 +517,7 @@ def _train_step(
         group["lr"] = lr
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return float(loss_sum), float(grad_norm)
+    return grad_norm
 
 
 def _progress_bar(config: TrainConfig, start: int, end: int, kind: str) -> Any:

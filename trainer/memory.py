@@ -255,18 +255,19 @@ def _activations(x: MemoryInputs) -> tuple[float, float, float, str]:
         path = "math" if p else "math (self-attention), fused (cross-attention)"
     width = mc.d_model if kind == "mt5" else mc.n_embd
     head = V * width * 2 / tp if x.bf16 else 0  # the head's bf16 weight cast
+    # logits (B, T, V/tp) held until the backward, the fp32 copy .float() makes under bf16
+    # (alive while the loss is computed), and the softmax buffer the cross-entropy saves
+    logits = N_out * V / tp * (a + (4 if x.bf16 else 0) + 4)
     if x.recompute_granularity == "full":
-        # each block keeps only its fp32 input; the backward recomputes one block at a time
+        # each block keeps only its fp32 input; the backward recomputes one block at a time, once
+        # the loss's backward has freed the logits: one of the two is alive at a time
         kept = sum(n * width * 4 for n in block_tokens) / sp
         biggest = max(layers, key=lambda lc: per_rank(lc[0]))
-        layer_bytes = kept + per_rank(biggest[0]) + per_rank(extra)
+        layer_bytes = kept + per_rank(extra) + max(0.0, per_rank(biggest[0]) - logits)
         copies = biggest[1] / tp + head
     else:
         layer_bytes = sum(per_rank(s) for s, _ in layers) + per_rank(extra)
         copies = sum(c for _, c in layers) / tp + head
-    # logits (B, T, V/tp) held until the backward, the fp32 copy .float() makes under bf16
-    # (alive while the loss is computed), and the softmax buffer the cross-entropy saves
-    logits = N_out * V / tp * (a + (4 if x.bf16 else 0) + 4)
     return layer_bytes, logits, copies, path
 
 
@@ -331,15 +332,16 @@ def _fixed_mmap_threshold(nbytes: int = 1 << 16) -> None:
 def measure_peak(inputs: MemoryInputs, *, steps: int = 2, threads_per_rank: int = 1) -> int:
     """Peak RSS growth (bytes, the largest rank's) of `steps` training steps on CPU on synthetic
     batches, each rank a fresh process started by trainer/launch.py: the RSS before the model is
-    built is subtracted from the peak after it. The step is the trainer's (trainer/loop.py): the
-    forward under bf16 autocast if asked, the logits kept while the fp32 loss of
-    `parallel.cross_entropy` runs backward, TP-aware clipping, AdamW. Linux only."""
+    built is subtracted from the peak after it. The step is the trainer's: the model as
+    `parallel.parallelize` makes it (TP, sequence parallelism, recompute), the forward under bf16
+    autocast if asked, the logits kept while the fp32 loss of `parallel.cross_entropy` runs
+    backward, then trainer/loop.py's `apply_gradients` (reductions, clipping, AdamW or the
+    distributed optimizer). TP x DP ranks; Linux only."""
     from trainer.launch import launch_local
     from trainer.models import architecture_of
 
-    if inputs.recompute_granularity or inputs.sequence_parallel or inputs.data_parallel_size > 1:
-        raise UsageError("measure_peak runs plain TP steps (no recompute, SP or DP)")
     tp = inputs.tensor_model_parallel_size
+    world = tp * inputs.data_parallel_size
     with tempfile.TemporaryDirectory(prefix="dataprep-memory-") as out:
         job = {
             "arch": architecture_of(inputs.model_config).name,
@@ -353,11 +355,14 @@ def measure_peak(inputs: MemoryInputs, *, steps: int = 2, threads_per_rank: int 
             "out": out,
         }
         code = launch_local(
-            tp, "trainer.memory:_measure_rank", json.dumps(job), threads_per_rank=threads_per_rank
+            world,
+            "trainer.memory:_measure_rank",
+            json.dumps(job),
+            threads_per_rank=threads_per_rank,
         )
         if code != 0:
             raise RuntimeError(f"the measuring ranks exited with code {code}")
-        peaks = [json.loads(open(os.path.join(out, f"rank{r}.json")).read()) for r in range(tp)]
+        peaks = [json.loads(open(os.path.join(out, f"rank{r}.json")).read()) for r in range(world)]
     return max(p["peak"] for p in peaks)
 
 
@@ -395,6 +400,7 @@ def _train_steps(x: MemoryInputs, steps: int, layout: Any, status: Any) -> int:
     import torch
 
     from trainer import parallel
+    from trainer.loop import apply_gradients, make_optimizer
     from trainer.models import architecture_of, build_model, shift_right
 
     mc = x.model_config
@@ -412,13 +418,17 @@ def _train_steps(x: MemoryInputs, steps: int, layout: Any, status: Any) -> int:
     _reset_peak()
     base = status("VmRSS") if status else 0
     torch.manual_seed(0)
-    model = parallel.apply_tensor_parallel(build_model(mc), layout.tp_group)
-    model.train()
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}]
+    model = parallel.parallelize(
+        build_model(mc),
+        layout.tp_group,
+        sequence_parallel=x.sequence_parallel,
+        recompute_granularity=x.recompute_granularity,
     )
+    model.train()
+    optimizer = make_optimizer(
+        model, layout, weight_decay=0.01, distributed=x.use_distributed_optimizer
+    )
+    params = [p for p in model.parameters() if p.requires_grad]
     _reset_peak()  # the full model built before sharding is not part of a training step
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if x.bf16 else contextlib.nullcontext()
     for inputs, targets in batches:
@@ -429,9 +439,7 @@ def _train_steps(x: MemoryInputs, steps: int, layout: Any, status: Any) -> int:
         )
         loss.backward()
         del logits, loss
-        parallel.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        apply_gradients(optimizer, params, layout=layout, clip=1.0, lr=1e-3)
     return status("VmHWM") - base if status else 0
 
 

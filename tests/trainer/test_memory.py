@@ -1,6 +1,7 @@
 """The memory estimate of `train --dry-run` (trainer/memory.py): its activation terms against the
-bytes autograd really saves, its total against the measured peak RSS of CPU training steps, the
-relations of the flags the loop does not run yet, and the dry-run CLI."""
+bytes autograd really saves, its total against the measured peak RSS of CPU training steps,
+the memory flags (recompute, sequence parallelism, the distributed optimizer) measured and as
+relations, and the dry-run CLI."""
 
 from __future__ import annotations
 
@@ -231,3 +232,43 @@ def test_dry_run_takes_the_vocabulary_of_the_dataset(capsys, tmp_path):
     code, out, _ = _dry_run(capsys, "--data-path", str(prefix), "--model", "gpt-tiny")
     assert code == 0 and "padded vocabulary 5,120 rows" in out
     assert not list(tmp_path.glob("**/cache"))  # no sample index was built
+
+
+# the memory flags, measured: GPT 4 x 256, micro batch 8 x 256, dropout 0.1 (the math attention)
+_FLAGGED = GPTConfig(n_layer=4, n_head=8, n_embd=256, block_size=256, vocab_size=8000,
+                     dropout=0.1, attn_dropout=0.1)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_recompute_lowers_the_measured_peak_and_the_estimate_follows():
+    measured, estimated = {}, {}
+    for granularity in (None, "selective", "full"):
+        x = MemoryInputs(_FLAGGED, 8, 256, recompute_granularity=granularity)
+        measured[granularity] = measure_peak(x, steps=2)
+        estimated[granularity] = estimate_memory(x).total
+    assert measured["full"] < measured["selective"] < 0.8 * measured[None], measured
+    for g in measured:
+        assert estimated[g] == pytest.approx(measured[g], rel=0.2), (g, estimated, measured)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_sequence_parallel_and_the_distributed_optimizer_measured():
+    mc2 = dataclasses.replace(_FLAGGED, padded_vocab_size=8192)
+    runs = {
+        "tp2": MemoryInputs(mc2, 8, 256, tensor_model_parallel_size=2),
+        "tp2 sp": MemoryInputs(mc2, 8, 256, tensor_model_parallel_size=2, sequence_parallel=True),
+        "dp2": MemoryInputs(_FLAGGED, 8, 256, data_parallel_size=2),
+        "dp2 zero": MemoryInputs(_FLAGGED, 8, 256, data_parallel_size=2,
+                                 use_distributed_optimizer=True),
+    }  # fmt: skip
+    measured = {k: measure_peak(x, steps=2) for k, x in runs.items()}
+    estimated = {k: estimate_memory(x) for k, x in runs.items()}
+    assert measured["tp2 sp"] < measured["tp2"], measured
+    # the moments: 8 bytes per parameter, half of them per rank at DP=2
+    saved = measured["dp2"] - measured["dp2 zero"]
+    moments = estimated["dp2"].optimizer - estimated["dp2 zero"].optimizer
+    assert moments == pytest.approx(estimated["dp2"].optimizer / 2, rel=0.01)
+    assert saved == pytest.approx(moments, rel=0.35), (saved, moments)
+    for k in runs:
+        assert estimated[k].total == pytest.approx(measured[k], rel=0.2), (k, estimated, measured)
