@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from dataprep.cli import main
+from tests.trainer.tp_testing import saved_tensor_bytes
 from trainer import parallel
 from trainer.memory import GB, MemoryInputs, estimate_memory, measure_peak, parameter_counts
 from trainer.models import (
@@ -31,21 +32,14 @@ V = 1000
 
 def _saved_bytes(model, inputs, targets, *, bf16: bool) -> int:
     """Bytes of the unique non-parameter storages autograd saves for the backward of one step."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(t):
-        s = t.untyped_storage()
-        if s.data_ptr() not in params:
-            seen[s.data_ptr()] = s.nbytes()
-        return t
-
     ac = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+
+    def step():
         with ac:
             logits = model(*inputs)
         parallel.cross_entropy(logits.float(), targets, vocab_size=model.config.vocab_size)
-    return sum(seen.values())
+
+    return saved_tensor_bytes(model, step)
 
 
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.trainer.tp_testing import batch, build, run_distributed
+from tests.trainer.tp_testing import batch, build, run_distributed, saved_tensor_bytes
 from tests.trainer.trainer_fixtures import markov_docs, write_dataset
 from trainer import parallel
 from trainer.metrics import read_metrics
@@ -74,31 +74,14 @@ def test_recompute_at_tp2_replays_the_per_rank_dropout(kind, tmp_path):
     run_distributed(_tp2_worker, kind, tmp_path=tmp_path)
 
 
-def saved_activation_bytes(model, inputs) -> int:
-    """Bytes of the distinct tensors autograd keeps for the backward after one forward
-    (parameters excluded): what activation recompute exists to lower."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in params:
-            seen[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = model(*inputs)
-    del out
-    return sum(seen.values())
-
-
 def test_recompute_keeps_less_for_the_backward():
     sizes = {}
     for granularity in (None, "selective", "full"):
         model = build("gpt", seed=0, n_layer=4, block_size=128, **DROPOUT["gpt"])
         parallel.parallelize(model, None, recompute_granularity=granularity)
         x = torch.randint(0, 1000, (4, 128))
-        sizes[granularity] = saved_activation_bytes(model.train(), (x,))
+        model.train()
+        sizes[granularity] = saved_tensor_bytes(model, lambda m=model, x=x: m(x))
     assert sizes["full"] < sizes["selective"] < sizes[None], sizes
     # full keeps each block's input (B x T x C fp32) and what lies outside the blocks
     assert sizes["full"] < 0.25 * sizes[None], sizes

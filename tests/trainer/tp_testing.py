@@ -81,6 +81,23 @@ def train_step(model, optimizer, b, *, tp_group=None, max_norm: float = 0.5):
     return loss.item(), grads
 
 
+def saved_tensor_bytes(model, run) -> int:
+    """Bytes of the distinct non-parameter storages autograd keeps for the backward while `run()`
+    executes (the activations), e.g. run = lambda: model(x)."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        run()
+    return sum(seen.values())
+
+
 def gather_shard(t: torch.Tensor, dim: int | None, group) -> torch.Tensor:
     if dim is None or group is None:
         return t
