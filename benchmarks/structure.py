@@ -1,15 +1,15 @@
-"""Measure the shape of the code: the largest functions, string-key subscripts, imports between layers.
+"""Measure the shape of the code: longest functions, string-key subscripts, imports between layers.
 
-Run from the repository root (``python benchmarks/structure.py``, or ``--json`` for one object). It
-parses the sources with ``ast`` and imports nothing, so it runs in any checkout and can be run on two
-revisions side by side:
+Run from the repository root (``python benchmarks/structure.py``, or ``--json`` for one object).
+It parses the sources with ``ast`` and imports nothing, so it runs in any checkout, and two
+revisions can be compared side by side:
 
 - the N longest functions (lines from ``def`` to the last line of the body);
 - the number of ``x["literal"]`` subscripts in ``dataprep/build/`` (dicts passed between modules);
 - module import cycles inside ``dataprep`` and ``trainer`` (imports anywhere in a module count,
   function-level ones too, because they couple the modules just the same);
-- imports across the layers: ``dataprep`` (outside ``dataprep.commands`` and ``dataprep.cli``) -> ``trainer``
-  and ``trainer`` -> ``dataprep.commands`` / ``dataprep.cli``, which must both be absent.
+- imports across the layers, which must both be absent: ``dataprep`` (outside ``dataprep.commands``
+  and ``dataprep.cli``) -> ``trainer``, and ``trainer`` -> ``dataprep.commands`` / ``dataprep.cli``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def iter_modules(root: Path):
 
 
 def imported_modules(name: str, path: Path, tree: ast.AST, known: set[str]) -> set[str]:
-    """The project modules `name` imports (``from a import b`` counts ``a.b`` when that is a module)."""
+    """The project modules `name` imports (``from a import b`` counts module ``a.b``)."""
     is_package = path.name == "__init__.py"
     found: set[str] = set()
     for node in ast.walk(tree):
@@ -127,7 +127,7 @@ def measure(root: Path, top: int = 10) -> dict:
     trees = {name: ast.parse(path.read_text(), str(path)) for name, path in modules.items()}
     known = set(modules)
     graph = {name: imported_modules(name, modules[name], trees[name], known) for name in modules}
-    # A package's __init__ importing its own submodules is how a package exposes its API, not a cycle.
+    # A package's __init__ importing its own submodules is how it exposes its API, not a cycle.
     graph_no_init = {
         name: {t for t in targets if not t.startswith(name + ".")}
         for name, targets in graph.items()
