@@ -18,7 +18,8 @@ import sys
 from collections.abc import Sequence
 
 from dataprep import __version__
-from dataprep.errors import DataprepError
+from dataprep.commands.common import flag_for
+from dataprep.errors import ConfigError, DataprepError
 from dataprep.signals import Terminated, terminate_as_interrupt
 
 # command name -> module under dataprep.commands
@@ -114,7 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with terminate_as_interrupt():  # `kill PID` cleans up and reports as Ctrl-C does
             return int(args._run(args) or 0)
     except DataprepError as e:
-        print(f"dataprep {args.command}: error: {e}", file=sys.stderr)
+        message = e.render(flag_for) if isinstance(e, ConfigError) else str(e)
+        print(f"dataprep {args.command}: error: {message}", file=sys.stderr)
         return e.exit_code
     except Terminated:
         print(f"dataprep {args.command}: terminated (SIGTERM)", file=sys.stderr)

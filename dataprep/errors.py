@@ -21,6 +21,29 @@ class UsageError(DataprepError, ValueError):
     exit_code = 2
 
 
+class ConfigError(UsageError):
+    """A wrong configuration value, named by its config field rather than by a command-line flag.
+
+    `message` may hold ``{field}`` placeholders for the names in `fields`. ``str(error)`` shows the
+    field names (``micro_batch_size``); the CLI shows its flags instead (``--micro-batch-size``), so
+    library code never needs to know a flag name:
+
+        raise ConfigError(f"{{micro_batch_size}} must be >= 1, got {n}", "micro_batch_size")
+    """
+
+    def __init__(self, message: str, *fields: str) -> None:
+        self.template = message
+        self.fields = fields
+        super().__init__(self.render(lambda field: field))
+
+    def render(self, name_of) -> str:
+        """The message with each field placeholder replaced by ``name_of(field)``."""
+        return self.template.format_map({field: name_of(field) for field in self.fields})
+
+    def __reduce__(self):  # keeps the template when the error crosses a process boundary
+        return (ConfigError, (self.template, *self.fields))
+
+
 def require_extra(module: str, needed_by: str, extra: str) -> None:
     """UsageError naming the install extra when an optional package is not installed, checked
     before any work starts (the package itself is imported where it is used)."""

@@ -11,6 +11,14 @@ import os
 
 from dataprep.errors import UsageError
 
+# Config fields whose flag is not "--" + the field with "-" for "_" (the rule for all others).
+FLAG_NAMES: dict[str, str] = {}
+
+
+def flag_for(field: str) -> str:
+    """The command-line flag of a config field: ``micro_batch_size`` -> ``--micro-batch-size``."""
+    return FLAG_NAMES.get(field) or "--" + field.replace("_", "-")
+
 
 def dataset_tokenizer_spec(prefix: str | os.PathLike, tokenizer: str | None) -> str:
     """The tokenizer spec for a dataset: `tokenizer` if given, else its build manifest's.

@@ -1,0 +1,60 @@
+"""The layers hold: the library never imports the trainer and the trainer never imports the CLI
+(benchmarks/structure.py reads the imports with `ast`); config errors name fields, the CLI flags."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from dataprep.cli import main
+from dataprep.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _structure():
+    spec = importlib.util.spec_from_file_location("structure", REPO / "benchmarks" / "structure.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["structure"] = module
+    spec.loader.exec_module(module)
+    return module.measure(REPO)
+
+
+@pytest.fixture(scope="module")
+def structure():
+    return _structure()
+
+
+def test_no_library_module_imports_the_trainer_and_the_trainer_never_imports_the_cli(structure):
+    assert structure["layer_violations"] == []
+
+
+def test_a_config_error_names_fields_in_the_library_and_flags_in_the_cli(capsys, monkeypatch):
+    error = ConfigError(
+        "{micro_batch_size} must be >= 1, got 0 (see {seq_length})",
+        "micro_batch_size",
+        "seq_length",
+    )
+    assert str(error) == "micro_batch_size must be >= 1, got 0 (see seq_length)"
+    import pickle
+
+    again = pickle.loads(pickle.dumps(error))
+    assert (again.template, again.fields, str(again)) == (error.template, error.fields, str(error))
+
+    def failing(args):
+        raise error
+
+    import dataprep.cli as cli
+
+    parser = cli.build_parser()
+    args = parser.parse_args(["inspect", "x"])
+    args._run = failing
+    monkeypatch.setattr(cli, "_parse", lambda parser, argv: args)
+    assert main(["inspect", "x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err == "dataprep inspect: error: --micro-batch-size must be >= 1, got 0 (see --seq-length)"
+    )
