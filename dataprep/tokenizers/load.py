@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 from dataprep.errors import DataprepError, UsageError
-from dataprep.tokenizers.base import ASSETS_DIR, SHIPPED, SPEC_CHOICES, Tokenizer
+from dataprep.tokenizers import base
+from dataprep.tokenizers.base import SHIPPED, SPEC_CHOICES, Tokenizer
 from dataprep.tokenizers.gpt2 import GPT2BPETokenizer
 from dataprep.tokenizers.hf import HFTokenizer
 from dataprep.tokenizers.spm import SentencePieceTokenizer
@@ -19,19 +20,19 @@ def load_tokenizer(spec: str | os.PathLike) -> Tokenizer:
     byte-level BPE with the GPT-2 split pattern, through tiktoken).
     """
     spec_str = os.fspath(spec)
-    if spec_str in SHIPPED and not (ASSETS_DIR / spec_str).is_dir():
+    if spec_str in SHIPPED and not (base.ASSETS_DIR / spec_str).is_dir():
         raise DataprepError(
-            f"the shipped tokenizer files are missing: no directory {ASSETS_DIR / spec_str}; "
+            f"the shipped tokenizer files are missing: no directory {base.ASSETS_DIR / spec_str}; "
             "dataprep reads them from its source checkout (install with pip install -e)"
         )
     if spec_str == "gpt2":
-        d = ASSETS_DIR / "gpt2"
+        d = base.ASSETS_DIR / "gpt2"
         return GPT2BPETokenizer.from_files(
             d / "vocab.json", d / "merges.txt", spec="gpt2", name="gpt2"
         )
     if spec_str == "mt5-toy":
         return SentencePieceTokenizer.from_file(
-            ASSETS_DIR / "mt5-toy" / "spiece.model", spec="mt5-toy", name="mt5-toy"
+            base.ASSETS_DIR / "mt5-toy" / "spiece.model", spec="mt5-toy", name="mt5-toy"
         )
     path = Path(spec_str).expanduser()
     if not path.exists():
