@@ -391,7 +391,7 @@ def load_checkpoint(
 
     Same TP and padding: bit-exact. Another TP: shards merged then re-chunked, also exact. If the
     padded vocabulary differs (it follows 128 * TP), the padded rows are cut or zero-filled; they
-    take no part in the loss (`parallel.cross_entropy(vocab_size=)`), so the model is the same.
+    take no part in the loss (`trainer.loss.cross_entropy(vocab_size=)`), so the model is the same.
     """
     path = Path(path)
     meta = read_metadata(path)

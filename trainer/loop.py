@@ -2,7 +2,7 @@
 
 `train(config)` runs on one rank (joining the launched group when there is one): it checks the
 run (trainer/preflight.py), builds the model from its config with the same seed on every rank,
-shards it (trainer/parallel.py), resumes from a checkpoint if asked (trainer/checkpoint.py) and
+shards it (trainer/parallel/), resumes from a checkpoint if asked (trainer/checkpoint.py) and
 trains. The loss of a step is the mean over every target token of the global batch; the data
 position is the step, so a resumed run sees exactly the batches the uninterrupted one would.
 """
@@ -21,6 +21,7 @@ from typing import Any
 
 from dataprep.errors import DataprepError, UsageError
 from trainer.config import DEFAULT_MODEL, TrainConfig, check_tp_layout
+from trainer.loss import cross_entropy
 from trainer.preflight import (
     DataInfo,
     check_batch_sizes,
@@ -481,7 +482,7 @@ def _train_step(
     for b, t, n in zip(batches, targets, counts, strict=True):
         with autocast:
             logits = _forward(model, b, kind)
-        mean = parallel.cross_entropy(
+        mean = cross_entropy(
             logits.float(), t, ignore_index=-100, tp_group=layout.tp_group, vocab_size=vocab_size
         )
         # the step loss is the mean over the global batch's target tokens, whatever the split into

@@ -89,7 +89,7 @@ def _kind(mc: Any) -> str:
 
 
 def parameter_counts(mc: Any) -> tuple[int, int]:
-    """(sharded, replicated) parameter counts of the whole model, by trainer/parallel.py's plans:
+    """(sharded, replicated) parameter counts of the whole model, by trainer/parallel/plans.py:
     the sharded ones are split over TP, the replicated ones are whole on every rank."""
     kind = _kind(mc)
     V = mc.padded_vocab_size
@@ -334,7 +334,7 @@ def measure_peak(inputs: MemoryInputs, *, steps: int = 2, threads_per_rank: int 
     batches, each rank a fresh process started by trainer/launch.py: the RSS before the model is
     built is subtracted from the peak after it. The step is the trainer's: the model as
     `parallel.parallelize` makes it (TP, sequence parallelism, recompute), the forward under bf16
-    autocast if asked, the logits kept while the fp32 loss of `parallel.cross_entropy` runs
+    autocast if asked, the logits kept while the fp32 loss of `trainer.loss.cross_entropy` runs
     backward, then trainer/loop.py's `apply_gradients` (reductions, clipping, AdamW or the
     distributed optimizer). TP x DP ranks; Linux only."""
     from trainer.launch import launch_local
@@ -401,6 +401,7 @@ def _train_steps(x: MemoryInputs, steps: int, layout: Any, status: Any) -> int:
 
     from trainer import parallel
     from trainer.loop import apply_gradients, make_optimizer
+    from trainer.loss import cross_entropy
     from trainer.models import architecture_of, build_model, shift_right
 
     mc = x.model_config
@@ -434,9 +435,7 @@ def _train_steps(x: MemoryInputs, steps: int, layout: Any, status: Any) -> int:
     for inputs, targets in batches:
         with autocast:
             logits = model(*inputs)
-        loss = parallel.cross_entropy(
-            logits.float(), targets, tp_group=layout.tp_group, vocab_size=V
-        )
+        loss = cross_entropy(logits.float(), targets, tp_group=layout.tp_group, vocab_size=V)
         loss.backward()
         del logits, loss
         apply_gradients(optimizer, params, layout=layout, clip=1.0, lr=1e-3)

@@ -15,7 +15,7 @@ import torch
 
 from dataprep.cli import main
 from tests.trainer.tp_testing import saved_tensor_bytes
-from trainer import parallel
+from trainer.loss import cross_entropy
 from trainer.memory import GB, MemoryInputs, estimate_memory, measure_peak, parameter_counts
 from trainer.models import (
     GPTConfig,
@@ -37,7 +37,7 @@ def _saved_bytes(model, inputs, targets, *, bf16: bool) -> int:
     def step():
         with ac:
             logits = model(*inputs)
-        parallel.cross_entropy(logits.float(), targets, vocab_size=model.config.vocab_size)
+        cross_entropy(logits.float(), targets, vocab_size=model.config.vocab_size)
 
     return saved_tensor_bytes(model, step)
 
@@ -143,7 +143,7 @@ def test_flag_relations():
 
 def _meta_counts(config, tp: int) -> tuple[int, int]:
     """(all parameters, parameters on one TP rank) of the model built on the meta device, split by
-    trainer/parallel.py's own shard plan."""
+    trainer/parallel/plans.py's own shard plan."""
     with torch.device("meta"):
         model = build_model(config)
     dims = shard_dims(model)

@@ -11,6 +11,7 @@ from tp_testing import batch, build, gather_shard, run_distributed, train_step
 
 from dataprep.errors import UsageError
 from trainer import parallel
+from trainer.loss import cross_entropy
 from trainer.models import pad_vocab_size
 
 # fp32 / fp64 tolerances: loss (relative to max(1, |loss|)); gradient (atol, rtol vs the largest
@@ -123,7 +124,7 @@ def test_tp1_runs_without_process_group(kind):
     b = batch(kind, 0)
 
     logits = model(*b["inputs"])
-    loss = parallel.cross_entropy(logits, b["targets"])
+    loss = cross_entropy(logits, b["targets"])
     expected = F.cross_entropy(logits.flatten(0, 1), b["targets"].flatten(), ignore_index=-100)
     torch.testing.assert_close(loss, expected)
     loss.backward()
@@ -146,7 +147,7 @@ def test_tp1_runs_without_process_group(kind):
 
 def test_cross_entropy_all_ignored_is_zero():
     logits = torch.randn(2, 3, 16, requires_grad=True)
-    loss = parallel.cross_entropy(logits, torch.full((2, 3), -100))
+    loss = cross_entropy(logits, torch.full((2, 3), -100))
     assert loss.item() == 0.0
     loss.backward()
     assert torch.count_nonzero(logits.grad) == 0

@@ -11,6 +11,7 @@ import torch
 from tests.trainer.tp_testing import batch, build, run_distributed, saved_tensor_bytes
 from tests.trainer.trainer_fixtures import markov_docs, write_dataset
 from trainer import parallel
+from trainer.loss import cross_entropy
 from trainer.metrics import read_metrics
 from trainer.train import TrainConfig, run
 
@@ -29,7 +30,7 @@ def _steps(kind, granularity, *, tp_group=None, steps=3):
     losses, grads = [], {}
     for step in range(steps):
         b = batch(kind, step)
-        loss = parallel.cross_entropy(model(*b["inputs"]), b["targets"], tp_group=tp_group,
+        loss = cross_entropy(model(*b["inputs"]), b["targets"], tp_group=tp_group,
                                       vocab_size=model.config.vocab_size)  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -54,7 +55,7 @@ def test_recompute_gives_the_plain_losses_and_gradients_with_dropout(kind):
     other = build(kind, seed=0, **DROPOUT[kind])  # the dropout really draws: another seed differs
     torch.manual_seed(12)
     b = batch(kind, 0)
-    loss = parallel.cross_entropy(other.train()(*b["inputs"]), b["targets"],
+    loss = cross_entropy(other.train()(*b["inputs"]), b["targets"],
                                   vocab_size=other.config.vocab_size)  # fmt: skip
     assert abs(loss.item() - plain[0][0]) > 1e-4
 

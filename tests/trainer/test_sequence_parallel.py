@@ -13,6 +13,7 @@ from dataprep.errors import UsageError
 from tests.trainer.tp_testing import batch, build, gather_shard, run_distributed
 from tests.trainer.trainer_fixtures import markov_docs, write_dataset
 from trainer import parallel
+from trainer.loss import cross_entropy
 from trainer.metrics import read_metrics
 from trainer.train import TrainConfig, run
 
@@ -32,7 +33,7 @@ def _steps(kind, group, *, sequence_parallel, recompute=None, steps=3):
         b = batch(kind, step)
         logits = model(*b["inputs"])
         assert logits.shape[1] == b["targets"].shape[1]  # the head sees the whole sequence
-        loss = parallel.cross_entropy(logits, b["targets"], tp_group=group,
+        loss = cross_entropy(logits, b["targets"], tp_group=group,
                                       vocab_size=model.config.vocab_size)  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -16,6 +16,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from trainer import parallel
+from trainer.loss import cross_entropy
 from trainer.models import GPT, GPTJ, MT5, GPTConfig, GPTJConfig, MT5Config, shift_right
 
 VOCAB = 1000  # padded to 1024 at TP 1 and 2
@@ -70,7 +71,7 @@ def batch(kind: str, step: int) -> dict[str, torch.Tensor]:
 def train_step(model, optimizer, b, *, tp_group=None, max_norm: float = 0.5):
     """One AdamW step with clipping; (loss, {name: grad before clipping})."""
     logits = model(*b["inputs"])
-    loss = parallel.cross_entropy(
+    loss = cross_entropy(
         logits, b["targets"], tp_group=tp_group, vocab_size=model.config.vocab_size
     )
     optimizer.zero_grad(set_to_none=True)

@@ -1,7 +1,7 @@
 """The core attention, softmax(q k^T * scale + mask) v with dropout on the probabilities, as a
 module of its own.
 
-Being a module (rather than a call inside each attention's forward) lets trainer/parallel.py
+Being a module (rather than a call inside each attention's forward) lets trainer/parallel/
 recompute exactly this part in the backward (Megatron's selective recompute: it holds the
 B x heads x T x S probabilities, the largest activation, for the fewest FLOPs) without the model
 knowing. It has no parameters, so state dicts do not change.

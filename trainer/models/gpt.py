@@ -6,10 +6,10 @@ attention scaled by 1/sqrt(head_dim), causal, input and output embeddings tied. 
 not change the function: q/k/v are three Linear layers (HF fuses them into one Conv1D `c_attn`;
 `checkpoint.export_hf` concatenates them) and the vocabulary is padded to `padded_vocab_size` rows
 (Megatron's stored shape). The padded rows start at zero and their logits are left out of the loss
-(`trainer.parallel.cross_entropy(..., vocab_size=)`), so they stay zero and the model computes the
+(`trainer.loss.cross_entropy(..., vocab_size=)`), so they stay zero and the model computes the
 same function whatever the padding, hence whatever the TP size.
 
-No `torch.distributed` here: `trainer/parallel.py` shards the named Linear/Embedding layers. Every
+No `torch.distributed` here: `trainer/parallel/` shards the named Linear/Embedding layers. Every
 shape below uses `-1` for the head count, so the same code runs on a rank that holds only some
 heads.
 """
@@ -24,8 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dataprep.errors import UsageError
-from trainer.models import init_vocab_rows_, pad_vocab_size, vocab_rows
 from trainer.models.attention import CoreAttention
+from trainer.models.common import init_vocab_rows_, pad_vocab_size, vocab_rows
 
 
 def cached_attention(q, k, v, cache: dict) -> torch.Tensor:

@@ -7,7 +7,7 @@ rotating pair, frequency 10000^(-2i/rotary_dim)); attention and MLP run in paral
 LayerNorm, `x + attn(ln_1(x)) + mlp(ln_1(x))`; q/k/v/out projections without bias; an untied
 `lm_head` with bias. The vocabulary is padded as in gpt.py (zero rows, outside the loss).
 
-No `torch.distributed` here: trainer/parallel.py shards q/k/v/fc_in by columns, out_proj/fc_out by
+No `torch.distributed` here: trainer/parallel/ shards q/k/v/fc_in by columns, out_proj/fc_out by
 rows and lm_head by vocabulary rows; shapes use `-1` for the head count so a rank may hold only some
 heads (rotary acts on each head alone).
 """
@@ -21,8 +21,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dataprep.errors import UsageError
-from trainer.models import init_vocab_rows_, pad_vocab_size, vocab_rows
 from trainer.models.attention import CoreAttention
+from trainer.models.common import init_vocab_rows_, pad_vocab_size, vocab_rows
 from trainer.models.gpt import cached_attention, past_length
 
 

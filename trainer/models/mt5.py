@@ -22,8 +22,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dataprep.errors import UsageError
-from trainer.models import init_vocab_rows_, pad_vocab_size, vocab_rows
 from trainer.models.attention import CoreAttention
+from trainer.models.common import init_vocab_rows_, pad_vocab_size, vocab_rows
 
 
 class MT5LayerNorm(nn.Module):
