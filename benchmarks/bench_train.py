@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     if cuda and not args.bf16:
         print("without --bf16 the forward runs in fp32: the MFU is still against the bf16 peak")
 
-    from trainer.models import MT5_PRESETS
+    from trainer.models.mt5 import MT5_PRESETS
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -32,7 +32,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from dataprep.errors import DataprepError
-from trainer.models import GPT, GPTJ, MT5, GPTConfig, GPTJConfig, MT5Config
+from trainer.models import ARCHITECTURES, ModelConfig, architecture_of, architecture_of_model_type
 from trainer.parallel import load_full_state_dict, shard_dims, vocab_parallel_keys
 from trainer.safe_pickle import load_pt
 
@@ -42,11 +42,6 @@ FORMAT = "dataprep-trainer-checkpoint"
 VERSION = 1
 METADATA = "metadata.json"
 LATEST = "latest"
-MODEL_TYPES: dict[str, tuple[type, type]] = {
-    "GPT": (GPT, GPTConfig),
-    "GPTJ": (GPTJ, GPTJConfig),
-    "MT5": (MT5, MT5Config),
-}
 # config fields that may change between save and load (dropout; the padding follows the TP size)
 RESUMABLE_FIELDS = {"dropout", "attn_dropout", "dropout_rate", "padded_vocab_size"}
 
@@ -177,7 +172,7 @@ def save_checkpoint(
         meta = {
             "format": FORMAT,
             "version": VERSION,
-            "model_type": type(model).__name__,
+            "model_type": architecture_of(model).model_type,
             "config": dataclasses.asdict(model.config),
             "tp": tp,
             "dp": max(1, world // tp),
@@ -240,20 +235,20 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
             f"{meta_path}: format {meta.get('format')!r} version {meta.get('version')!r}, expected "
             f"{FORMAT!r} version {VERSION}"
         )
-    if meta.get("model_type") not in MODEL_TYPES:
+    if architecture_of_model_type(meta.get("model_type")) is None:
+        known = sorted(a.model_type for a in ARCHITECTURES.values())
         raise DataprepError(
-            f"{meta_path}: unknown model_type {meta.get('model_type')!r}, expected one of "
-            f"{sorted(MODEL_TYPES)}"
+            f"{meta_path}: unknown model_type {meta.get('model_type')!r}, expected one of {known}"
         )
     extra_path = path / _extra_file(0, 0)
     meta["extra"] = _load_extra(extra_path)
     return meta
 
 
-def load_config(path: str | os.PathLike) -> GPTConfig | GPTJConfig | MT5Config:
+def load_config(path: str | os.PathLike) -> ModelConfig:
     """The model config a checkpoint was saved with (build the model from it to load exactly)."""
     meta = read_metadata(path)
-    return MODEL_TYPES[meta["model_type"]][1](**meta["config"])
+    return architecture_of_model_type(meta["model_type"]).config(**meta["config"])
 
 
 def resolve_checkpoint(path: str | os.PathLike, *, what: str = "checkpoint") -> str:
@@ -294,7 +289,7 @@ def load_model(
 
     path = resolve_checkpoint(path)
     config = load_config(path)
-    model = MODEL_TYPES[read_metadata(path)["model_type"]][0](config)
+    model = architecture_of(config).model(config)
     if tp_group is not None:
         apply_tensor_parallel(model, tp_group)
     load_checkpoint(path, model, None, tp_group=tp_group)
@@ -304,7 +299,7 @@ def load_model(
 
 
 def _check_compatible(meta: dict, model: nn.Module, path: Path) -> None:
-    here = type(model).__name__
+    here = architecture_of(model).model_type
     if meta["model_type"] != here:
         raise DataprepError(
             f"{path}: the checkpoint holds a {meta['model_type']} model but this model is a "

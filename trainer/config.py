@@ -353,13 +353,8 @@ def resolve_model_config(config: TrainConfig, *, vocab_size: int | None) -> tupl
 
     A preset takes the dataset's vocabulary; a config file naming `vocab_size` must agree with it.
     """
-    from trainer.models import (
-        ARCHITECTURES,
-        all_presets,
-        architecture_of,
-        architecture_of_preset,
-        pad_vocab_size,
-    )
+    from trainer.models import ARCHITECTURES, all_presets, architecture_of, architecture_of_preset
+    from trainer.models.common import pad_vocab_size
 
     spec = config.model or DEFAULT_MODEL
     fields: dict[str, Any]

@@ -58,7 +58,8 @@ def _real(model, logits):
 
 
 def _check_causal(model) -> None:
-    from trainer.models import GPT, GPTJ
+    from trainer.models.gpt import GPT
+    from trainer.models.gptj import GPTJ
 
     if not isinstance(model, GPT | GPTJ):
         raise UsageError(

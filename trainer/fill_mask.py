@@ -28,7 +28,7 @@ def masked_ids(prompt: str, tok) -> tuple[list[int], int]:
 
 def check_model(model) -> None:
     """UsageError unless `model` is an mT5 (before any prompt is encoded with its tokenizer)."""
-    from trainer.models import MT5
+    from trainer.models.mt5 import MT5
 
     if not isinstance(model, MT5):
         raise UsageError(

@@ -98,7 +98,8 @@ def new_cache(model) -> list[dict]:
 
 
 def _check_model(model) -> None:
-    from trainer.models import GPT, GPTJ
+    from trainer.models.gpt import GPT
+    from trainer.models.gptj import GPTJ
 
     if not isinstance(model, GPT | GPTJ):
         raise UsageError(

@@ -19,7 +19,8 @@ from typing import Any
 import torch
 
 from dataprep.errors import DataprepError, UsageError
-from trainer.hf import ARCHITECTURES, SUPPORTED, build_hf_model, config_from_hf, from_hf_state_dict
+from trainer.hf import SUPPORTED, build_hf_model, config_from_hf, from_hf_state_dict
+from trainer.models import architecture_of_hf, architecture_of_model_type
 
 
 def _tokenizer_spec(meta: dict, override: str | None) -> str | None:
@@ -50,7 +51,7 @@ def _is_number(word: str) -> bool:
 
 
 def _special_ids(config: Any, tok: Any) -> dict[str, int | None]:
-    from trainer.models import MT5Config
+    from trainer.models.mt5 import MT5Config
 
     if isinstance(config, MT5Config):
         return {"eos_id": config.eos_token_id, "pad_id": config.pad_token_id}
@@ -60,7 +61,7 @@ def _special_ids(config: Any, tok: Any) -> dict[str, int | None]:
 
 def _probe_logits(model: Any, config: Any, hf: bool) -> torch.Tensor:
     """Logits of a fixed probe sequence, cut to the real vocabulary."""
-    from trainer.models import MT5Config
+    from trainer.models.mt5 import MT5Config
 
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, config.vocab_size, (2, 12), generator=g)
@@ -119,7 +120,8 @@ def export_hf(
 
     path = ckpt.resolve_checkpoint(checkpoint, what="checkpoint")
     meta = ckpt.read_metadata(path)
-    arch = ARCHITECTURES[meta["model_type"]]
+    arch = architecture_of_model_type(meta["model_type"])
+    adapter = arch.hf
     config = ckpt.load_config(path)
     out = Path(out)
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
@@ -142,7 +144,7 @@ def export_hf(
     gen = hf_model.generation_config
     gen.eos_token_id = ids["eos_id"]
     gen.pad_token_id = ids["pad_id"] if ids["pad_id"] is not None else ids["eos_id"]
-    if arch.ours == "MT5":
+    if arch.task == "mt5":
         gen.decoder_start_token_id = config.decoder_start_token_id
     else:
         gen.bos_token_id = ids["eos_id"]
@@ -156,10 +158,10 @@ def export_hf(
         if verify:
             ours = build_model(config)
             ours.load_state_dict(sd)
-            reloaded = getattr(transformers, arch.auto).from_pretrained(tmp).eval()
+            reloaded = getattr(transformers, adapter.auto).from_pretrained(tmp).eval()
             a, b = _probe_logits(ours.eval(), config, False), _probe_logits(reloaded, config, True)
             diff = float((a - b).abs().max())
-            if type(reloaded).__name__ != arch.hf_class or diff > 1e-4:
+            if type(reloaded).__name__ != adapter.hf_class or diff > 1e-4:
                 raise DataprepError(
                     f"the written folder loads as {type(reloaded).__name__} with "
                     f"logits {diff:.2e} away from the checkpoint's (limit 1e-4); not written"
@@ -171,7 +173,7 @@ def export_hf(
         shutil.rmtree(tmp, ignore_errors=True)
     return ExportSummary(
         out=str(out),
-        hf_class=arch.hf_class,
+        hf_class=adapter.hf_class,
         checkpoint=str(path),
         tp=int(meta["tp"]),
         step=int(meta["step"]),
@@ -209,13 +211,14 @@ def import_hf(
     except (OSError, ValueError, KeyError) as e:
         raise DataprepError(f"{hf_dir}/config.json: cannot read it: {e}") from e
     found = getattr(hf_config_obj, "model_type", None)
-    arch = next((a for a in ARCHITECTURES.values() if a.model_type == found), None)
+    arch = architecture_of_hf(found)
     if arch is None:
         names = getattr(hf_config_obj, "architectures", None) or []
         raise DataprepError(f"{hf_dir} holds a {found!r} model {names}; supported: {SUPPORTED}")
     config = config_from_hf(hf_config_obj)
     try:
-        hf_model = getattr(transformers, arch.hf_class).from_pretrained(hf_dir, dtype=torch.float32)
+        hf_class = getattr(transformers, arch.hf.hf_class)
+        hf_model = hf_class.from_pretrained(hf_dir, dtype=torch.float32)
     except (OSError, ValueError, RuntimeError) as e:
         raise DataprepError(f"{hf_dir}: cannot load the weights: {e}") from e
     model = build_model(config)

@@ -327,7 +327,8 @@ def import_megatron(src, root, *, flags: dict[str, int | None], tokenizer: str =
     from dataprep.tokenizers import load_tokenizer
     from trainer import checkpoint as ckpt
     from trainer.hf import from_hf_state_dict
-    from trainer.models import GPTConfig, build_model
+    from trainer.models import build_model
+    from trainer.models.gpt import GPTConfig
 
     root = Path(root)
     if root.exists() and any(root.iterdir()) and not overwrite:
@@ -397,7 +398,7 @@ def megatron_shards(
     """An HF GPT-2 state dict -> per TP rank, Megatron's flat `language_model` keys
     (`embedding.*`, `encoder.layers.{i}.*`, `encoder.final_layernorm.*`) with the fused QKV of
     checkpoint_version 3 (`[heads, 3, hd]`; `legacy_qkv`: `[3, heads, hd]`), and the padded rows."""
-    from trainer.models import pad_vocab_size
+    from trainer.models.common import pad_vocab_size
 
     V, padded = config.vocab_size, pad_vocab_size(config.vocab_size, tp)
     words = torch.zeros(padded, config.n_embd)
@@ -441,7 +442,7 @@ def export_megatron(ckpt_path, out, *, tp: int = 1, overwrite: bool = False) -> 
     from dataprep.tokenizers import load_tokenizer
     from trainer.checkpoint import load_config, merge_checkpoint, read_metadata, resolve_checkpoint
     from trainer.hf import to_hf_state_dict
-    from trainer.models import GPTConfig
+    from trainer.models.gpt import GPTConfig
 
     path = resolve_checkpoint(ckpt_path)
     config = load_config(path)

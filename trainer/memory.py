@@ -80,17 +80,16 @@ class MemoryEstimate:
 
 # ------------------------------------------------------------------------------------ parameters
 def _kind(mc: Any) -> str:
-    from trainer.models import GPTConfig, GPTJConfig, MT5Config
+    """The architecture name ("gpt", "gptj", "mt5") whose memory model applies to `mc`."""
+    from trainer.models import architecture_of
 
-    for cls, kind in ((GPTConfig, "gpt"), (GPTJConfig, "gptj"), (MT5Config, "mt5")):
-        if type(mc) is cls:
-            return kind
-    raise TypeError(f"no memory model for {type(mc).__name__}")
+    return architecture_of(mc).name
 
 
 def parameter_counts(mc: Any) -> tuple[int, int]:
-    """(sharded, replicated) parameter counts of the whole model, by trainer/parallel/plans.py:
-    the sharded ones are split over TP, the replicated ones are whole on every rank."""
+    """(sharded, replicated) parameter counts of the whole model, by the plans of
+    trainer/models/plans.py: the sharded ones are split over TP, the replicated ones are whole on
+    every rank."""
     kind = _kind(mc)
     V = mc.padded_vocab_size
     if kind == "gpt":
@@ -402,7 +401,8 @@ def _train_steps(x: MemoryInputs, steps: int, layout: Any, status: Any) -> int:
     from trainer import parallel
     from trainer.loop import apply_gradients, make_optimizer
     from trainer.loss import cross_entropy
-    from trainer.models import architecture_of, build_model, shift_right
+    from trainer.models import architecture_of, build_model
+    from trainer.models.mt5 import shift_right
 
     mc = x.model_config
     B, V = x.micro_batch_size, mc.vocab_size

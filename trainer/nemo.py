@@ -299,7 +299,7 @@ def _export_gpt(path: str, config: Any, sd: dict, tok, tp: int, out: Path) -> di
 def _import_gpt(archive: Archive, root: Path) -> tuple[Any, dict, str, dict]:
     from trainer.hf import from_hf_state_dict
     from trainer.megatron import MegatronShape, states_to_hf
-    from trainer.models import GPTConfig
+    from trainer.models.gpt import GPTConfig
 
     cfg, where = archive.config, str(archive.path)
     for name, ok, what in [
@@ -373,7 +373,8 @@ def export_nemo(ckpt_path, out, *, tp: int = 1, overwrite: bool = False) -> dict
     """Our checkpoint (GPT or mT5) -> a .nemo at TP `tp`; facts about what was written."""
     from dataprep.tokenizers import load_tokenizer
     from trainer.checkpoint import load_config, merge_checkpoint, read_metadata, resolve_checkpoint
-    from trainer.models import GPTConfig, MT5Config
+    from trainer.models.gpt import GPTConfig
+    from trainer.models.mt5 import MT5Config
 
     path = resolve_checkpoint(ckpt_path)
     config = load_config(path)
@@ -527,7 +528,7 @@ def _t5_config_yaml(config: Any, tp: int, tokenizer: dict) -> dict:
 
 def _export_t5(path: str, config: Any, sd: dict, tok, tp: int, out: Path) -> dict:
     from trainer.hf import to_hf_state_dict
-    from trainer.models import pad_vocab_size
+    from trainer.models.common import pad_vocab_size
 
     hf = to_hf_state_dict(sd, config)
     V, padded = config.vocab_size, pad_vocab_size(config.vocab_size, tp)
@@ -567,7 +568,7 @@ def _export_t5(path: str, config: Any, sd: dict, tok, tp: int, out: Path) -> dic
 def _import_t5(archive: Archive, root: Path) -> tuple[Any, dict, str, dict]:
     from dataprep.tokenizers import load_tokenizer
     from trainer.hf import from_hf_state_dict
-    from trainer.models import MT5Config
+    from trainer.models.mt5 import MT5Config
 
     cfg, where = archive.config, str(archive.path)
     enc, dec = cfg.get("encoder") or {}, cfg.get("decoder") or {}

@@ -117,7 +117,7 @@ def check_batch_sizes(config: TrainConfig, dp_size: int) -> None:
 
 def check_packed_flags(config: TrainConfig, model_config: Any) -> None:
     """--eod-mask-loss / --reset-position-ids / --reset-attention-mask are for GPT models."""
-    from trainer.models import GPTConfig
+    from trainer.models.gpt import GPTConfig
 
     named = (("--eod-mask-loss", config.eod_mask_loss),
              ("--reset-position-ids", config.reset_position_ids),
@@ -134,7 +134,7 @@ def check_sequence_parallel(config: TrainConfig, model_config: Any, seq_length: 
     """--sequence-parallel: a model it is implemented for, and a sequence TP can split evenly."""
     if not config.sequence_parallel:
         return
-    from trainer.models import MT5Config
+    from trainer.models.mt5 import MT5Config
 
     tp = config.tensor_model_parallel_size
     if isinstance(model_config, MT5Config):

@@ -71,7 +71,7 @@ def checkpoint_model_config(path: str, kind: str, mc: Any, config: TrainConfig) 
     from trainer.models import architecture_of
 
     meta = checkpoint.read_metadata(path)
-    saved_type, now_type = meta["model_type"], architecture_of(mc).model.__name__
+    saved_type, now_type = meta["model_type"], architecture_of(mc).model_type
     saved, now = meta["config"], dataclasses.asdict(mc)
     ignore = checkpoint.RESUMABLE_FIELDS
     keys = set(saved) | set(now)

@@ -79,7 +79,7 @@ def test_collate_t5_pads_inputs_with_0_masked_and_labels_with_ignore():
 
 
 def test_shift_right_matches_the_model_helper():
-    from trainer.models import shift_right
+    from trainer.models.mt5 import shift_right
 
     labels = np.array([[5, 6, 1, IGNORE_INDEX], [7, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]])
     assert shift_right_np(labels).tolist() == shift_right(torch.from_numpy(labels)).tolist()

@@ -326,7 +326,8 @@ def test_an_imported_checkpoint_is_an_ordinary_one(trained, tmp_path):
 
 def test_export_refuses_an_mt5_and_keeps_no_partial_output(tmp_path, capsys):
     from trainer.checkpoint import save_checkpoint
-    from trainer.models import MT5Config, build_model
+    from trainer.models import build_model
+    from trainer.models.mt5 import MT5Config
 
     model = build_model(MT5Config(vocab_size=200, d_model=16, d_kv=4, d_ff=32, num_layers=1,
                                   num_decoder_layers=1, num_heads=2))  # fmt: skip

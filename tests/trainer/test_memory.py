@@ -17,14 +17,10 @@ from dataprep.cli import main
 from tests.trainer.tp_testing import saved_tensor_bytes
 from trainer.loss import cross_entropy
 from trainer.memory import GB, MemoryInputs, estimate_memory, measure_peak, parameter_counts
-from trainer.models import (
-    GPTConfig,
-    GPTJConfig,
-    MT5Config,
-    build_model,
-    config_from_preset,
-    shift_right,
-)
+from trainer.models import build_model, config_from_preset
+from trainer.models.gpt import GPTConfig
+from trainer.models.gptj import GPTJConfig
+from trainer.models.mt5 import MT5Config, shift_right
 from trainer.parallel import shard_dims
 
 V = 1000
@@ -143,7 +139,7 @@ def test_flag_relations():
 
 def _meta_counts(config, tp: int) -> tuple[int, int]:
     """(all parameters, parameters on one TP rank) of the model built on the meta device, split by
-    trainer/parallel/plans.py's own shard plan."""
+    trainer/models/plans.py's own shard plan."""
     with torch.device("meta"):
         model = build_model(config)
     dims = shard_dims(model)

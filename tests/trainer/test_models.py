@@ -14,16 +14,9 @@ from tp_testing import batch, build
 
 from dataprep.errors import UsageError
 from trainer.hf import build_hf_model
-from trainer.models import (
-    GPT,
-    MT5,
-    GPTConfig,
-    MT5Config,
-    build_model,
-    config_from_preset,
-    shift_right,
-)
-from trainer.models.mt5 import relative_position_bucket
+from trainer.models import build_model, config_from_preset
+from trainer.models.gpt import GPT, GPTConfig
+from trainer.models.mt5 import MT5, MT5Config, relative_position_bucket, shift_right
 
 transformers = pytest.importorskip("transformers")
 logging.getLogger("transformers").setLevel(logging.ERROR)

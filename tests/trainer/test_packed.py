@@ -12,7 +12,8 @@ import torch
 from tests.trainer.trainer_fixtures import markov_docs, write_dataset
 from trainer.data import PackedData, collate_gpt
 from trainer.metrics import read_metrics
-from trainer.models import GPTConfig, build_model
+from trainer.models import build_model
+from trainer.models.gpt import GPTConfig
 from trainer.train import TrainConfig, run
 
 EOD = 99

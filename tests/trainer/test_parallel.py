@@ -12,7 +12,7 @@ from tp_testing import batch, build, gather_shard, run_distributed, train_step
 from dataprep.errors import UsageError
 from trainer import parallel
 from trainer.loss import cross_entropy
-from trainer.models import pad_vocab_size
+from trainer.models.common import pad_vocab_size
 
 # fp32 / fp64 tolerances: loss (relative to max(1, |loss|)); gradient (atol, rtol vs the largest
 # entry of that parameter's gradient); parameters after 10 AdamW steps (fp64 only: Adam amplifies

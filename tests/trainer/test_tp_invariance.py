@@ -12,7 +12,10 @@ import torch
 from trainer_fixtures import markov_docs, write_dataset
 
 from trainer.metrics import read_metrics
-from trainer.models import GPTConfig, MT5Config, build_model, pad_vocab_size
+from trainer.models import build_model
+from trainer.models.common import pad_vocab_size
+from trainer.models.gpt import GPTConfig
+from trainer.models.mt5 import MT5Config
 from trainer.train import TrainConfig, run
 
 GPT_VOCAB = 1100

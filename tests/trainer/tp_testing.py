@@ -17,7 +17,9 @@ import torch.multiprocessing as mp
 
 from trainer import parallel
 from trainer.loss import cross_entropy
-from trainer.models import GPT, GPTJ, MT5, GPTConfig, GPTJConfig, MT5Config, shift_right
+from trainer.models.gpt import GPT, GPTConfig
+from trainer.models.gptj import GPTJ, GPTJConfig
+from trainer.models.mt5 import MT5, MT5Config, shift_right
 
 VOCAB = 1000  # padded to 1024 at TP 1 and 2
 

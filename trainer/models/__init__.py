@@ -1,9 +1,12 @@
-"""Plain-PyTorch models for the trainer: GPT-2 (`gpt.py`), GPT-J (`gptj.py`), mT5 (`mt5.py`).
+"""The trainer's models and the one registry of architectures.
 
-Models never import `torch.distributed`; `trainer/parallel.py` shards them. Each model keeps its
-config as `model.config`, and every config stores both the tokenizer vocabulary (`vocab_size`) and
-the number of embedding rows (`padded_vocab_size`, Megatron's padding rule below,
-reference/formats.md §5).
+Each architecture is a plain-PyTorch model with its config dataclass and presets (`gpt.py`,
+`gptj.py`, `mt5.py`: no `torch.distributed`), its Hugging Face adapter beside it (`*_hf.py`) and
+its parallel plans as data (`plans.py`, applied by trainer/parallel/). `ARCHITECTURES` ties them
+together; checkpoints, HF / Megatron / NeMo conversion, the memory estimate and the preflight
+checks look architectures up here. Each model keeps its config as `model.config`, and every config
+stores both the tokenizer vocabulary (`vocab_size`) and the number of embedding rows
+(`padded_vocab_size`, Megatron's padding: `common.pad_vocab_size`).
 """
 
 from __future__ import annotations
@@ -11,32 +14,69 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dataprep.errors import UsageError
-from trainer.models.common import init_vocab_rows_, pad_vocab_size, vocab_rows  # noqa: E402,F401
-
-# The model modules import pad_vocab_size from here, so they are imported after it is defined.
-from trainer.models.gpt import GPT, GPT_PRESETS, GPTConfig  # noqa: E402
-from trainer.models.gptj import GPTJ, GPTJ_PRESETS, GPTJConfig  # noqa: E402
-from trainer.models.mt5 import MT5, MT5_PRESETS, MT5Config, shift_right  # noqa: E402
+from trainer.models import gpt_hf, gptj_hf, mt5_hf, plans
+from trainer.models.gpt import GPT, GPT_PRESETS, GPTConfig
+from trainer.models.gptj import GPTJ, GPTJ_PRESETS, GPTJConfig
+from trainer.models.hf_adapter import HFAdapter
+from trainer.models.mt5 import MT5, MT5_PRESETS, MT5Config
 
 ModelConfig = GPTConfig | GPTJConfig | MT5Config
 
 
 @dataclass(frozen=True)
 class Architecture:
-    name: str  # "gpt", "gptj", "mt5": the "model" key of a --model file, checkpoint metadata
+    name: str  # "gpt", "gptj", "mt5": the "model" key of a --model file
+    model_type: str  # "GPT", "GPTJ", "MT5": the "model_type" of checkpoint metadata
     model: type
     config: type
     presets: dict[str, dict]
     task: str  # "gpt" (causal LM on GPT windows) or "mt5" (span corruption, encoder-decoder)
+    tp_plan: dict[str, object]  # module-name pattern -> tensor-parallel style (models/plans.py)
+    sequence_parallel_plan: dict[str, str] | None  # None = sequence parallelism not implemented
+    recompute_units: dict[str, str]  # recompute granularity -> module-name pattern of its unit
+    hf: HFAdapter  # weight names and configs in transformers
 
 
 ARCHITECTURES: dict[str, Architecture] = {
     a.name: a
     for a in (
-        Architecture("gpt", GPT, GPTConfig, GPT_PRESETS, "gpt"),
-        Architecture("gptj", GPTJ, GPTJConfig, GPTJ_PRESETS, "gpt"),
-        Architecture("mt5", MT5, MT5Config, MT5_PRESETS, "mt5"),
-    )
+        Architecture(
+            "gpt",
+            "GPT",
+            GPT,
+            GPTConfig,
+            GPT_PRESETS,
+            "gpt",
+            plans.GPT_PLAN,
+            plans.GPT_SEQUENCE_PARALLEL_PLAN,
+            plans.GPT_RECOMPUTE_UNITS,
+            gpt_hf.HF,
+        ),
+        Architecture(
+            "gptj",
+            "GPTJ",
+            GPTJ,
+            GPTJConfig,
+            GPTJ_PRESETS,
+            "gpt",
+            plans.GPTJ_PLAN,
+            plans.GPTJ_SEQUENCE_PARALLEL_PLAN,
+            plans.GPTJ_RECOMPUTE_UNITS,
+            gptj_hf.HF,
+        ),
+        Architecture(
+            "mt5",
+            "MT5",
+            MT5,
+            MT5Config,
+            MT5_PRESETS,
+            "mt5",
+            plans.MT5_PLAN,
+            None,
+            plans.MT5_RECOMPUTE_UNITS,
+            mt5_hf.HF,
+        ),
+    )  # fmt: skip
 }
 ARCHITECTURE_ALIASES = {"gpt2": "gpt", "gpt-j": "gptj", "t5": "mt5"}
 
@@ -55,6 +95,16 @@ def architecture_of(obj) -> Architecture:
         if issubclass(cls, (a.model, a.config)):
             return a
     raise TypeError(f"{cls.__name__} is not one of the trainer's models or configs")
+
+
+def architecture_of_model_type(model_type: str) -> Architecture | None:
+    """The architecture a checkpoint's metadata names ("GPT", "GPTJ", "MT5"), None if none."""
+    return next((a for a in ARCHITECTURES.values() if a.model_type == model_type), None)
+
+
+def architecture_of_hf(model_type: str) -> Architecture | None:
+    """The architecture of a transformers `config.model_type` ("gpt2", "gptj", "mt5"), or None."""
+    return next((a for a in ARCHITECTURES.values() if a.hf.model_type == model_type), None)
 
 
 def architecture_of_preset(name: str) -> Architecture | None:
@@ -82,23 +132,13 @@ def build_model(config: ModelConfig):
 
 __all__ = [
     "ARCHITECTURES",
-    "GPT",
-    "GPTConfig",
-    "GPTJ",
-    "GPTJConfig",
-    "GPTJ_PRESETS",
-    "GPT_PRESETS",
-    "MT5",
-    "MT5Config",
-    "MT5_PRESETS",
+    "Architecture",
     "ModelConfig",
     "all_presets",
     "architecture_of",
+    "architecture_of_hf",
+    "architecture_of_model_type",
     "architecture_of_preset",
     "build_model",
     "config_from_preset",
-    "init_vocab_rows_",
-    "pad_vocab_size",
-    "shift_right",
-    "vocab_rows",
 ]

@@ -4,9 +4,8 @@
                         sequence-parallel all-gather / reduce-scatter)
     layers.py           ColumnParallelLinear, RowParallelLinear, VocabParallelEmbedding,
                         SequenceParallelDropout
-    plans.py            per-model plans: module-name pattern -> style (TP, sequence parallel,
-                        recompute units)
-    tensor_parallel.py  apply_tensor_parallel, shard_dims, check_tensor_parallel
+    tensor_parallel.py  apply_tensor_parallel, shard_dims, check_tensor_parallel: each model's
+                        plan (trainer/models/plans.py, via the Architecture registry) applied
     recompute.py        apply_recompute (activation checkpointing)
     rng_tracker.py      the per-rank dropout RNG inside TP regions, its checkpoint state
     state_dict.py       full (TP=1) state dicts gathered from / scattered to the shards

@@ -6,12 +6,14 @@ import torch
 import torch.nn as nn
 
 from dataprep.errors import UsageError
-from trainer.parallel.plans import RECOMPUTE_UNITS, compile_pattern
+from trainer.models import architecture_of
 from trainer.parallel.rng_tracker import tracker_contexts
+from trainer.parallel.tensor_parallel import compile_pattern
 
 
 def apply_recompute(model: nn.Module, granularity: str | None) -> nn.Module:
-    """Activation checkpointing of `model`'s recompute units (see RECOMPUTE_UNITS) in place.
+    """Activation checkpointing, in place, of `model`'s recompute units (its architecture's
+    `recompute_units`).
 
     Each unit's forward runs under torch.utils.checkpoint (non-reentrant) while gradients are
     enabled, so it saves only its inputs and reruns in the backward with the forward's RNG
@@ -20,7 +22,7 @@ def apply_recompute(model: nn.Module, granularity: str | None) -> nn.Module:
     """
     if granularity is None:
         return model
-    units = next((u for cls, u in RECOMPUTE_UNITS.items() if isinstance(model, cls)), None)
+    units = architecture_of(model).recompute_units
     if units is None or granularity not in units:
         raise UsageError(
             f"no recompute unit {granularity!r} for {type(model).__name__}; expected one of "

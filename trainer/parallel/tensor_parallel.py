@@ -1,6 +1,6 @@
 """`apply_tensor_parallel(model, tp_group)`: Megatron-style tensor parallelism on plain tensors.
 
-It rewrites a GPT, GPT-J or MT5 in place following its plan (trainer/parallel/plans.py): q/k/v and
+It rewrites a GPT, GPT-J or MT5 in place following its plan (trainer/models/plans.py): q/k/v and
 fc/wi_0/wi_1 become column-parallel, o/c_proj/wo row-parallel, the (padded) vocabulary is split
 across ranks in the embedding and the head, and mT5's relative-bias table is split by heads. The
 head returns this rank's slice of the logits; `trainer.loss.cross_entropy(..., tp_group=)` computes
@@ -23,7 +23,19 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from dataprep.errors import UsageError
+from trainer.models import ARCHITECTURES, architecture_of
 from trainer.models.common import pad_vocab_size
+from trainer.models.plans import (
+    COLWISE,
+    HEAD_TABLE,
+    ROWWISE,
+    SEQ_DROPOUT,
+    SEQ_NORM,
+    SEQ_SPLIT_DROPOUT,
+    VOCAB_EMBEDDING,
+    VOCAB_HEAD,
+    Region,
+)
 from trainer.parallel.layers import (
     ColumnParallelLinear,
     RowParallelLinear,
@@ -32,22 +44,21 @@ from trainer.parallel.layers import (
     shard_parameter,
 )
 from trainer.parallel.mappings import copy_to_tp_region, gather_from_sequence_parallel_region
-from trainer.parallel.plans import (
-    COLWISE,
-    HEAD_TABLE,
-    PLANS,
-    ROWWISE,
-    SEQ_DROPOUT,
-    SEQ_NORM,
-    SEQ_SPLIT_DROPOUT,
-    SEQUENCE_PARALLEL_PLANS,
-    STYLE_DIMS,
-    VOCAB_EMBEDDING,
-    VOCAB_HEAD,
-    Region,
-    compile_pattern,
-)
 from trainer.parallel.rng_tracker import RankRNG
+
+# parameter name -> shard dim, per style (missing = replicated)
+STYLE_DIMS = {
+    COLWISE: {"weight": 0, "bias": 0},
+    VOCAB_HEAD: {"weight": 0, "bias": 0},
+    ROWWISE: {"weight": 1},
+    VOCAB_EMBEDDING: {"weight": 0},
+    HEAD_TABLE: {"weight": 1},
+}
+
+
+def compile_pattern(pattern: str) -> re.Pattern:
+    """A module-name pattern, "*" = one name component."""
+    return re.compile("^" + re.escape(pattern).replace(r"\*", r"[^.]+") + "$")
 
 
 @dataclass
@@ -64,12 +75,13 @@ class TPInfo:
 def _plan_matches(model: nn.Module) -> list[tuple[str, nn.Module, object]]:
     """(module name, module, style) for every module a plan pattern matches; each pattern must
     match."""
-    plan = next((p for cls, p in PLANS.items() if isinstance(model, cls)), None)
-    if plan is None:
+    try:
+        plan = architecture_of(model).tp_plan
+    except TypeError:
         raise TypeError(
             f"no tensor-parallel plan for {type(model).__name__}; expected one of "
-            f"{[c.__name__ for c in PLANS]}"
-        )
+            f"{[a.model.__name__ for a in ARCHITECTURES.values()]}"
+        ) from None
     compiled = [(pat, compile_pattern(pat), style) for pat, style in plan.items()]
     matches, used = [], set()
     for name, module in model.named_modules():
@@ -145,9 +157,11 @@ def _install_region(module: nn.Module, region: Region, info: TPInfo) -> None:
 
 
 def _sequence_parallel_plan(model: nn.Module) -> dict[re.Pattern, str]:
-    plan = next((p for cls, p in SEQUENCE_PARALLEL_PLANS.items() if isinstance(model, cls)), None)
+    plan = architecture_of(model).sequence_parallel_plan
     if plan is None:
-        supported = ", ".join(c.__name__ for c in SEQUENCE_PARALLEL_PLANS)
+        supported = ", ".join(
+            a.model.__name__ for a in ARCHITECTURES.values() if a.sequence_parallel_plan
+        )
         raise UsageError(
             f"--sequence-parallel is not implemented for {type(model).__name__} (only {supported})"
             "; train it without the flag"

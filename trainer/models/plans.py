@@ -1,16 +1,14 @@
-"""Tensor-parallel, sequence-parallel and recompute plans: data, one per model class.
+"""How each model is parallelised, as data: module-name pattern ("*" = one name component) ->
+style, torchtitan v0.2 style (`"attention.wq": colwise_parallel()`).
 
-A plan maps a module-name pattern ("*" = one name component) to a style, torchtitan v0.2 style
-(`"attention.wq": colwise_parallel()`); trainer/parallel/tensor_parallel.py and recompute.py apply
-them.
+The Architecture registry (trainer/models/__init__.py) holds each model's plans and
+trainer/parallel/ applies them; the plans being data, neither the models nor the registry import
+trainer/parallel/.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-
-from trainer.models import GPT, GPTJ, MT5
 
 
 @dataclass(frozen=True)
@@ -74,51 +72,30 @@ GPTJ_PLAN: dict[str, object] = {
     "lm_head": VOCAB_HEAD,  # untied, with a bias sharded like its rows
 }
 
-PLANS: dict[type, dict[str, object]] = {GPT: GPT_PLAN, GPTJ: GPTJ_PLAN, MT5: MT5_PLAN}
-
 # --sequence-parallel: what lies outside the TP regions and works on 1/tp of the sequence. The
 # embedding dropout is where the sequence is split; the norms' weights see a part of T each.
 SEQ_SPLIT_DROPOUT = "seq_split_dropout"  # split the replicated input along T, then dropout
 SEQ_DROPOUT = "seq_dropout"  # dropout on this rank's part of T
 SEQ_NORM = "seq_norm"  # parameters whose gradients are summed over the TP ranks
 
-SEQUENCE_PARALLEL_PLANS: dict[type, dict[str, str]] = {
-    GPT: {
-        "transformer.drop": SEQ_SPLIT_DROPOUT,
-        "transformer.h.*.drop": SEQ_DROPOUT,
-        "transformer.h.*.ln_1": SEQ_NORM,
-        "transformer.h.*.ln_2": SEQ_NORM,
-        "transformer.ln_f": SEQ_NORM,
-    },
-    GPTJ: {
-        "transformer.drop": SEQ_SPLIT_DROPOUT,
-        "transformer.h.*.drop": SEQ_DROPOUT,
-        "transformer.h.*.ln_1": SEQ_NORM,
-        "transformer.ln_f": SEQ_NORM,
-    },
+GPT_SEQUENCE_PARALLEL_PLAN: dict[str, str] = {
+    "transformer.drop": SEQ_SPLIT_DROPOUT,
+    "transformer.h.*.drop": SEQ_DROPOUT,
+    "transformer.h.*.ln_1": SEQ_NORM,
+    "transformer.h.*.ln_2": SEQ_NORM,
+    "transformer.ln_f": SEQ_NORM,
 }
-
-
-# parameter name -> shard dim, per style (missing = replicated)
-STYLE_DIMS = {
-    COLWISE: {"weight": 0, "bias": 0},
-    VOCAB_HEAD: {"weight": 0, "bias": 0},
-    ROWWISE: {"weight": 1},
-    VOCAB_EMBEDDING: {"weight": 0},
-    HEAD_TABLE: {"weight": 1},
+GPTJ_SEQUENCE_PARALLEL_PLAN: dict[str, str] = {
+    "transformer.drop": SEQ_SPLIT_DROPOUT,
+    "transformer.h.*.drop": SEQ_DROPOUT,
+    "transformer.h.*.ln_1": SEQ_NORM,
+    "transformer.ln_f": SEQ_NORM,
 }
-
-
-def compile_pattern(pattern: str) -> re.Pattern:
-    """A module-name pattern, "*" = one name component."""
-    return re.compile("^" + re.escape(pattern).replace(r"\*", r"[^.]+") + "$")
 
 
 # module-name pattern of the unit each granularity recomputes: "full" keeps only each transformer
 # block's input and reruns the block in the backward; "selective" reruns only the core attention
 # (trainer/models/attention.py), whose probabilities are the largest activation for the fewest FLOPs
-RECOMPUTE_UNITS: dict[type, dict[str, str]] = {
-    GPT: {"full": "transformer.h.*", "selective": "transformer.h.*.attn.core"},
-    GPTJ: {"full": "transformer.h.*", "selective": "transformer.h.*.attn.core"},
-    MT5: {"full": "*.block.*", "selective": "*.block.*.layer.*.*.core"},
-}
+GPT_RECOMPUTE_UNITS = {"full": "transformer.h.*", "selective": "transformer.h.*.attn.core"}
+GPTJ_RECOMPUTE_UNITS = {"full": "transformer.h.*", "selective": "transformer.h.*.attn.core"}
+MT5_RECOMPUTE_UNITS = {"full": "*.block.*", "selective": "*.block.*.layer.*.*.core"}
