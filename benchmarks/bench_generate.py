@@ -18,7 +18,7 @@ import time
 
 
 def run_once(model, prompts, new: int, use_cache: bool):
-    from trainer.generate import SamplingParams, generate_ids
+    from trainer.inference.generate import SamplingParams, generate_ids
 
     params = SamplingParams(tokens_to_generate=new, greedy=True, use_cache=use_cache)
     t0 = time.perf_counter()

@@ -45,8 +45,8 @@ import numpy as np
 import torch
 
 from dataprep.indexed import IndexedDatasetWriter
-from trainer.metrics import read_metrics
 from trainer.train import TrainConfig, resolve_model_config, run, train
+from trainer.training.metrics import read_metrics
 
 
 def write_dataset(

@@ -90,8 +90,8 @@ def hf(batches) -> float:
 
 
 def ours(prefix: str, model_json: Path, tmp: Path, steps: int, tp: int) -> float:
-    from trainer.metrics import read_metrics
     from trainer.train import TrainConfig, run, train
+    from trainer.training.metrics import read_metrics
 
     metrics = tmp / f"ours-tp{tp}-{time.monotonic_ns()}.jsonl"
     cfg = TrainConfig(data_path=(prefix,), model=str(model_json), seq_length=SEQ,

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from dataprep.build import BuildConfig, build_index
-from trainer.metrics import read_metrics
 from trainer.train import TrainConfig, run
+from trainer.training.metrics import read_metrics
 
 TOY = Path(__file__).resolve().parents[1] / "pipelines" / "toy"
 

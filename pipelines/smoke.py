@@ -130,7 +130,7 @@ def unigram_entropy(tokens: np.ndarray) -> float:
 def train_split_tokens(prefix: str, split: str) -> np.ndarray:
     """The token ids of the train part of `split`, by documents (as the T5 loader splits)."""
     from dataprep.indexed import IndexedDatasetReader
-    from trainer.data import split_bounds
+    from trainer.training.data import split_bounds
 
     reader = IndexedDatasetReader(prefix)
     beg, end = split_bounds(split, reader.num_documents, 0)
@@ -148,7 +148,7 @@ def export_and_reload(checkpoint: Path, folder: Path, prefix: str) -> str:
 
     from dataprep.indexed import IndexedDatasetReader
     from trainer.checkpoint import load_model
-    from trainer.hf_export import export_hf
+    from trainer.checkpoint.hf import export_hf
 
     summary = export_hf(checkpoint, folder, overwrite=True)
     hf = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
@@ -173,9 +173,9 @@ def run_smoke(config: SmokeConfig, *, out: Callable[[str], None] = print) -> lis
     """Run the recipe; DataprepError if a stage fails or a model did not learn."""
     from dataprep.build import BuildConfig, build_index
     from dataprep.cli import main as cli_main
-    from trainer.metrics import read_metrics
     from trainer.train import TrainConfig
     from trainer.train import run as train_run
+    from trainer.training.metrics import read_metrics
 
     t_start = time.perf_counter()
     output = Path(config.output)

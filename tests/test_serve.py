@@ -39,9 +39,9 @@ CARD_REQUEST = {
 
 @pytest.fixture(scope="module")
 def _served(tmp_path_factory):
-    from trainer.generate import load_for_inference
+    from trainer.inference.loading import load_for_inference
+    from trainer.inference.serve import Server, create_app
     from trainer.launch import find_free_port
-    from trainer.serve import Server, create_app
 
     d = tmp_path_factory.mktemp("serve")
     inputs = [str(p) for p in sorted((TOY / "pile").glob("*.jsonl.zst"))]
@@ -89,7 +89,7 @@ def _healthy(url: str) -> None:
 
 def test_the_cards_client_request_gets_nemos_response(server, caplog):
     headers = {"Content-Type": "application/json"}
-    with caplog.at_level(logging.INFO, logger="trainer.serve"):
+    with caplog.at_level(logging.INFO, logger="trainer.inference.serve"):
         resp = requests.put(f"{server}/generate", data=json.dumps(CARD_REQUEST), headers=headers)
     assert resp.status_code == 200
     out = resp.json()
@@ -221,7 +221,7 @@ def test_concurrent_requests_share_batches_and_get_their_lone_answers(server_obj
 def test_a_client_that_leaves_mid_stream_frees_its_row(server_obj, caplog):
     server, url = server_obj
     cancelled = server.batcher.cancelled
-    with caplog.at_level(logging.INFO, logger="trainer.serve"):
+    with caplog.at_level(logging.INFO, logger="trainer.inference.serve"):
         resp = requests.post(f"{url}/v1/completions", json={"prompt": "Hello", "max_tokens": 100,
                              "temperature": 0, "stream": True, "stop": "never seen"},
                              stream=True)  # fmt: skip
@@ -328,7 +328,7 @@ def test_lm_eval_local_completions_scores_as_dataprep_eval(server_obj):
     lm_eval = pytest.importorskip("lm_eval")
     from lm_eval.tasks import TaskManager
 
-    from trainer.evaluate import encode_pair, lambada_pair, loglikelihoods, read_lambada
+    from trainer.inference.evaluate import encode_pair, lambada_pair, loglikelihoods, read_lambada
 
     server, url = server_obj
     tasks = Path(__file__).resolve().parents[1] / "pipelines" / "lm_eval_tasks"

@@ -30,15 +30,15 @@ from trainer.config import (
     config_from_args,
     resolve_model_config,
 )
-from trainer.loop import TrainResult, lr_at, train
-from trainer.preflight import (
+from trainer.training.loop import TrainResult, lr_at, train
+from trainer.training.preflight import (
     check_batch_sizes,
     check_lengths,
     check_packed_flags,
     check_sequence_parallel,
     inspect_data,
 )
-from trainer.resume import run_model_config
+from trainer.training.resume import run_model_config
 
 __all__ = [
     "TrainConfig",
@@ -75,7 +75,7 @@ def run(config: TrainConfig) -> int:
     from trainer.launch import dist_env, launch_local
 
     if config.dry_run:  # before any rank starts or any data is read beyond the manifests
-        from trainer.memory import dry_run
+        from trainer.training.memory import dry_run
 
         return dry_run(config)
 

@@ -1,5 +1,6 @@
 """`dataprep eval CKPT`: split perplexity on a .bin/.idx dataset and LAMBADA accuracy
-(trainer/evaluate.py); lm-evaluation-harness through trainer/lm_eval_model.py."""
+(trainer/inference/evaluate.py); lm-evaluation-harness through
+trainer/inference/lm_eval_model.py."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ lm_eval installed.
 checkpoint, looked up in --include-path folders (default: the shipped pipelines/lm_eval_tasks, with
 toy_lambada) and then among lm_eval's own; its table, or its metrics under "lm_eval" with --json.
 The same model class serves lm_eval's own command line:
-  python -m trainer.lm_eval_model --model dataprep --model_args checkpoint=CKPT \\
+  python -m trainer.inference.lm_eval_model --model dataprep --model_args checkpoint=CKPT \\
       --tasks toy_lambada --include_path pipelines/lm_eval_tasks
 
 examples:
@@ -73,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
         from dataprep.indexed.reader import check_dataset_files
 
         check_dataset_files(args.data_path)
-    from trainer.evaluate import lambada, split_perplexity, train_defaults
-    from trainer.generate import load_for_inference
+    from trainer.inference.evaluate import lambada, split_perplexity, train_defaults
+    from trainer.inference.loading import load_for_inference
 
     model, tok, ckpt = load_for_inference(args.checkpoint, tokenizer=args.tokenizer)
     results: dict = {"checkpoint": ckpt}
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{args.lambada}: {r.records:,} records; acc {r.acc:.4f}, "
                   f"perplexity {r.perplexity:.2f}")  # fmt: skip
     if tasks:
-        from trainer.lm_eval_model import run_tasks
+        from trainer.inference.lm_eval_model import run_tasks
 
         out = run_tasks((model, tok, ckpt), tasks, include_paths=include, limit=args.limit,
                         num_fewshot=args.num_fewshot, batch_size=args.batch_size,

@@ -1,4 +1,5 @@
-"""`dataprep export-hf CKPT OUT`: a trained checkpoint as a Hugging Face folder (trainer/hf.py)."""
+"""`dataprep export-hf CKPT OUT`: a trained checkpoint as a Hugging Face folder
+(trainer/checkpoint/hf.py)."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trainer.hf_export import export_hf
+    from trainer.checkpoint.hf import export_hf
 
     s = export_hf(
         args.checkpoint, args.out, tokenizer=args.tokenizer, overwrite=args.overwrite,

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     from dataprep.errors import UsageError
-    from trainer.megatron import export_megatron
+    from trainer.checkpoint.megatron import export_megatron
 
     if not os.path.exists(args.checkpoint):
         raise UsageError(f"checkpoint {args.checkpoint}: no such directory")

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     from dataprep.errors import UsageError
-    from trainer.nemo import export_nemo
+    from trainer.checkpoint.nemo import export_nemo
 
     if not os.path.exists(args.checkpoint):
         raise UsageError(f"checkpoint {args.checkpoint}: no such directory")

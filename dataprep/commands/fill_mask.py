@@ -1,4 +1,5 @@
-"""`dataprep fill-mask CKPT --prompt "... <mask> ..."`: mT5 span filling (trainer/fill_mask.py)."""
+"""`dataprep fill-mask CKPT --prompt "... <mask> ..."`: mT5 span filling
+(trainer/inference/fill_mask.py)."""
 
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dataprep.errors import UsageError
-    from trainer.fill_mask import check_model, fill_mask, masked_ids
-    from trainer.generate import load_for_inference
+    from trainer.inference.fill_mask import check_model, fill_mask, masked_ids
+    from trainer.inference.loading import load_for_inference
 
     if not os.path.exists(args.checkpoint):
         raise UsageError(f"checkpoint {args.checkpoint}: no such directory")

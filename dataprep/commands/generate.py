@@ -1,5 +1,5 @@
 """`dataprep generate CKPT --prompt TEXT`: sample text from a GPT / GPT-J checkpoint
-(trainer/generate.py), NeMo's flags and response object."""
+(trainer/inference/generate.py), NeMo's flags and response object."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def sampling_params(args: argparse.Namespace):
-    from trainer.generate import SamplingParams
+    from trainer.inference.generate import SamplingParams
 
     return SamplingParams(
         tokens_to_generate=args.tokens_to_generate,
@@ -134,7 +134,8 @@ def shown(text: str) -> str:
 
 
 def _run_job(job: dict, *, tp_group, rank: int) -> int:
-    from trainer.generate import SamplingParams, generate, load_for_inference
+    from trainer.inference.generate import SamplingParams, generate
+    from trainer.inference.loading import load_for_inference
 
     params = SamplingParams(**job["params"], use_cache=job["use_cache"])
     model, tok, _ = load_for_inference(

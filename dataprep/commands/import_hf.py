@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trainer.hf_export import import_hf
+    from trainer.checkpoint.hf import import_hf
 
     path, config = import_hf(args.hf_dir, args.checkpoint, overwrite=args.overwrite)
     print(

@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dataprep.errors import UsageError
-    from trainer.megatron import import_megatron
+    from trainer.checkpoint.megatron import import_megatron
 
     flags = {k: getattr(args, k) for k in ("num_layers", "hidden_size", "num_attention_heads",
                                            "max_position_embeddings")}  # fmt: skip

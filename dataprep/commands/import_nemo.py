@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trainer.nemo import import_nemo
+    from trainer.checkpoint.nemo import import_nemo
 
     path, config, info = import_nemo(args.source, args.checkpoint, overwrite=args.overwrite)
     print(

@@ -1,4 +1,5 @@
-"""`dataprep serve CKPT --port 5555`: NeMo's GPT eval server over HTTP (trainer/serve.py)."""
+"""`dataprep serve CKPT --port 5555`: NeMo's GPT eval server over HTTP
+(trainer/inference/serve.py)."""
 
 from __future__ import annotations
 
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     require_extra("uvicorn", "dataprep serve", "serve")
     require_extra("fastapi", "dataprep serve", "serve")
     sock = _bind(args.host, args.port)  # before the model loads and before "serving on ..."
-    from trainer.serve import serve
+    from trainer.inference.serve import serve
 
     try:
         return serve(

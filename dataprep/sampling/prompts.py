@@ -1,6 +1,6 @@
 """Prompts with `<mask>` for T5-style models: each `<mask>` becomes the next sentinel
 (`<extra_id_0>`, `<extra_id_1>`, ...), encoded so the sentinels come out as their single ids.
-`preview-masking --prompt` shows the ids; trainer/fill_mask.py feeds them to an mT5."""
+`preview-masking --prompt` shows the ids; trainer/inference/fill_mask.py feeds them to an mT5."""
 
 from __future__ import annotations
 

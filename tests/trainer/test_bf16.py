@@ -9,8 +9,8 @@ import torch
 
 from tests.trainer.trainer_fixtures import markov_docs, write_dataset
 from trainer.checkpoint import merge_checkpoint, resolve_checkpoint
-from trainer.metrics import read_metrics
 from trainer.train import TrainConfig, run
+from trainer.training.metrics import read_metrics
 
 pytestmark = [pytest.mark.slow]
 TOLERANCE = 0.01  # nats (measured 0.0018 at most, 0.0005 on average, on this machine)

@@ -1,4 +1,4 @@
-"""Checkpoints (trainer/checkpoint.py): same-TP exact resume, TP=1 <-> TP=2 resharding with
+"""Checkpoints (trainer/checkpoint/store.py): same-TP exact resume, TP=1 <-> TP=2 resharding with
 optimizer state, clear errors for checkpoints that do not fit the model."""
 
 from __future__ import annotations

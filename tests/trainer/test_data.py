@@ -1,4 +1,4 @@
-"""trainer/data.py: which samples each DP rank reads, T5 padding/masking, split/blend vs
+"""trainer/training/data.py: which samples each DP rank reads, T5 padding/masking, split/blend vs
 megatron-core, and that the prefetching loader gives exactly the batches computed without it."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 import torch
 from trainer_fixtures import markov_docs, write_dataset
 
-from trainer.data import (
+from trainer.training.data import (
     IGNORE_INDEX,
     BatchLoader,
     T5Source,

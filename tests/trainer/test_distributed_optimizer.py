@@ -13,9 +13,9 @@ from tests.trainer.tp_testing import build, run_distributed
 from tests.trainer.trainer_fixtures import markov_docs, write_dataset
 from trainer import parallel
 from trainer.checkpoint import merge_checkpoint
-from trainer.distributed_optimizer import DistributedAdamW
-from trainer.metrics import read_metrics
 from trainer.train import TrainConfig, run
+from trainer.training.distributed_optimizer import DistributedAdamW
+from trainer.training.metrics import read_metrics
 
 pytestmark = [pytest.mark.distributed]
 

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from dataprep.cli import main as cli_main
-from trainer.evaluate import encode_pair, lambada, lambada_pair, split_perplexity
-from trainer.generate import load_for_inference
+from trainer.inference.evaluate import encode_pair, lambada, lambada_pair, split_perplexity
+from trainer.inference.loading import load_for_inference
 from trainer.train import TrainConfig, run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,7 +98,7 @@ def test_lambada_with_lm_eval_equals_dataprep_eval_and_training_helps(
     lm_eval = pytest.importorskip("lm_eval")
     from lm_eval.tasks import TaskManager
 
-    import trainer.lm_eval_model  # noqa: F401  registers --model dataprep
+    import trainer.inference.lm_eval_model  # noqa: F401  registers --model dataprep
 
     monkeypatch.chdir(tmp_path)  # the task finds its data beside its YAML, from any directory
     scores = {}
@@ -156,16 +156,17 @@ def _ours(checkpoint: str, n: int, capsys) -> dict:
 
 
 def test_the_documented_lm_eval_command_line_runs_our_model(setup, tmp_path, capsys):
-    """`python -m trainer.lm_eval_model --model dataprep ...` as README and --help show it."""
+    """`python -m trainer.inference.lm_eval_model --model dataprep ...` as README and --help show
+    it."""
     import subprocess
     import sys
 
     pytest.importorskip("lm_eval")
     n = 40
     out = tmp_path / "results"
-    cmd = [sys.executable, "-m", "trainer.lm_eval_model", "--model", "dataprep", "--model_args",
-           f"checkpoint={setup['trained']}", "--tasks", "toy_lambada", "--include_path",
-           str(TASKS), "--limit", str(n), "--output_path", str(out)]  # fmt: skip
+    cmd = [sys.executable, "-m", "trainer.inference.lm_eval_model", "--model", "dataprep",
+           "--model_args", f"checkpoint={setup['trained']}", "--tasks", "toy_lambada",
+           "--include_path", str(TASKS), "--limit", str(n), "--output_path", str(out)]  # fmt: skip
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "toy_lambada" in proc.stdout and "acc" in proc.stdout
@@ -181,7 +182,7 @@ def test_lm_eval_hf_model_on_the_exported_folder_scores_as_ours(setup, tmp_path,
     lm_eval = pytest.importorskip("lm_eval")
     from lm_eval.tasks import TaskManager
 
-    import trainer.lm_eval_model  # noqa: F401  registering ours must leave lm_eval's own models
+    import trainer.inference.lm_eval_model  # noqa: F401  registering ours must leave lm_eval's own models
 
     hf_dir = tmp_path / "hf"
     assert cli_main(["export-hf", setup["trained"], str(hf_dir)]) == 0

@@ -12,8 +12,8 @@ import torch
 
 from dataprep.cli import main as cli_main
 from trainer.checkpoint import load_config, merge_checkpoint
-from trainer.fill_mask import fill_mask, masked_ids
-from trainer.generate import load_for_inference
+from trainer.inference.fill_mask import fill_mask, masked_ids
+from trainer.inference.loading import load_for_inference
 from trainer.train import TrainConfig, run
 
 transformers = pytest.importorskip("transformers")
@@ -38,7 +38,7 @@ def ckpt(tmp_path_factory):
 
 
 def test_tokens_equal_transformers_generate_and_logprobs_its_log_softmax(ckpt):
-    from trainer.hf import build_hf_model
+    from trainer.checkpoint.hf import build_hf_model
 
     model, tok, path = load_for_inference(ckpt)
     hf = build_hf_model(load_config(path), merge_checkpoint(path)[0])

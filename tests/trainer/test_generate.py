@@ -12,7 +12,8 @@ import torch
 
 from dataprep.cli import main as cli_main
 from trainer.checkpoint import load_config, merge_checkpoint, resolve_checkpoint
-from trainer.generate import SamplingParams, generate, generate_ids, load_for_inference
+from trainer.inference.generate import SamplingParams, generate, generate_ids
+from trainer.inference.loading import load_for_inference
 from trainer.train import TrainConfig, run
 
 transformers = pytest.importorskip("transformers")
@@ -41,7 +42,7 @@ def checkpoints(tmp_path_factory):
 
 
 def _hf(ckpt: str):
-    from trainer.hf import build_hf_model
+    from trainer.checkpoint.hf import build_hf_model
 
     path = resolve_checkpoint(ckpt)
     return build_hf_model(load_config(path), merge_checkpoint(path)[0])

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from trainer import data as data_mod
-from trainer.data import BatchLoader, GPTBatch, collate_gpt, pin_memory_for
-from trainer.rng import rng_state, set_rng_state
 from trainer.train import TrainConfig
+from trainer.training import data as data_mod
+from trainer.training.data import BatchLoader, GPTBatch, collate_gpt, pin_memory_for
+from trainer.training.rng import rng_state, set_rng_state
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks" / "bench_train.py"

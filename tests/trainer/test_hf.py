@@ -214,7 +214,7 @@ def test_bad_inputs_are_one_line_errors(exported, tmp_path, capsys):
 def test_export_counts_each_parameter_once(exported, model, tmp_path):
     """Tied / shared weights (GPT-2's head, mT5's shared embedding) are one parameter: the count
     export-hf prints is the number of distinct values the loaded HF model holds."""
-    from trainer.hf_export import export_hf
+    from trainer.checkpoint.hf import export_hf
 
     ckpt, folder = exported[model]
     summary = export_hf(str(ckpt), str(tmp_path / "again"))

@@ -123,7 +123,7 @@ def _hf_logits(oracle, folder: Path, ids: np.ndarray, tmp: Path) -> np.ndarray:
 
 
 def _our_logits(ckpt: Path, ids: np.ndarray) -> np.ndarray:
-    from trainer.generate import load_for_inference
+    from trainer.inference.loading import load_for_inference
 
     model, _, _ = load_for_inference(ckpt)
     with torch.no_grad():

@@ -1,6 +1,6 @@
-"""The memory estimate of `train --dry-run` (trainer/memory.py): its activation terms against the
-bytes autograd really saves, its total against the measured peak RSS of CPU training steps,
-the memory flags (recompute, sequence parallelism, the distributed optimizer) measured and as
+"""The memory estimate of `train --dry-run` (trainer/training/memory.py): its activation terms
+against the bytes autograd really saves, its total against the measured peak RSS of CPU training
+steps, the memory flags (recompute, sequence parallelism, the distributed optimizer) measured and as
 relations, and the dry-run CLI."""
 
 from __future__ import annotations
@@ -16,12 +16,18 @@ import torch
 from dataprep.cli import main
 from tests.trainer.tp_testing import saved_tensor_bytes
 from trainer.loss import cross_entropy
-from trainer.memory import GB, MemoryInputs, estimate_memory, measure_peak, parameter_counts
 from trainer.models import build_model, config_from_preset
 from trainer.models.gpt import GPTConfig
 from trainer.models.gptj import GPTJConfig
 from trainer.models.mt5 import MT5Config, shift_right
 from trainer.parallel import shard_dims
+from trainer.training.memory import (
+    GB,
+    MemoryInputs,
+    estimate_memory,
+    measure_peak,
+    parameter_counts,
+)
 
 V = 1000
 

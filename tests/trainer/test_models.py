@@ -13,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tp_testing import batch, build
 
 from dataprep.errors import UsageError
-from trainer.hf import build_hf_model
+from trainer.checkpoint.hf import build_hf_model
 from trainer.models import build_model, config_from_preset
 from trainer.models.gpt import GPT, GPTConfig
 from trainer.models.mt5 import MT5, MT5Config, relative_position_bucket, shift_right

@@ -172,8 +172,8 @@ def test_a_gzipped_archive_of_nemo_before_1_7_reads_too(checkpoints, tmp_path):
 def test_mt5_archive_at_tp2_has_the_converters_names_and_fills_masks_as_its_hf_export(
     checkpoints, tmp_path
 ):
-    from trainer.fill_mask import fill_mask, masked_ids
-    from trainer.generate import load_for_inference
+    from trainer.inference.fill_mask import fill_mask, masked_ids
+    from trainer.inference.loading import load_for_inference
 
     out = tmp_path / "mt5.nemo"
     assert cli_main(["export-nemo", str(checkpoints["mt5"]), str(out),

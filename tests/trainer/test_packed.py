@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from tests.trainer.trainer_fixtures import markov_docs, write_dataset
-from trainer.data import PackedData, collate_gpt
-from trainer.metrics import read_metrics
 from trainer.models import build_model
 from trainer.models.gpt import GPTConfig
 from trainer.train import TrainConfig, run
+from trainer.training.data import PackedData, collate_gpt
+from trainer.training.metrics import read_metrics
 
 EOD = 99
 

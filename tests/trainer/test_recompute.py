@@ -12,8 +12,8 @@ from tests.trainer.tp_testing import batch, build, run_distributed, saved_tensor
 from tests.trainer.trainer_fixtures import markov_docs, write_dataset
 from trainer import parallel
 from trainer.loss import cross_entropy
-from trainer.metrics import read_metrics
 from trainer.train import TrainConfig, run
+from trainer.training.metrics import read_metrics
 
 KINDS = ("gpt", "gptj", "mt5")
 DROPOUT = {"gpt": dict(dropout=0.1, attn_dropout=0.1), "gptj": dict(dropout=0.1, attn_dropout=0.1),

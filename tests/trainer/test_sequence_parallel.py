@@ -14,8 +14,8 @@ from tests.trainer.tp_testing import batch, build, gather_shard, run_distributed
 from tests.trainer.trainer_fixtures import markov_docs, write_dataset
 from trainer import parallel
 from trainer.loss import cross_entropy
-from trainer.metrics import read_metrics
 from trainer.train import TrainConfig, run
+from trainer.training.metrics import read_metrics
 
 DROPOUT = dict(dropout=0.1, attn_dropout=0.1)
 

@@ -11,12 +11,12 @@ import pytest
 import torch
 from trainer_fixtures import markov_docs, write_dataset
 
-from trainer.metrics import read_metrics
 from trainer.models import build_model
 from trainer.models.common import pad_vocab_size
 from trainer.models.gpt import GPTConfig
 from trainer.models.mt5 import MT5Config
 from trainer.train import TrainConfig, run
+from trainer.training.metrics import read_metrics
 
 GPT_VOCAB = 1100
 TOL = 1e-5

@@ -18,8 +18,8 @@ from trainer_fixtures import markov_docs, write_dataset
 
 from dataprep.errors import DataprepError, UsageError
 from trainer.launch import PAYLOAD_ENV, launch_local
-from trainer.metrics import read_metrics
 from trainer.train import TrainConfig, lr_at, main, run, train
+from trainer.training.metrics import read_metrics
 
 VOCAB = 1000
 

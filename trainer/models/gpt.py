@@ -79,7 +79,7 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, -1, self.head_dim).transpose(1, 2)
         k = k.view(B, T, -1, self.head_dim).transpose(1, 2)
         v = v.view(B, T, -1, self.head_dim).transpose(1, 2)
-        if cache is not None:  # inference: keys/values of earlier positions (trainer/generate.py)
+        if cache is not None:  # inference (trainer/inference/generate.py): earlier keys/values
             return self.c_proj(cached_attention(q, k, v, cache))
         return self.c_proj(self.core(q, k, v, mask))  # (B, T, nh * hs) -> (B, T, C)
 

@@ -69,7 +69,7 @@ class GPTJAttention(nn.Module):
         sin, cos = sin.to(q.dtype), cos.to(q.dtype)
         q = torch.cat([apply_rotary(q[..., :r], sin, cos), q[..., r:]], dim=-1)
         k = torch.cat([apply_rotary(k[..., :r], sin, cos), k[..., r:]], dim=-1)
-        if cache is not None:  # inference: keys/values of earlier positions (trainer/generate.py)
+        if cache is not None:  # inference (trainer/inference/generate.py): earlier keys/values
             return self.out_proj(cached_attention(q, k, v, cache))
         return self.out_proj(self.core(q, k, v))
 

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from trainer.generate import Row, RowResult
+from trainer.inference.generate import Row, RowResult
 
 log = logging.getLogger(__name__)
 

@@ -334,7 +334,7 @@ def measure_peak(inputs: MemoryInputs, *, steps: int = 2, threads_per_rank: int 
     built is subtracted from the peak after it. The step is the trainer's: the model as
     `parallel.parallelize` makes it (TP, sequence parallelism, recompute), the forward under bf16
     autocast if asked, the logits kept while the fp32 loss of `trainer.loss.cross_entropy` runs
-    backward, then trainer/loop.py's `apply_gradients` (reductions, clipping, AdamW or the
+    backward, then trainer/training/loop.py's `apply_gradients` (reductions, clipping, AdamW or the
     distributed optimizer). TP x DP ranks; Linux only."""
     from trainer.launch import launch_local
     from trainer.models import architecture_of
@@ -355,7 +355,7 @@ def measure_peak(inputs: MemoryInputs, *, steps: int = 2, threads_per_rank: int 
         }
         code = launch_local(
             world,
-            "trainer.memory:_measure_rank",
+            "trainer.training.memory:_measure_rank",
             json.dumps(job),
             threads_per_rank=threads_per_rank,
         )
@@ -399,10 +399,10 @@ def _train_steps(x: MemoryInputs, steps: int, layout: Any, status: Any) -> int:
     import torch
 
     from trainer import parallel
-    from trainer.loop import apply_gradients, make_optimizer
     from trainer.loss import cross_entropy
     from trainer.models import architecture_of, build_model
     from trainer.models.mt5 import shift_right
+    from trainer.training.loop import apply_gradients, make_optimizer
 
     mc = x.model_config
     B, V = x.micro_batch_size, mc.vocab_size
@@ -515,14 +515,14 @@ def dry_run(config: Any) -> int:
     from dataprep.sampling.t5 import T5Samples
     from trainer.config import check_tp_layout
     from trainer.launch import check_world, dist_env
-    from trainer.preflight import (
+    from trainer.training.preflight import (
         check_batch_sizes,
         check_lengths,
         check_packed_flags,
         check_sequence_parallel,
         inspect_data,
     )
-    from trainer.resume import run_model_config
+    from trainer.training.resume import run_model_config
 
     tp = config.tensor_model_parallel_size
     env = dist_env()
@@ -557,7 +557,7 @@ def dry_run(config: Any) -> int:
             use_distributed_optimizer=config.use_distributed_optimizer,
         )
     )
-    from trainer.loop import model_label
+    from trainer.training.loop import model_label
 
     print(format_table(e, gpu_memory_gb=config.gpu_memory, label=model_label(config)))
     sys.stdout.flush()

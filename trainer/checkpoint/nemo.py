@@ -11,7 +11,7 @@ OmegaConf config, with `target` and `nemo_version`), `./model_weights.ckpt` (TP=
 GPT (`MegatronGPTModel`): Megatron's `language_model` keys under `model.` (`model.language_model.
 embedding.*`, `...encoder.layers.{i}.*`, `...encoder.final_layernorm.*`), the head tied to the
 word embeddings, fused QKV per head `[heads, 3, head_dim]` (`[3, heads, head_dim]` with
-`megatron_legacy: true`); the names are Megatron-LM's, so `trainer.megatron` maps them.
+`megatron_legacy: true`); the names are Megatron-LM's, so `trainer.checkpoint.megatron` maps them.
 
 T5 / mT5 (`MegatronT5Model`): the layout NeMo's own HF T5 v1.1 / mT5 converter writes
 (`scripts/nlp_language_modeling/hf_t5-v1_1_to_nemo.py`, first in v1.13.0, commit 1ff05cce):
@@ -42,7 +42,7 @@ from typing import Any
 import torch
 
 from dataprep.errors import DataprepError, UsageError
-from trainer.safe_pickle import load_pt
+from trainer.checkpoint.safe_pickle import load_pt
 
 GPT_TARGET = "nemo.collections.nlp.models.language_modeling.megatron_gpt_model.MegatronGPTModel"
 T5_TARGET = "nemo.collections.nlp.models.language_modeling.megatron_t5_model.MegatronT5Model"
@@ -276,8 +276,8 @@ def _gpt_config_yaml(config: Any, tp: int, tokenizer: dict) -> dict:
 
 
 def _export_gpt(path: str, config: Any, sd: dict, tok, tp: int, out: Path) -> dict:
-    from trainer.hf import to_hf_state_dict
-    from trainer.megatron import megatron_shards
+    from trainer.checkpoint.hf import to_hf_state_dict
+    from trainer.checkpoint.megatron import megatron_shards
 
     if not config.bias:
         raise DataprepError(f"{path}: a GPT without biases; Megatron-GPT has them")
@@ -297,8 +297,8 @@ def _export_gpt(path: str, config: Any, sd: dict, tok, tp: int, out: Path) -> di
 
 
 def _import_gpt(archive: Archive, root: Path) -> tuple[Any, dict, str, dict]:
-    from trainer.hf import from_hf_state_dict
-    from trainer.megatron import MegatronShape, states_to_hf
+    from trainer.checkpoint.hf import from_hf_state_dict
+    from trainer.checkpoint.megatron import MegatronShape, states_to_hf
     from trainer.models.gpt import GPTConfig
 
     cfg, where = archive.config, str(archive.path)
@@ -372,7 +372,13 @@ def _import_gpt(archive: Archive, root: Path) -> tuple[Any, dict, str, dict]:
 def export_nemo(ckpt_path, out, *, tp: int = 1, overwrite: bool = False) -> dict:
     """Our checkpoint (GPT or mT5) -> a .nemo at TP `tp`; facts about what was written."""
     from dataprep.tokenizers import load_tokenizer
-    from trainer.checkpoint import load_config, merge_checkpoint, read_metadata, resolve_checkpoint
+    from trainer.checkpoint import (
+        load_config,
+        merge_checkpoint,
+        read_metadata,
+        resolve_checkpoint,
+        tokenizer_spec,
+    )
     from trainer.models.gpt import GPTConfig
     from trainer.models.mt5 import MT5Config
 
@@ -381,7 +387,7 @@ def export_nemo(ckpt_path, out, *, tp: int = 1, overwrite: bool = False) -> dict
     out = Path(out)
     if out.exists() and not overwrite:
         raise UsageError(f"{out} exists; pass --overwrite")
-    spec = (read_metadata(path).get("info") or {}).get("tokenizer")
+    spec = tokenizer_spec(read_metadata(path))
     if not spec:
         raise UsageError(f"{path}: the checkpoint does not record its tokenizer")
     tok = load_tokenizer(spec)
@@ -527,7 +533,7 @@ def _t5_config_yaml(config: Any, tp: int, tokenizer: dict) -> dict:
 
 
 def _export_t5(path: str, config: Any, sd: dict, tok, tp: int, out: Path) -> dict:
-    from trainer.hf import to_hf_state_dict
+    from trainer.checkpoint.hf import to_hf_state_dict
     from trainer.models.common import pad_vocab_size
 
     hf = to_hf_state_dict(sd, config)
@@ -567,7 +573,7 @@ def _export_t5(path: str, config: Any, sd: dict, tok, tp: int, out: Path) -> dic
 
 def _import_t5(archive: Archive, root: Path) -> tuple[Any, dict, str, dict]:
     from dataprep.tokenizers import load_tokenizer
-    from trainer.hf import from_hf_state_dict
+    from trainer.checkpoint.hf import from_hf_state_dict
     from trainer.models.mt5 import MT5Config
 
     cfg, where = archive.config, str(archive.path)

@@ -1,8 +1,8 @@
 """The training loop: AdamW, linear warmup then cosine decay, TP-aware clipping, accumulation.
 
 `train(config)` runs on one rank (joining the launched group when there is one): it checks the
-run (trainer/preflight.py), builds the model from its config with the same seed on every rank,
-shards it (trainer/parallel/), resumes from a checkpoint if asked (trainer/checkpoint.py) and
+run (trainer/training/preflight.py), builds the model from its config with the same seed on every
+rank, shards it (trainer/parallel/), resumes from a checkpoint if asked (trainer/checkpoint/) and
 trains. The loss of a step is the mean over every target token of the global batch; the data
 position is the step, so a resumed run sees exactly the batches the uninterrupted one would.
 """
@@ -22,7 +22,7 @@ from typing import Any
 from dataprep.errors import DataprepError, UsageError
 from trainer.config import DEFAULT_MODEL, TrainConfig, check_tp_layout
 from trainer.loss import cross_entropy
-from trainer.preflight import (
+from trainer.training.preflight import (
     DataInfo,
     check_batch_sizes,
     check_lengths,
@@ -30,12 +30,12 @@ from trainer.preflight import (
     check_sequence_parallel,
     inspect_data,
 )
-from trainer.resume import (
+from trainer.training.resume import (
     load_training_checkpoint,
     run_model_config,
     save_training_checkpoint,
 )
-from trainer.rng import seed_everything
+from trainer.training.rng import seed_everything
 
 log = logging.getLogger("trainer.train")
 
@@ -83,9 +83,9 @@ def train(config: TrainConfig) -> TrainResult:
     import torch
 
     from trainer import parallel
-    from trainer.data import BatchLoader
     from trainer.launch import check_world, dist_env, setup_distributed, teardown_distributed
     from trainer.models import build_model
+    from trainer.training.data import BatchLoader
 
     tp = config.tensor_model_parallel_size
     env = dist_env()
@@ -178,7 +178,7 @@ def train(config: TrainConfig) -> TrainResult:
                 end_step,
             )
             if config.metrics:
-                from trainer.metrics import MetricsWriter
+                from trainer.training.metrics import MetricsWriter
 
                 metrics = MetricsWriter(config.metrics, resume_from=start_step)
             bar = _progress_bar(config, start_step, end_step, kind)
@@ -302,7 +302,7 @@ def train(config: TrainConfig) -> TrainResult:
         try:
             # before the teardown: all of this rank's work is done once teardown starts
             if finished and layout.is_main and config.metrics and result.end_step > 0:
-                from trainer.metrics import plot_loss_curve, read_metrics
+                from trainer.training.metrics import plot_loss_curve, read_metrics
 
                 png = config.loss_curve or str(Path(config.metrics).with_suffix(".png"))
                 out = plot_loss_curve(
@@ -333,7 +333,7 @@ def train(config: TrainConfig) -> TrainResult:
 
 def _packed_data(config: TrainConfig, info: DataInfo) -> Any:
     """The packed-data flags with the tokenizer's EOD id, or None when none is set."""
-    from trainer.data import PackedData
+    from trainer.training.data import PackedData
 
     flags = (config.eod_mask_loss, config.reset_position_ids, config.reset_attention_mask)
     if not any(flags):
@@ -356,7 +356,7 @@ def _packed_data(config: TrainConfig, info: DataInfo) -> Any:
 def _build_source(
     config: TrainConfig, kind: str, info: DataInfo, seq_length: int, num_samples: int, layout: Any
 ) -> Any:
-    from trainer.data import make_source
+    from trainer.training.data import make_source
 
     if kind == "gpt":
         return make_source(
@@ -418,7 +418,7 @@ def make_optimizer(
     model: Any, layout: Any, *, weight_decay: float, distributed: bool = False, **adamw: Any
 ) -> Any:
     """AdamW, weight decay on matrices only (not biases, norms); `distributed` (and DP >= 2): its
-    states sharded over the DP ranks (trainer/distributed_optimizer.py)."""
+    states sharded over the DP ranks (trainer/training/distributed_optimizer.py)."""
     import torch
 
     decay, no_decay = [], []
@@ -431,7 +431,7 @@ def make_optimizer(
     ]
     if distributed:
         if layout.dp_group is not None:
-            from trainer.distributed_optimizer import DistributedAdamW
+            from trainer.training.distributed_optimizer import DistributedAdamW
 
             return DistributedAdamW(groups, layout.dp_group, **adamw)
         if layout.is_main:
@@ -501,7 +501,7 @@ def apply_gradients(optimizer, params, *, layout, clip: float, lr: float) -> Any
     parameters, DP), clip them to the global norm `clip` (0 = no clipping), take the AdamW step
     at `lr` and clear them; the gradient norm before clipping."""
     from trainer import parallel
-    from trainer.distributed_optimizer import DistributedAdamW
+    from trainer.training.distributed_optimizer import DistributedAdamW
 
     sharded = isinstance(optimizer, DistributedAdamW)  # reduce-scatters the DP gradients itself
     dp_group = None if sharded else layout.dp_group

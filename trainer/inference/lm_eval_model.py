@@ -1,15 +1,16 @@
 """Our checkpoints as an lm-evaluation-harness 0.4 model, registered as `dataprep` (serving.md §3).
 
-    python -m trainer.lm_eval_model --model dataprep --model_args checkpoint=out/ckpt-gpt \\
-        --tasks toy_lambada --include_path pipelines/lm_eval_tasks
+    python -m trainer.inference.lm_eval_model --model dataprep \\
+        --model_args checkpoint=out/ckpt-gpt --tasks toy_lambada \\
+        --include_path pipelines/lm_eval_tasks
 
 runs lm_eval's own command line after registering the class (lm_eval finds models only in its
-registry, which this import fills); from Python, `import trainer.lm_eval_model` and then
+registry, which this import fills); from Python, `import trainer.inference.lm_eval_model` and then
 `lm_eval.simple_evaluate(model="dataprep", model_args="checkpoint=...")`. The class is a
 `TemplateLM`: lm_eval encodes every (context, continuation) itself and we score the ids with
 `trainer.evaluate.loglikelihoods`, the same function `dataprep eval --lambada` uses.
 `loglikelihood_rolling` scores whole texts in lm_eval's rolling windows of the model's context;
-`generate_until` decodes greedily (trainer/generate.py) and cuts at the first stop string.
+`generate_until` decodes greedily (trainer/inference/generate.py) and cuts at the first stop string.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ class DataprepLM(TemplateLM):
     ) -> None:
         """`loaded`: (model, tokenizer, checkpoint dir) already in memory (`eval --tasks`)."""
         super().__init__()
-        from trainer.evaluate import _check_causal
-        from trainer.generate import load_for_inference
+        from trainer.inference.evaluate import _check_causal
+        from trainer.inference.loading import load_for_inference
 
         if loaded is None:
             loaded = load_for_inference(checkpoint, tokenizer=tokenizer)
@@ -60,7 +61,7 @@ class DataprepLM(TemplateLM):
         return self.tok.encode(string)
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kw):
-        from trainer.evaluate import loglikelihoods
+        from trainer.inference.evaluate import loglikelihoods
 
         pairs = [(ctx, cont) for _, ctx, cont in requests]
         return loglikelihoods(self.model, pairs, eod_id=self.eot_token_id,
@@ -84,7 +85,7 @@ class DataprepLM(TemplateLM):
         return out
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        from trainer.generate import SamplingParams, generate
+        from trainer.inference.generate import SamplingParams, generate
 
         out = []
         for req in requests:

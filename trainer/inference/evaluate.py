@@ -10,8 +10,8 @@ partial sample skipped), perplexity = exp(mean loss).
 LAMBADA (lm-evaluation-harness's `lambada_openai`, serving.md §3): each JSONL record {"text"}
 gives context = the words before the last space and target = " " + last word, encoded as
 lm-evaluation-harness does (`encode_pair`). acc = the mean over records of "every target token is
-the argmax"; perplexity = exp(-mean target log-likelihood). trainer/lm_eval_model.py answers
-lm_eval's requests with the same `loglikelihood`, so both give the same numbers.
+the argmax"; perplexity = exp(-mean target log-likelihood). trainer/inference/lm_eval_model.py
+answers lm_eval's requests with the same `loglikelihood`, so both give the same numbers.
 """
 
 from __future__ import annotations

@@ -387,26 +387,3 @@ def nemo_response(tokenizer, results: list[RowResult], *, all_probs: bool) -> di
 def token_offsets(tokenizer, ids: list[int]) -> list[int]:
     """Character offset of each token in the decoded sentence (the text decoded before it)."""
     return [len(tokenizer.decode(ids[:i])) for i in range(len(ids))]
-
-
-def load_for_inference(path, *, tp_group=None, tokenizer: str | None = None):
-    """(model in eval mode, tokenizer, checkpoint dir) of a `dataprep train --save` checkpoint;
-    the tokenizer is the one recorded at training time unless `tokenizer` names another."""
-    from dataprep.errors import DataprepError
-    from dataprep.tokenizers import load_tokenizer
-    from trainer.checkpoint import load_model, read_metadata, resolve_checkpoint
-
-    ckpt = resolve_checkpoint(path)
-    spec = tokenizer or (read_metadata(ckpt).get("info") or {}).get("tokenizer")
-    if not spec:
-        raise UsageError(
-            f"{ckpt}: the checkpoint does not record its tokenizer; pass --tokenizer NAME_OR_PATH"
-        )
-    tok = load_tokenizer(spec)
-    model = load_model(ckpt, tp_group=tp_group)
-    if tok.vocab_size > model.config.vocab_size:
-        raise DataprepError(
-            f"{ckpt}: tokenizer {tok.name} has {tok.vocab_size} ids but the model only "
-            f"{model.config.vocab_size}; pass the tokenizer the model was trained with"
-        )
-    return model, tok, ckpt

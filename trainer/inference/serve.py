@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dataprep.errors import UsageError
-from trainer.batcher import Batcher, Cancelled
-from trainer.generate import (
+from trainer.inference.batcher import Batcher, Cancelled
+from trainer.inference.generate import (
     Row,
     RowResult,
     SamplingParams,
@@ -661,7 +661,8 @@ def serve(checkpoint: str, *, host: str, port: int, tokenizer: str | None, max_t
     """Load a checkpoint and serve it until interrupted (on `sock` when given: a bound socket)."""
     import uvicorn
 
-    from trainer.generate import _check_model, load_for_inference
+    from trainer.inference.generate import _check_model
+    from trainer.inference.loading import load_for_inference
 
     model, tok, path = load_for_inference(checkpoint, tokenizer=tokenizer)
     _check_model(model)

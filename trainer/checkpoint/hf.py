@@ -1,7 +1,15 @@
-"""`export_hf` / `import_hf`: a checkpoint of `dataprep train` as a Hugging Face folder and back.
+"""Hugging Face conversion: any of our models through its architecture's `HFAdapter`, and
+`export_hf` / `import_hf` of whole checkpoints.
 
-Export merges the TP shards, maps the weights with trainer/hf.py's tables, writes config.json,
-model.safetensors, generation_config.json and the tokenizer the data was built with
+    GPT  <-> GPT2LMHeadModel              q, k, v -> one Conv1D c_attn; every Linear -> Conv1D
+    GPTJ <-> GPTJForCausalLM              the same names, nn.Linear on both sides
+    MT5  <-> MT5ForConditionalGeneration  the same names; encoder/decoder embed_tokens = shared
+
+The name tables are beside each model (trainer/models/{gpt,gptj,mt5}_hf.py); export cuts the
+padded vocabulary rows to the tokenizer's size and import zero-pads them back.
+
+Export merges the TP shards, maps the weights, writes config.json, model.safetensors,
+generation_config.json and the tokenizer the data was built with
 (dataprep/tokenizers/hf_export.py) under a temporary name, loads the folder back with
 transformers' Auto class, compares its logits with ours on a probe batch, and only then renames it
 into place. Import reads a GPT-2 / GPT-J / mT5 folder into a step-0 checkpoint without optimizer
@@ -19,35 +27,53 @@ from typing import Any
 import torch
 
 from dataprep.errors import DataprepError, UsageError
-from trainer.hf import SUPPORTED, build_hf_model, config_from_hf, from_hf_state_dict
-from trainer.models import architecture_of_hf, architecture_of_model_type
+from trainer.models import (
+    ARCHITECTURES,
+    architecture_of,
+    architecture_of_hf,
+    architecture_of_model_type,
+)
+
+SUPPORTED = ", ".join(f"{a.hf.model_type} ({a.hf.hf_class})" for a in ARCHITECTURES.values())
 
 
-def _tokenizer_spec(meta: dict, override: str | None) -> str | None:
-    """The tokenizer a checkpoint's data was built with: --tokenizer, else what training recorded,
-    else the manifest of its first --data-path prefix."""
-    if override:
-        return override
-    spec = (meta.get("info") or {}).get("tokenizer")
-    if spec:
-        return spec
-    train_config = (meta.get("extra") or {}).get("train_config") or {}
-    if train_config.get("tokenizer"):
-        return train_config["tokenizer"]
-    from dataprep.manifest import load_manifest
-
-    words = train_config.get("data_path") or []
-    prefixes = [w for w in words if not _is_number(w)]
-    m = load_manifest(prefixes[0]) if prefixes else None
-    return ((m or {}).get("tokenizer") or {}).get("spec")
+def to_hf_state_dict(sd: dict[str, torch.Tensor], config: Any) -> dict[str, torch.Tensor]:
+    """A full (TP=1) state dict of ours -> HF keys and shapes, vocabulary cut to `vocab_size`."""
+    return architecture_of(config).hf.to_hf(sd, config)
 
 
-def _is_number(word: str) -> bool:
-    try:
-        float(word)
-    except ValueError:
-        return False
-    return True
+def from_hf_state_dict(hf: dict[str, torch.Tensor], config: Any) -> dict[str, torch.Tensor]:
+    """HF keys and shapes -> a full (TP=1) state dict of ours, vocabulary zero-padded to
+    `padded_vocab_size`; the inverse of `to_hf_state_dict`."""
+    return architecture_of(config).hf.from_hf(hf, config)
+
+
+def hf_config(config: Any, *, eos_id: int | None = None, pad_id: int | None = None):
+    """The transformers config object matching one of our model configs."""
+    return architecture_of(config).hf.to_hf_config(config, eos_id=eos_id, pad_id=pad_id)
+
+
+def config_from_hf(hf: Any) -> Any:
+    """One of our model configs from a transformers config (gpt2, gptj, mt5)."""
+    arch = architecture_of_hf(hf.model_type)
+    if arch is None:
+        raise DataprepError(f"unsupported HF model_type {hf.model_type!r}; supported: {SUPPORTED}")
+    return arch.hf.from_hf_config(hf)
+
+
+def build_hf_model(config: Any, sd: dict[str, torch.Tensor], **ids: int | None):
+    """The transformers model for one of our configs, loaded from our full state dict."""
+    import transformers
+
+    adapter = architecture_of(config).hf
+    model = getattr(transformers, adapter.hf_class)(hf_config(config, **ids))
+    missing, unexpected = model.load_state_dict(to_hf_state_dict(sd, config), strict=False)
+    # buffers HF rebuilds itself (GPT-J's rotary table) are not in our state dict
+    rebuilt = ("embed_positions", "attn.bias", "masked_bias")
+    missing = [k for k in missing if not k.endswith(rebuilt)]
+    if missing or unexpected:
+        raise RuntimeError(f"HF mapping out of date: missing {missing}, unexpected {unexpected}")
+    return model.eval()
 
 
 def _special_ids(config: Any, tok: Any) -> dict[str, int | None]:
@@ -126,7 +152,7 @@ def export_hf(
     out = Path(out)
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"{out} exists and is not empty; pass --overwrite to replace it")
-    spec = _tokenizer_spec(meta, tokenizer)
+    spec = ckpt.tokenizer_spec(meta, tokenizer)
     if spec is None:
         raise UsageError(
             f"{path} does not say which tokenizer its data was built with (no "

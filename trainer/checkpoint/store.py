@@ -12,7 +12,7 @@ checkpoint is a directory written under a temporary name, then renamed, so it is
 `save_checkpoint(root, ..., step=s)` writes `root/iter_{s:07d}` and names it in `root/latest`.
 Loading at the saved TP reads one shard; at another TP it concatenates all shards along
 `shard_dims` (no process group needed) and each rank takes its chunks. Hugging Face export and
-import live in trainer/hf.py and trainer/hf_export.py.
+import live in trainer/checkpoint/hf.py and trainer/checkpoint/hf.py.
 The `.pt` files are pickles, read with `trainer.safe_pickle.load_pt` (weights_only: tensors and
 plain containers only; a file asking for anything else is refused before it runs).
 """
@@ -32,9 +32,9 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from dataprep.errors import DataprepError
+from trainer.checkpoint.safe_pickle import load_pt
 from trainer.models import ARCHITECTURES, ModelConfig, architecture_of, architecture_of_model_type
 from trainer.parallel import load_full_state_dict, shard_dims, vocab_parallel_keys
-from trainer.safe_pickle import load_pt
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +47,14 @@ RESUMABLE_FIELDS = {"dropout", "attn_dropout", "dropout_rate", "padded_vocab_siz
 
 __all__ = [
     "find_latest",
+    "load_model",
     "load_checkpoint",
     "load_config",
     "merge_checkpoint",
     "read_metadata",
+    "resolve_checkpoint",
     "save_checkpoint",
+    "tokenizer_spec",
 ]
 
 
@@ -243,6 +246,35 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     extra_path = path / _extra_file(0, 0)
     meta["extra"] = _load_extra(extra_path)
     return meta
+
+
+def tokenizer_spec(meta: dict, override: str | None = None) -> str | None:
+    """The tokenizer of a checkpoint (`meta` from read_metadata), the one rule every reader uses:
+    `override` (the user's choice) if given, else the spec recorded when it was saved, else the
+    run's tokenizer setting, else the build manifest of its first data prefix; None if none says.
+    """
+    if override:
+        return override
+    spec = (meta.get("info") or {}).get("tokenizer")
+    if spec:
+        return spec
+    train_config = (meta.get("extra") or {}).get("train_config") or {}
+    if train_config.get("tokenizer"):
+        return train_config["tokenizer"]
+    from dataprep.manifest import load_manifest
+
+    words = train_config.get("data_path") or []
+    prefixes = [w for w in words if not _is_number(w)]
+    m = load_manifest(prefixes[0]) if prefixes else None
+    return ((m or {}).get("tokenizer") or {}).get("spec")
+
+
+def _is_number(word: str) -> bool:
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
 
 
 def load_config(path: str | os.PathLike) -> ModelConfig:

@@ -14,8 +14,8 @@ Reading turns every rank's block into q, k and v before merging ranks; writing u
 Files are read with `trainer.safe_pickle.load_pt` (weights_only, Megatron's enums as inert
 stand-ins): nothing in them runs.
 
-The import goes through the GPT-2 (Hugging Face) names and layouts of `trainer.hf`, so the name
-tables are written once: Megatron <-> HF GPT-2 here, HF GPT-2 <-> ours there.
+The import goes through the GPT-2 (Hugging Face) names and layouts of `trainer.checkpoint.hf`, so
+the name tables are written once: Megatron <-> HF GPT-2 here, HF GPT-2 <-> ours there.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from dataprep.errors import DataprepError, UsageError
-from trainer.safe_pickle import load_pt
+from trainer.checkpoint.safe_pickle import load_pt
 
 TRACKER = "latest_checkpointed_iteration.txt"
 FILE = "model_optim_rng.pt"
@@ -326,7 +326,7 @@ def import_megatron(src, root, *, flags: dict[str, int | None], tokenizer: str =
 
     from dataprep.tokenizers import load_tokenizer
     from trainer import checkpoint as ckpt
-    from trainer.hf import from_hf_state_dict
+    from trainer.checkpoint.hf import from_hf_state_dict
     from trainer.models import build_model
     from trainer.models.gpt import GPTConfig
 
@@ -440,8 +440,14 @@ def export_megatron(ckpt_path, out, *, tp: int = 1, overwrite: bool = False) -> 
     import tempfile
 
     from dataprep.tokenizers import load_tokenizer
-    from trainer.checkpoint import load_config, merge_checkpoint, read_metadata, resolve_checkpoint
-    from trainer.hf import to_hf_state_dict
+    from trainer.checkpoint import (
+        load_config,
+        merge_checkpoint,
+        read_metadata,
+        resolve_checkpoint,
+        tokenizer_spec,
+    )
+    from trainer.checkpoint.hf import to_hf_state_dict
     from trainer.models.gpt import GPTConfig
 
     path = resolve_checkpoint(ckpt_path)
@@ -460,7 +466,7 @@ def export_megatron(ckpt_path, out, *, tp: int = 1, overwrite: bool = False) -> 
     out = Path(out)
     if out.exists() and not overwrite:
         raise UsageError(f"{out} exists; pass --overwrite")
-    spec = (read_metadata(path).get("info") or {}).get("tokenizer")
+    spec = tokenizer_spec(read_metadata(path))
     kind = "GPT2BPETokenizer"
     if spec:
         tok = load_tokenizer(spec)

@@ -1,4 +1,4 @@
-"""What a training run saves and restores around trainer/checkpoint.py: the step, every rank's RNG
+"""What a training run saves and restores around trainer/checkpoint/: the step, every rank's RNG
 states and the train config beside the model and optimizer; which checkpoint `--load` means; and
 whether its architecture matches this run's (a different TP size is fine, another model is not).
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 from dataprep.errors import DataprepError, UsageError
 from trainer.config import TrainConfig
-from trainer.rng import rng_state, set_rng_state
+from trainer.training.rng import rng_state, set_rng_state
 
 log = logging.getLogger("trainer.train")
 

@@ -26,7 +26,7 @@ class DataInfo:
 def inspect_data(config: TrainConfig) -> DataInfo:
     """Check the prefixes exist and agree on one tokenizer; read vocab facts from the manifests."""
     from dataprep.manifest import load_manifest
-    from trainer.data import parse_data_path
+    from trainer.training.data import parse_data_path
 
     prefixes = tuple(p for _, p in parse_data_path(config.data_path))
     vocab, spec, max_id, tokens = set(), set(), [], 0

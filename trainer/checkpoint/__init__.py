@@ -1,0 +1,35 @@
+"""Checkpoints: our sharded format and the formats we convert to and from.
+
+    store.py        the per-rank checkpoint directories: save, load at any TP, merge, metadata,
+                    and `tokenizer_spec`, the one rule for which tokenizer a checkpoint uses
+    safe_pickle.py  `load_pt`: every .pt / .ckpt read without running code from the file
+    hf.py           Hugging Face folders: export_hf / import_hf, state-dict and config conversion
+    megatron.py     Megatron-LM checkpoints: import_megatron / export_megatron
+    nemo.py         NeMo 1.x archives: import_nemo / export_nemo
+
+The package exports store.py's functions (`trainer.checkpoint.load_config(...)` and so on).
+"""
+
+from trainer.checkpoint.store import (
+    find_latest,
+    load_checkpoint,
+    load_config,
+    load_model,
+    merge_checkpoint,
+    read_metadata,
+    resolve_checkpoint,
+    save_checkpoint,
+    tokenizer_spec,
+)
+
+__all__ = [
+    "find_latest",
+    "load_checkpoint",
+    "load_config",
+    "load_model",
+    "merge_checkpoint",
+    "read_metadata",
+    "resolve_checkpoint",
+    "save_checkpoint",
+    "tokenizer_spec",
+]

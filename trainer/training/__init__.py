@@ -1,0 +1,11 @@
+"""One training run, by component.
+
+loop.py                   train(): setup, the steps, finish
+distributed_optimizer.py  ZeRO-1: AdamW states sharded over the data-parallel ranks
+data.py                   GPT / T5 batches over the .bin/.idx datasets, the prefetching loader
+preflight.py              data, length and flag checks that need no process group
+resume.py                 what a run saves besides the weights (step, RNG) and --load
+rng.py                    seeding and the global RNG states
+metrics.py                the metrics JSONL file and the loss curve
+memory.py                 --dry-run: the per-rank memory estimate and its measurement
+"""
