@@ -30,7 +30,8 @@ from trainer.config import (
     config_from_args,
     resolve_model_config,
 )
-from trainer.training.loop import TrainResult, lr_at, train
+from trainer.training.loop import TrainResult, train
+from trainer.training.optimizer import lr_at
 from trainer.training.preflight import (
     check_batch_sizes,
     check_lengths,

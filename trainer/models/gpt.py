@@ -1,13 +1,13 @@
-"""GPT-2 decoder in plain PyTorch (reference/formats.md §6.2), nanoGPT-style, top down:
-attention -> MLP -> Block -> GPTConfig -> GPT.
+"""GPT-2 decoder in plain PyTorch, nanoGPT-style, top down: attention -> MLP -> Block ->
+GPTConfig -> GPT.
 
 Architecture = HF `GPT2LMHeadModel`: learned positions, pre-LayerNorm blocks, tanh-GELU MLP (4x),
 attention scaled by 1/sqrt(head_dim), causal, input and output embeddings tied. Differences that do
 not change the function: q/k/v are three Linear layers (HF fuses them into one Conv1D `c_attn`;
-`checkpoint.export_hf` concatenates them) and the vocabulary is padded to `padded_vocab_size` rows
-(Megatron's stored shape). The padded rows start at zero and their logits are left out of the loss
-(`trainer.loss.cross_entropy(..., vocab_size=)`), so they stay zero and the model computes the
-same function whatever the padding, hence whatever the TP size.
+the HF adapter in `gpt_hf.py` concatenates them) and the vocabulary is padded to
+`padded_vocab_size` rows (Megatron's stored shape). The padded rows start at zero and their logits
+are left out of the loss (`trainer.loss.cross_entropy(..., vocab_size=)`), so they stay zero and
+the model computes the same function whatever the padding, hence whatever the TP size.
 
 No `torch.distributed` here: `trainer/parallel/` shards the named Linear/Embedding layers. Every
 shape below uses `-1` for the head count, so the same code runs on a rank that holds only some

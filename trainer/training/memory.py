@@ -334,8 +334,8 @@ def measure_peak(inputs: MemoryInputs, *, steps: int = 2, threads_per_rank: int 
     built is subtracted from the peak after it. The step is the trainer's: the model as
     `parallel.parallelize` makes it (TP, sequence parallelism, recompute), the forward under bf16
     autocast if asked, the logits kept while the fp32 loss of `trainer.loss.cross_entropy` runs
-    backward, then trainer/training/loop.py's `apply_gradients` (reductions, clipping, AdamW or the
-    distributed optimizer). TP x DP ranks; Linux only."""
+    backward, then trainer/training/optimizer.py's `apply_gradients` (reductions, clipping, AdamW
+    or the distributed optimizer). TP x DP ranks; Linux only."""
     from trainer.launch import launch_local
     from trainer.models import architecture_of
 
@@ -402,7 +402,7 @@ def _train_steps(x: MemoryInputs, steps: int, layout: Any, status: Any) -> int:
     from trainer.loss import cross_entropy
     from trainer.models import architecture_of, build_model
     from trainer.models.mt5 import shift_right
-    from trainer.training.loop import apply_gradients, make_optimizer
+    from trainer.training.optimizer import apply_gradients, make_optimizer
 
     mc = x.model_config
     B, V = x.micro_batch_size, mc.vocab_size

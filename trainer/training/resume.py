@@ -68,12 +68,13 @@ def checkpoint_model_config(path: str, kind: str, mc: Any, config: TrainConfig) 
     """This run's model config adjusted to a checkpoint: same architecture required (else a clear
     error); its padded vocabulary is kept when the TP size divides it, so resharding is exact."""
     from trainer import checkpoint
+    from trainer.checkpoint.store import RESUMABLE_FIELDS
     from trainer.models import architecture_of
 
     meta = checkpoint.read_metadata(path)
     saved_type, now_type = meta["model_type"], architecture_of(mc).model_type
     saved, now = meta["config"], dataclasses.asdict(mc)
-    ignore = checkpoint.RESUMABLE_FIELDS
+    ignore = RESUMABLE_FIELDS
     keys = set(saved) | set(now)
     diff = sorted(k for k in keys if k not in ignore and saved.get(k) != now.get(k))
     if saved_type != now_type:
