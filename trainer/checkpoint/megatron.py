@@ -11,8 +11,8 @@ and `args` (an `argparse.Namespace`, absent in the oldest releases).
 The fused QKV rows are ordered by `checkpoint_version`: 0 `[3, heads, head_dim]`, 1.0
 `[heads, head_dim, 3]`, >= 2.0 `[heads, 3, head_dim]`, within each TP rank's block of heads.
 Reading turns every rank's block into q, k and v before merging ranks; writing uses version 3.0.
-Files are read with `trainer.safe_pickle.load_pt` (weights_only, Megatron's enums as inert
-stand-ins): nothing in them runs.
+Files are read with `trainer.checkpoint.safe_pickle.load_pt` (weights_only, Megatron's enums as
+inert stand-ins): nothing in them runs.
 
 The import goes through the GPT-2 (Hugging Face) names and layouts of `trainer.checkpoint.hf`, so
 the name tables are written once: Megatron <-> HF GPT-2 here, HF GPT-2 <-> ours there.

@@ -20,9 +20,9 @@ GELU (`dense_h_to_4h` and `dense_h_to_4h_2`), an untied `tokens_head`, shared to
 `megatron_legacy: true` (QKV stored `[Q; K; V]`, cross-attention KV `[K; V]`, per TP rank) and
 `normalize_attention_scores: false` (T5 does not scale its scores).
 
-Every weights file is read with `trainer.safe_pickle.load_pt` (weights_only). The tokenizer
-carries over both ways: on export its files go into the archive; on import files equal to a
-shipped tokenizer (sha256) become its name (`gpt2`, `mt5-toy`), others are kept beside the
+Every weights file is read with `trainer.checkpoint.safe_pickle.load_pt` (weights_only). The
+tokenizer carries over both ways: on export its files go into the archive; on import files equal to
+a shipped tokenizer (sha256) become its name (`gpt2`, `mt5-toy`), others are kept beside the
 checkpoint and recorded by path.
 """
 

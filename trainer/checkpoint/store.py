@@ -1,6 +1,6 @@
 """Checkpoints of tensor-parallel models: per-rank shards, resharding between TP sizes, HF export.
 
-The plain per-rank layout of reference/tensor-parallel.md §3 ("Manual, per-rank files"). A
+One file per TP rank, as Megatron-LM's `mp_rank_XX` layout but with names of our own. A
 checkpoint is a directory written under a temporary name, then renamed, so it is complete or absent:
 
     metadata.json                 format, version, model type and config, tp, dp, step, shard_dims
@@ -12,9 +12,9 @@ checkpoint is a directory written under a temporary name, then renamed, so it is
 `save_checkpoint(root, ..., step=s)` writes `root/iter_{s:07d}` and names it in `root/latest`.
 Loading at the saved TP reads one shard; at another TP it concatenates all shards along
 `shard_dims` (no process group needed) and each rank takes its chunks. Hugging Face export and
-import live in trainer/checkpoint/hf.py and trainer/checkpoint/hf.py.
-The `.pt` files are pickles, read with `trainer.safe_pickle.load_pt` (weights_only: tensors and
-plain containers only; a file asking for anything else is refused before it runs).
+import live in trainer/checkpoint/hf.py.
+The `.pt` files are pickles, read with `trainer.checkpoint.safe_pickle.load_pt` (weights_only:
+tensors and plain containers only; a file asking for anything else is refused before it runs).
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def save_checkpoint(
     """Write `root/iter_{step:07d}` atomically and point `root/latest` at it; return its path.
 
     `info`: JSON facts kept in metadata.json (e.g. "tokenizer": the spec the data was built with,
-    which `trainer.hf.export_hf` turns into the HF tokenizer).
+    which `trainer.checkpoint.hf.export_hf` turns into the HF tokenizer).
 
     Collective: every rank calls it (with its `extra`, e.g. its RNG states). DP rank 0 of each TP
     rank writes the model/optimizer shard; global rank 0 writes the metadata and renames. The world

@@ -1,6 +1,6 @@
 """Batching of concurrent requests for `dataprep serve`: one thread owns the model.
 
-Requests hand their rows (`trainer.generate.Row`) to `Batcher.submit` and get one
+Requests hand their rows (`trainer.inference.generate.Row`) to `Batcher.submit` and get one
 `concurrent.futures.Future` per row. The thread takes the first waiting row, then every row that
 arrives within `wait_ms` (or is already waiting because the model was busy), up to
 `max_batch_size` rows, and runs them as one batch with `generate_rows`, in which every row gets

@@ -7,7 +7,7 @@ Each window w of seq_length + 1 ids gives seq_length predictions (inputs w[:-1],
 mean loss = mean negative log-likelihood in nats over all of them (PAD_ID targets of a kept
 partial sample skipped), perplexity = exp(mean loss).
 
-LAMBADA (lm-evaluation-harness's `lambada_openai`, serving.md §3): each JSONL record {"text"}
+LAMBADA (lm-evaluation-harness's `lambada_openai`): each JSONL record {"text"}
 gives context = the words before the last space and target = " " + last word, encoded as
 lm-evaluation-harness does (`encode_pair`). acc = the mean over records of "every target token is
 the argmax"; perplexity = exp(-mean target log-likelihood). trainer/inference/lm_eval_model.py

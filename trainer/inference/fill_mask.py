@@ -1,4 +1,4 @@
-"""mT5 `<mask>` filling, the Megatron-mT5 card's interface (reference/serving.md §2).
+"""mT5 `<mask>` filling, the interface of NVIDIA's Megatron-mT5 model card.
 
 Each `<mask>` of the prompt becomes the next sentinel (`<extra_id_0>`, `<extra_id_1>`, ..., as
 `dataprep preview-masking --prompt`), the encoder input ends with EOS as in training, and the

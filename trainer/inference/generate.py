@@ -1,4 +1,4 @@
-"""Text generation for GPT and GPT-J checkpoints with NeMo's sampling parameters (serving.md §1).
+"""Text generation for GPT and GPT-J checkpoints with NeMo's sampling parameters.
 
 `generate(model, tokenizer, prompts, params)` runs every prompt in one batch and returns NeMo's
 response object: `sentences`, `tokens`, `token_ids`, `logprob`, `offsets` (+ `full_logprob`).
@@ -36,7 +36,8 @@ MAX_TEMPERATURE = 100.0
 
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
-    """NeMo's generation parameters: same names, defaults and ranges (serving.md §1)."""
+    """NeMo's generation parameters: same names, defaults and ranges (NeMo's
+    `megatron_gpt_eval.py` / text generation server)."""
 
     tokens_to_generate: int = 64  # new tokens per prompt, >= 1
     temperature: float = 1.0  # 0 < t <= 100 (unused when greedy)
@@ -328,7 +329,7 @@ def generate_ids(
 def generate(
     model, tokenizer, prompts: list[str], params: SamplingParams, *, tp_group=None
 ) -> tuple[dict[str, Any], list[int]]:
-    """(NeMo's response object for `prompts` (serving.md §1), the prompts' token counts)."""
+    """(NeMo's response object for `prompts`, the prompts' token counts)."""
     if not prompts:
         raise UsageError("no prompt given: pass at least one")
     rows = nemo_rows(tokenizer, prompts, params)

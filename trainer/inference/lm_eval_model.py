@@ -1,4 +1,4 @@
-"""Our checkpoints as an lm-evaluation-harness 0.4 model, registered as `dataprep` (serving.md §3).
+"""Our checkpoints as an lm-evaluation-harness 0.4 model, registered as `dataprep`.
 
     python -m trainer.inference.lm_eval_model --model dataprep \\
         --model_args checkpoint=out/ckpt-gpt --tasks toy_lambada \\
@@ -8,7 +8,7 @@ runs lm_eval's own command line after registering the class (lm_eval finds model
 registry, which this import fills); from Python, `import trainer.inference.lm_eval_model` and then
 `lm_eval.simple_evaluate(model="dataprep", model_args="checkpoint=...")`. The class is a
 `TemplateLM`: lm_eval encodes every (context, continuation) itself and we score the ids with
-`trainer.evaluate.loglikelihoods`, the same function `dataprep eval --lambada` uses.
+`trainer.inference.evaluate.loglikelihoods`, the same function `dataprep eval --lambada` uses.
 `loglikelihood_rolling` scores whole texts in lm_eval's rolling windows of the model's context;
 `generate_until` decodes greedily (trainer/inference/generate.py) and cuts at the first stop string.
 """

@@ -1,8 +1,8 @@
 """`dataprep serve`: NeMo's GPT eval server and OpenAI's legacy completions API over HTTP.
 
 Three layers: the route logic (`Server`: parse a request, make `Row`s, shape the answer) knows no
-HTTP framework; `trainer.batcher.Batcher` owns the model in one thread and runs the rows of
-concurrent requests as one batch (each row answered as if alone); `create_app` is the FastAPI
+HTTP framework; `trainer.inference.batcher.Batcher` owns the model in one thread and runs the rows
+of concurrent requests as one batch (each row answered as if alone); `create_app` is the FastAPI
 layer (uvicorn serves it: a maintained ASGI stack with typed request handling).
 
 Routes:

@@ -4,6 +4,22 @@ from __future__ import annotations
 
 from dataprep.errors import UsageError
 
+# Model config fields that share their name with a flag of some command (train-tokenizer's
+# --vocab-size, import-megatron's --num-layers): a model config error names them literally, so the
+# CLI does not show that other command's flag for a key of a --model file. Every other model field
+# is a ConfigError placeholder, shown by the CLI as the --model file key (commands/common.py).
+SHARED_WITH_FLAGS = frozenset({"vocab_size", "num_layers"})
+
+
+def field_placeholder(name: str) -> str:
+    """`name` as it appears in a ConfigError template: "{name}", or the name itself if shared."""
+    return name if name in SHARED_WITH_FLAGS else "{" + name + "}"
+
+
+def field_names(name: str) -> tuple[str, ...]:
+    """The ConfigError fields for `field_placeholder(name)`."""
+    return () if name in SHARED_WITH_FLAGS else (name,)
+
 
 def pad_vocab_size(vocab_size: int, tp: int = 1, divisible_by: int = 128) -> int:
     """Megatron's `_vocab_size_with_padding`: round up to a multiple of `divisible_by * tp`.

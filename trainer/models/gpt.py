@@ -23,9 +23,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dataprep.errors import UsageError
+from dataprep.errors import ConfigError, UsageError
 from trainer.models.attention import CoreAttention
-from trainer.models.common import init_vocab_rows_, pad_vocab_size, vocab_rows
+from trainer.models.common import (
+    field_names,
+    field_placeholder,
+    init_vocab_rows_,
+    pad_vocab_size,
+    vocab_rows,
+)
 
 
 def cached_attention(q, k, v, cache: dict) -> torch.Tensor:
@@ -142,23 +148,31 @@ class GPTConfig:
     def __post_init__(self) -> None:
         for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
             if getattr(self, name) < 1:
-                raise UsageError(f"GPTConfig.{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(
+                    f"GPTConfig.{field_placeholder(name)} must be >= 1, got {getattr(self, name)}",
+                    *field_names(name),
+                )
         if self.n_embd % self.n_head:
-            raise UsageError(
-                f"GPTConfig: n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
-                "choose n_embd = n_head * head_dim"
+            raise ConfigError(
+                f"GPTConfig: {{n_embd}}={self.n_embd} is not divisible by "
+                f"{{n_head}}={self.n_head}; choose n_embd = n_head * head_dim",
+                "n_embd",
+                "n_head",
             )
         if self.padded_vocab_size == 0:
             object.__setattr__(self, "padded_vocab_size", pad_vocab_size(self.vocab_size))
         if self.padded_vocab_size < self.vocab_size:
-            raise UsageError(
-                f"GPTConfig: padded_vocab_size={self.padded_vocab_size} < "
+            raise ConfigError(
+                f"GPTConfig: {{padded_vocab_size}}={self.padded_vocab_size} < "
                 f"vocab_size={self.vocab_size}; "
-                "use pad_vocab_size(vocab_size, tp) or 0 for the default"
+                "use pad_vocab_size(vocab_size, tp) or 0 for the default",
+                "padded_vocab_size",
             )
         for name in ("dropout", "attn_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
-                raise UsageError(f"GPTConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+                raise ConfigError(
+                    f"GPTConfig.{{{name}}} must be in [0, 1), got {getattr(self, name)}", name
+                )
 
     def tp_dims(self) -> dict[str, int]:
         """The sizes a tensor-parallel size must divide."""

@@ -1,4 +1,4 @@
-"""GPT-J decoder in plain PyTorch, the architecture of HF `GPTJForCausalLM` (serving.md §4), top
+"""GPT-J decoder in plain PyTorch, the architecture of HF `GPTJForCausalLM`, top
 down: rotary -> attention -> MLP -> Block -> GPTJConfig -> GPTJ.
 
 Differences from GPT-2 (trainer/models/gpt.py): no position table; rotary position embeddings on the
@@ -20,9 +20,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dataprep.errors import UsageError
+from dataprep.errors import ConfigError, UsageError
 from trainer.models.attention import CoreAttention
-from trainer.models.common import init_vocab_rows_, pad_vocab_size, vocab_rows
+from trainer.models.common import (
+    field_names,
+    field_placeholder,
+    init_vocab_rows_,
+    pad_vocab_size,
+    vocab_rows,
+)
 from trainer.models.gpt import cached_attention, past_length
 
 
@@ -125,30 +131,39 @@ class GPTJConfig:
     def __post_init__(self) -> None:
         for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "rotary_dim"):
             if getattr(self, name) < 1:
-                raise UsageError(f"GPTJConfig.{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(
+                    f"GPTJConfig.{field_placeholder(name)} must be >= 1, got {getattr(self, name)}",
+                    *field_names(name),
+                )
         if self.n_embd % self.n_head:
-            raise UsageError(
-                f"GPTJConfig: n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
-                "choose n_embd = n_head * head_dim"
+            raise ConfigError(
+                f"GPTJConfig: {{n_embd}}={self.n_embd} is not divisible by "
+                f"{{n_head}}={self.n_head}; choose n_embd = n_head * head_dim",
+                "n_embd",
+                "n_head",
             )
         head_dim = self.n_embd // self.n_head
         if self.rotary_dim % 2 or self.rotary_dim > head_dim:
-            raise UsageError(
-                f"GPTJConfig: rotary_dim={self.rotary_dim} must be even and at most the head "
-                f"dimension {head_dim}"
+            raise ConfigError(
+                f"GPTJConfig: {{rotary_dim}}={self.rotary_dim} must be even and at most the head "
+                f"dimension {head_dim}",
+                "rotary_dim",
             )
         if self.n_inner == 0:
             object.__setattr__(self, "n_inner", 4 * self.n_embd)
         if self.padded_vocab_size == 0:
             object.__setattr__(self, "padded_vocab_size", pad_vocab_size(self.vocab_size))
         if self.padded_vocab_size < self.vocab_size:
-            raise UsageError(
-                f"GPTJConfig: padded_vocab_size={self.padded_vocab_size} < "
-                f"vocab_size={self.vocab_size}; use pad_vocab_size(vocab_size, tp) or 0"
+            raise ConfigError(
+                f"GPTJConfig: {{padded_vocab_size}}={self.padded_vocab_size} < "
+                f"vocab_size={self.vocab_size}; use pad_vocab_size(vocab_size, tp) or 0",
+                "padded_vocab_size",
             )
         for name in ("dropout", "attn_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
-                raise UsageError(f"GPTJConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+                raise ConfigError(
+                    f"GPTJConfig.{{{name}}} must be in [0, 1), got {getattr(self, name)}", name
+                )
 
     def tp_dims(self) -> dict[str, int]:
         """The sizes a tensor-parallel size must divide."""

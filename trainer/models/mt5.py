@@ -1,12 +1,12 @@
-"""mT5 encoder-decoder in plain PyTorch, the HF `MT5ForConditionalGeneration` architecture exactly
-(reference/formats.md §6.1), with HF's module names so export is a renaming-free copy:
+"""mT5 encoder-decoder in plain PyTorch, the HF `MT5ForConditionalGeneration` architecture exactly,
+with HF's module names so export is a renaming-free copy:
 
 RMSNorm (weight only, variance in fp32), gated-GELU(tanh) FFN `wo(dropout(gelu(wi_0 x) * wi_1 x))`,
 no biases, no 1/sqrt(d_kv) score scaling (folded into the init of q), a relative-position bias table
 only in the first self-attention layer of each stack and reused by every layer, cross-attention
 without position bias, one token embedding `shared` for encoder and decoder, an UNTIED `lm_head` and
 no d_model**-0.5 rescale of the decoder output. The vocabulary is padded to `padded_vocab_size` rows
-(formats.md §5).
+(Megatron's padding, `common.pad_vocab_size`).
 
 No `torch.distributed` here; shapes use `-1` for the head count so a tensor-parallel rank can hold
 only some heads (and only its columns of the relative-bias table).
@@ -21,9 +21,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dataprep.errors import UsageError
+from dataprep.errors import ConfigError, UsageError
 from trainer.models.attention import CoreAttention
-from trainer.models.common import init_vocab_rows_, pad_vocab_size, vocab_rows
+from trainer.models.common import (
+    field_names,
+    field_placeholder,
+    init_vocab_rows_,
+    pad_vocab_size,
+    vocab_rows,
+)
 
 
 class MT5LayerNorm(nn.Module):
@@ -257,19 +263,26 @@ class MT5Config:
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads"):
             if getattr(self, name) < 1:
-                raise UsageError(f"MT5Config.{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(
+                    f"MT5Config.{field_placeholder(name)} must be >= 1, got {getattr(self, name)}",
+                    *field_names(name),
+                )
         if self.num_decoder_layers == 0:
             object.__setattr__(self, "num_decoder_layers", self.num_layers)
         if self.padded_vocab_size == 0:
             object.__setattr__(self, "padded_vocab_size", pad_vocab_size(self.vocab_size))
         if self.padded_vocab_size < self.vocab_size:
-            raise UsageError(
-                f"MT5Config: padded_vocab_size={self.padded_vocab_size} < "
+            raise ConfigError(
+                f"MT5Config: {{padded_vocab_size}}={self.padded_vocab_size} < "
                 f"vocab_size={self.vocab_size}; "
-                "use pad_vocab_size(vocab_size, tp) or 0 for the default"
+                "use pad_vocab_size(vocab_size, tp) or 0 for the default",
+                "padded_vocab_size",
             )
         if not 0.0 <= self.dropout_rate < 1.0:
-            raise UsageError(f"MT5Config.dropout_rate must be in [0, 1), got {self.dropout_rate}")
+            raise ConfigError(
+                f"MT5Config.{{dropout_rate}} must be in [0, 1), got {self.dropout_rate}",
+                "dropout_rate",
+            )
 
     def tp_dims(self) -> dict[str, int]:
         """The sizes a tensor-parallel size must divide."""

@@ -1,10 +1,10 @@
 """Training batches read straight from memory-mapped `.bin/.idx` datasets via dataprep's samplers.
 
-GPT: Megatron's GPTDataset windows (`dataprep.sampling.gpt`, formats.md §3): sample k has
-seq_length+1 ids, `tokens = w[:-1]`, `labels = w[1:]`. T5: canonical span corruption
-(`dataprep.sampling.t5`, formats.md §4) over the documents of the split, sample order shuffled per
-epoch from the seed; inputs padded with pad 0 (masked out), labels padded with -100, decoder input
-= labels shifted right behind decoder start 0 (HF `_shift_right`).
+GPT: Megatron's GPTDataset windows (`dataprep.sampling.gpt`, megatron-core `gpt_dataset.py`): sample
+k has seq_length+1 ids, `tokens = w[:-1]`, `labels = w[1:]`. T5: canonical span corruption
+(`dataprep.sampling.t5`, T5's `span_corruption`) over the documents of the split, sample order
+shuffled per epoch from the seed; inputs padded with pad 0 (masked out), labels padded with -100,
+decoder input = labels shifted right behind decoder start 0 (HF `_shift_right`).
 
 Which samples a step reads (Megatron's pretraining sampler): with global batch = micro x DP x
 accum, step s reads sample indices [s*GBS, (s+1)*GBS); micro-step m of DP rank d gets s*GBS +

@@ -15,7 +15,7 @@ from dataprep.errors import DataprepError, UsageError
 from trainer.config import TrainConfig
 from trainer.training.rng import rng_state, set_rng_state
 
-log = logging.getLogger("trainer.train")
+log = logging.getLogger(__name__)
 
 
 def find_checkpoint(load: str | None) -> str | None:
