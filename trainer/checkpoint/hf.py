@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from dataprep.errors import DataprepError, UsageError
+from dataprep.errors import ConfigError, DataprepError
 from trainer.models import (
     ARCHITECTURES,
     architecture_of,
@@ -151,12 +151,16 @@ def export_hf(
     config = ckpt.load_config(path)
     out = Path(out)
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"{out} exists and is not empty; pass --overwrite to replace it")
+        raise ConfigError(
+            f"{ConfigError.quote(out)} exists and is not empty; pass {{overwrite}} to replace it",
+            "overwrite",
+        )
     spec = ckpt.tokenizer_spec(meta, tokenizer)
     if spec is None:
-        raise UsageError(
-            f"{path} does not say which tokenizer its data was built with (no "
-            "manifest found); pass --tokenizer NAME_OR_PATH"
+        raise ConfigError(
+            f"{ConfigError.quote(path)} does not say which tokenizer its data was built with (no "
+            "manifest found); pass {tokenizer} NAME_OR_PATH",
+            "tokenizer",
         )
     tok = load_tokenizer(spec)
     if tok.vocab_size != config.vocab_size:
@@ -231,7 +235,9 @@ def import_hf(
             f"(save_pretrained) of one of: {SUPPORTED}"
         )
     if root.exists() and any(root.iterdir()) and not overwrite:
-        raise UsageError(f"{root} exists and is not empty; pass --overwrite")
+        raise ConfigError(
+            f"{ConfigError.quote(root)} exists and is not empty; pass {{overwrite}}", "overwrite"
+        )
     try:
         hf_config_obj = transformers.AutoConfig.from_pretrained(hf_dir)
     except (OSError, ValueError, KeyError) as e:

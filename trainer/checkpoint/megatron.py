@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from dataprep.errors import DataprepError, UsageError
+from dataprep.errors import ConfigError, DataprepError, UsageError
 from trainer.checkpoint.safe_pickle import load_pt
 
 TRACKER = "latest_checkpointed_iteration.txt"
@@ -290,16 +290,17 @@ def _shape(where: str, args: Any, flags: dict[str, int | None], states: dict) ->
         value = getattr(args, name, None) if args is not None else None
         flag = flags.get(name)
         if value is not None and flag is not None and flag != value:
-            raise UsageError(
-                f"--{name.replace('_', '-')} {flag} contradicts the checkpoint's args ({value})"
+            raise ConfigError(
+                f"{{{name}}} {flag} contradicts the checkpoint's args ({value})", name
             )
         values[name] = value if value is not None else flag
-    absent = [f"--{n.replace('_', '-')}" for n, v in values.items() if v is None]
+    absent = [n for n, v in values.items() if v is None]
     if absent:
-        raise UsageError(
-            f"{where} has no args with the model's shape; pass Megatron's {' '.join(absent)} "
-            "(NVIDIA's GPT-2 345M: --num-layers 24 --hidden-size 1024 --num-attention-heads 16 "
-            "--max-position-embeddings 1024)"
+        raise ConfigError(
+            f"{ConfigError.quote(where)} has no args with the model's shape; pass Megatron's "
+            f"{' '.join('{' + n + '}' for n in absent)} (NVIDIA's GPT-2 345M: {{num_layers}} 24 "
+            "{hidden_size} 1024 {num_attention_heads} 16 {max_position_embeddings} 1024)",
+            *fields,
         )
     shape = MegatronShape(**values)
     found = {int(k.split(".")[2]) for s in states.values() for k in s if ".layers." in k}
@@ -332,7 +333,9 @@ def import_megatron(src, root, *, flags: dict[str, int | None], tokenizer: str =
 
     root = Path(root)
     if root.exists() and any(root.iterdir()) and not overwrite:
-        raise UsageError(f"{root} exists and is not empty; pass --overwrite")
+        raise ConfigError(
+            f"{ConfigError.quote(root)} exists and is not empty; pass {{overwrite}}", "overwrite"
+        )
     tok = load_tokenizer(tokenizer)
     hf, shape, info = read_megatron(src, flags=flags, vocab_size=tok.vocab_size)
     config = GPTConfig(n_layer=shape.num_layers, n_head=shape.num_attention_heads,
@@ -460,12 +463,14 @@ def export_megatron(ckpt_path, out, *, tp: int = 1, overwrite: bool = False) -> 
     if not config.bias:
         raise DataprepError(f"{path}: a GPT without biases; Megatron's GPT-2 layout has them")
     if tp < 1 or config.n_head % tp or (4 * config.n_embd) % tp:
-        raise UsageError(
-            f"--tensor-model-parallel-size {tp}: must be >= 1 and divide the {config.n_head} heads"
+        raise ConfigError(
+            f"{{tensor_model_parallel_size}} {tp}: must be >= 1 and divide the {config.n_head} "
+            "heads",
+            "tensor_model_parallel_size",
         )
     out = Path(out)
     if out.exists() and not overwrite:
-        raise UsageError(f"{out} exists; pass --overwrite")
+        raise ConfigError(f"{ConfigError.quote(out)} exists; pass {{overwrite}}", "overwrite")
     spec = tokenizer_spec(read_metadata(path))
     kind = "GPT2BPETokenizer"
     if spec:

@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 
-from dataprep.errors import DataprepError, UsageError
+from dataprep.errors import ConfigError, DataprepError, UsageError
 from trainer.checkpoint.safe_pickle import load_pt
 
 GPT_TARGET = "nemo.collections.nlp.models.language_modeling.megatron_gpt_model.MegatronGPTModel"
@@ -386,15 +386,16 @@ def export_nemo(ckpt_path, out, *, tp: int = 1, overwrite: bool = False) -> dict
     config = load_config(path)
     out = Path(out)
     if out.exists() and not overwrite:
-        raise UsageError(f"{out} exists; pass --overwrite")
+        raise ConfigError(f"{ConfigError.quote(out)} exists; pass {{overwrite}}", "overwrite")
     spec = tokenizer_spec(read_metadata(path))
     if not spec:
         raise UsageError(f"{path}: the checkpoint does not record its tokenizer")
     tok = load_tokenizer(spec)
     heads = config.n_head if isinstance(config, GPTConfig) else getattr(config, "num_heads", 1)
     if tp < 1 or heads % tp:
-        raise UsageError(
-            f"--tensor-model-parallel-size {tp}: must be >= 1 and divide {heads} heads"
+        raise ConfigError(
+            f"{{tensor_model_parallel_size}} {tp}: must be >= 1 and divide {heads} heads",
+            "tensor_model_parallel_size",
         )
     sd, _ = merge_checkpoint(path)
     if type(config) is GPTConfig:
@@ -417,7 +418,9 @@ def import_nemo(src, root, *, overwrite: bool = False) -> tuple[str, Any, dict]:
 
     root = Path(root)
     if root.exists() and any(root.iterdir()) and not overwrite:
-        raise UsageError(f"{root} exists and is not empty; pass --overwrite")
+        raise ConfigError(
+            f"{ConfigError.quote(root)} exists and is not empty; pass {{overwrite}}", "overwrite"
+        )
     archive = Archive(src)
     target = str(archive.config.get("target", ""))
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent if root.parent.exists()

@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from dataprep.errors import DataprepError, ReadError, UsageError
+from dataprep.errors import ConfigError, DataprepError, ReadError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,9 @@ def split_perplexity(
 
     _check_causal(model)
     if seq_length > model.config.block_size:
-        raise UsageError(
-            f"--seq-length {seq_length} exceeds the model's context {model.config.block_size}"
+        raise ConfigError(
+            f"{{seq_length}} {seq_length} exceeds the model's context {model.config.block_size}",
+            "seq_length",
         )
     config = GPTSamplesConfig(seq_length=seq_length, seed=seed, split=split)
     samples = GPTSamples(prefix, num_samples=None, split_name=split_name, config=config)
@@ -186,7 +187,7 @@ def read_lambada(path: str | os.PathLike) -> list[str]:
     """The "text" of every record of a LAMBADA JSONL file; bad lines are errors naming file:line."""
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"--lambada {path}: no such file")
+        raise ConfigError(f"{{lambada}} {ConfigError.quote(path)}: no such file", "lambada")
     texts = []
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):

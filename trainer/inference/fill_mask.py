@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dataprep.errors import UsageError
+from dataprep.errors import ConfigError, UsageError
 
 
 def masked_ids(prompt: str, tok) -> tuple[list[int], int]:
@@ -43,7 +43,9 @@ def fill_mask(model, tok, prompt: str, *, max_new_tokens: int = 32) -> dict[str,
 
     check_model(model)
     if max_new_tokens < 1:
-        raise UsageError(f"--tokens-to-generate must be >= 1, got {max_new_tokens}")
+        raise ConfigError(
+            f"{{tokens_to_generate}} must be >= 1, got {max_new_tokens}", "tokens_to_generate"
+        )
     inputs, _ = masked_ids(prompt, tok)
     V, eos = model.config.vocab_size, model.config.eos_token_id
     dec = [model.config.decoder_start_token_id]

@@ -114,12 +114,12 @@ def run_tasks(
     progress: bool = True,
 ) -> dict:
     """lm_eval's `simple_evaluate` of our loaded model on `tasks` (names or YAML paths), looked up
-    in `include_paths` first and then among lm_eval's own tasks; an unknown name is a UsageError.
+    in `include_paths` first and then among lm_eval's own tasks; an unknown name is a ConfigError.
     lm_eval's prints go to stderr, its bars only to a terminal and only with `progress`."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    from dataprep.errors import UsageError
+    from dataprep.errors import ConfigError
 
     manager = TaskManager(include_path=include_paths or None, include_defaults=False)
     local = manager.all_tasks
@@ -127,9 +127,12 @@ def run_tasks(
         manager = TaskManager(include_path=include_paths or None)  # lm_eval's own tasks too
     unknown = [t for t in tasks if t not in manager.all_tasks and not t.endswith(".yaml")]
     if unknown:
-        raise UsageError(
-            f"--tasks: no lm_eval task {', '.join(unknown)} (in {', '.join(include_paths)}: "
-            f"{', '.join(local) or 'none'}; lm_eval's own: `lm_eval ls tasks`)"
+        found = f"{', '.join(unknown)} (in {', '.join(include_paths)}: "
+        found += ", ".join(local) or "none"
+        raise ConfigError(
+            f"{{tasks}}: no lm_eval task {ConfigError.quote(found)}; lm_eval's own: "
+            "`lm_eval ls tasks`)",
+            "tasks",
         )
     model = DataprepLM(loaded[2], batch_size=batch_size, loaded=loaded)
     with _lm_eval_quiet(bars=progress and sys.stderr.isatty()):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataprep.errors import DataprepError, UsageError
+from dataprep.errors import ConfigError, DataprepError
 from dataprep.tokenizers import load_tokenizer
 from trainer.checkpoint import load_model, read_metadata, resolve_checkpoint, tokenizer_spec
 
@@ -14,8 +14,10 @@ def load_for_inference(path, *, tp_group=None, tokenizer: str | None = None):
     ckpt = resolve_checkpoint(path)
     spec = tokenizer_spec(read_metadata(ckpt), tokenizer)
     if not spec:
-        raise UsageError(
-            f"{ckpt}: the checkpoint does not record its tokenizer; pass --tokenizer NAME_OR_PATH"
+        raise ConfigError(
+            f"{ConfigError.quote(ckpt)}: the checkpoint does not record its tokenizer; pass "
+            "{tokenizer} NAME_OR_PATH",
+            "tokenizer",
         )
     tok = load_tokenizer(spec)
     model = load_model(ckpt, tp_group=tp_group)

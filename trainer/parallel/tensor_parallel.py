@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from dataprep.errors import UsageError
+from dataprep.errors import ConfigError, UsageError
 from trainer.models import ARCHITECTURES, architecture_of
 from trainer.models.common import pad_vocab_size
 from trainer.models.plans import (
@@ -162,9 +162,10 @@ def _sequence_parallel_plan(model: nn.Module) -> dict[re.Pattern, str]:
         supported = ", ".join(
             a.model.__name__ for a in ARCHITECTURES.values() if a.sequence_parallel_plan
         )
-        raise UsageError(
-            f"--sequence-parallel is not implemented for {type(model).__name__} (only {supported})"
-            "; train it without the flag"
+        raise ConfigError(
+            f"{{sequence_parallel}} is not implemented for {type(model).__name__} "
+            f"(only {supported}); train it without the flag",
+            "sequence_parallel",
         )
     compiled = {compile_pattern(pat): style for pat, style in plan.items()}
     names = [n for n, _ in model.named_modules()]

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dataprep.errors import DataprepError, UsageError
+from dataprep.errors import ConfigError, DataprepError
 from trainer.config import DEFAULT_MODEL, TrainConfig, check_tp_layout
 from trainer.loss import cross_entropy
 from trainer.training.optimizer import apply_gradients, lr_at, optimizer_for
@@ -302,9 +302,13 @@ def _packed_data(config: TrainConfig, info: DataInfo) -> Any:
     if eod is None and info.tokenizer_spec is not None:
         eod = load_tokenizer(info.tokenizer_spec).eod_id
     if eod is None:
-        raise UsageError(
-            "--eod-mask-loss / --reset-position-ids / --reset-attention-mask look for the EOD "
-            "token: neither the dataset's manifest nor --tokenizer gives its id"
+        raise ConfigError(
+            "{eod_mask_loss} / {reset_position_ids} / {reset_attention_mask} look for the EOD "
+            "token: neither the dataset's manifest nor {tokenizer} gives its id",
+            "eod_mask_loss",
+            "reset_position_ids",
+            "reset_attention_mask",
+            "tokenizer",
         )
     return PackedData(int(eod), *flags)
 
@@ -329,9 +333,10 @@ def _build_source(
     from dataprep.tokenizers import load_tokenizer
 
     if info.tokenizer_spec is None:
-        raise UsageError(
+        raise ConfigError(
             "mT5 span corruption needs the tokenizer's sentinels and EOS: the dataset has no "
-            "manifest naming its tokenizer; pass --tokenizer NAME_OR_PATH"
+            "manifest naming its tokenizer; pass {tokenizer} NAME_OR_PATH",
+            "tokenizer",
         )
     tok = load_tokenizer(info.tokenizer_spec)
     sentinels = sentinel_ids_of(tok)

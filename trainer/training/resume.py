@@ -11,7 +11,7 @@ import logging
 import os
 from typing import Any
 
-from dataprep.errors import DataprepError, UsageError
+from dataprep.errors import ConfigError, DataprepError
 from trainer.config import TrainConfig
 from trainer.training.rng import rng_state, set_rng_state
 
@@ -24,7 +24,7 @@ def find_checkpoint(load: str | None) -> str | None:
     from trainer import checkpoint
 
     if not os.path.isdir(load):
-        raise UsageError(f"--load {load}: no such directory")
+        raise ConfigError(f"{{load}} {ConfigError.quote(load)}: no such directory", "load")
     found = checkpoint.find_latest(load)
     if found is None:
         log.warning("--load %s holds no checkpoint; starting from scratch", load)
