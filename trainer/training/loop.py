@@ -171,8 +171,6 @@ def _setup(
     batch loader; `outputs` closes what needs closing."""
     import torch
 
-    from trainer import parallel
-    from trainer.models import build_model
     from trainer.training.data import BatchLoader
 
     kind, model_config = checked.kind, checked.model_config
@@ -181,23 +179,7 @@ def _setup(
         config, kind, checked.info, checked.seq_length, config.train_iters * gbs, layout
     )
 
-    seed_everything(config.seed)  # identical full weights on every rank before sharding
-    model = build_model(model_config)
-    model = parallel.parallelize(
-        model,
-        layout.tp_group,
-        dropout_seed=config.seed + 1009 * layout.dp_rank,
-        sequence_parallel=config.sequence_parallel,
-        recompute_granularity=config.recompute_granularity,
-    )
-    model.to(layout.device)
-    optimizer = optimizer_for(model, config, layout)
-    # dropout: the same stream on the TP ranks of one DP rank, different across DP ranks
-    seed_everything(config.seed + 1 + 1009 * layout.dp_rank)
-
-    start_step = 0
-    if checked.resume is not None:
-        start_step = load_training_checkpoint(checked.resume, model, optimizer, layout, parallel)
+    model, optimizer, start_step = _model_and_optimizer(config, checked, layout)
     end_step = config.train_iters
     if start_step >= end_step:
         log.info(
@@ -237,6 +219,30 @@ def _setup(
     )
     outputs.callback(run.loader.close)
     return run
+
+
+def _model_and_optimizer(config: TrainConfig, checked: _Checked, layout: Any) -> tuple:
+    """(model sharded on this rank, its optimizer, the step to start from), resumed if asked."""
+    from trainer import parallel
+    from trainer.models import build_model
+
+    seed_everything(config.seed)  # identical full weights on every rank before sharding
+    model = build_model(checked.model_config)
+    model = parallel.parallelize(
+        model,
+        layout.tp_group,
+        dropout_seed=config.seed + 1009 * layout.dp_rank,
+        sequence_parallel=config.sequence_parallel,
+        recompute_granularity=config.recompute_granularity,
+    )
+    model.to(layout.device)
+    optimizer = optimizer_for(model, config, layout)
+    # dropout: the same stream on the TP ranks of one DP rank, different across DP ranks
+    seed_everything(config.seed + 1 + 1009 * layout.dp_rank)
+    start_step = 0
+    if checked.resume is not None:
+        start_step = load_training_checkpoint(checked.resume, model, optimizer, layout, parallel)
+    return model, optimizer, start_step
 
 
 def _log_start(run: _Run, gbs: int) -> None:
