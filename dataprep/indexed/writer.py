@@ -1,5 +1,6 @@
 """IndexedDatasetWriter: writes a Megatron MMIDIDX `.bin/.idx` pair, byte-identical to
-megatron-core's `IndexedDatasetBuilder` for the same documents (reference/formats.md §1.5, §2.3).
+megatron-core's `IndexedDatasetBuilder` for the same documents (its `add_document`, `end_document`
+and `add_index` merge).
 
 Tokens stream into `{prefix}.bin.tmp`; `close()` writes `{prefix}.idx.tmp` and renames `.bin`
 then `.idx` into place, so a complete pair appears only after success. On an exception inside
