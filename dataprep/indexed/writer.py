@@ -147,7 +147,7 @@ class IndexedDatasetWriter:
         if not parent.is_dir():
             raise DataprepError(
                 f"output directory {parent} does not exist; create it or choose another "
-                "--output-prefix"
+                "output prefix"
             )
         if resume_from is None:
             self._lengths = _GrowingArray()
