@@ -147,7 +147,7 @@ def megatron(megatron_root: Path, plain: Path, work: Path, workers: int) -> dict
     script = megatron_root / "tools" / "preprocess_data.py"
     if not script.exists():
         raise SystemExit(f"--megatron {megatron_root}: no tools/preprocess_data.py there")
-    # offline set-up from environment.md §7: AutoTokenizer("gpt2") reads ./gpt2/,
+    # offline set-up: AutoTokenizer("gpt2") reads ./gpt2/,
     # and a typing.override shim lets Megatron HEAD run on Python 3.11
     (work / "gpt2").mkdir(exist_ok=True)
     for name in ("vocab.json", "merges.txt"):

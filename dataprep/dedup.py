@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dataprep.errors import UsageError
+from dataprep.errors import ConfigError
 
 MODES = ("exact", "minhash")
 NUM_PERM = 128
@@ -118,9 +118,11 @@ class Deduplicator:
             try:
                 self.lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
             except ValueError as e:  # datasketch finds no band layout for thresholds near 1
-                raise UsageError(
-                    f"--dedup-threshold {threshold}: MinHash LSH cannot work at it ({e}); "
-                    "use a threshold of at most 0.95, or --dedup exact for identical texts"
+                raise ConfigError(
+                    f"{{dedup_threshold}} {threshold}: MinHash LSH cannot work at it ({e}); "
+                    "use a threshold of at most 0.95, or {dedup} exact for identical texts",
+                    "dedup_threshold",
+                    "dedup",
                 ) from e
 
     def _keep(self, file_index: int, line: int, digest: np.ndarray, sig) -> None:

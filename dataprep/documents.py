@@ -1,8 +1,8 @@
 """`Document`: the one type passed from the readers (`dataprep/readers/`) to later stages.
 
 A reader yields one Document per input record (a JSON line or a Parquet row). `text` is the
-first requested JSON key; `fields` holds every requested key (Megatron's `--json-keys`,
-reference/formats.md §2.1-2.2), and `id` ("<file name>:<line>") is stable across runs, so a
+first requested JSON key; `fields` holds every requested key (Megatron's `--json-keys` of
+`tools/preprocess_data.py`), and `id` ("<file name>:<line>") is stable across runs, so a
 document can be traced back to its record.
 """
 

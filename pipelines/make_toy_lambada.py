@@ -1,12 +1,13 @@
 """Make pipelines/lm_eval_tasks/toy_lambada.jsonl: LAMBADA-format records from the toy Pile's prose.
 
-Format of lm-evaluation-harness's `lambada_openai` (reference/serving.md §3): one {"text": ...} per
-line; the task's context is the text up to its last space and the target is " " + the last word.
-Passages are cut from the Gutenberg and Pile-CC documents of pipelines/toy/pile (whitespace
-collapsed to single spaces), 40 to 80 words each, ending at a word of letters only (2+ letters) so
-the target is a word and not punctuation. Fixed seed and order: the same toy corpora give the same
-file. A model trained on the toy Pile has seen these passages (the point of the test: it must beat
-an untrained model); this is a plumbing check, not a benchmark.
+Format of lm-evaluation-harness's `lambada_openai` (its `lambada_openai.yaml`, dataset
+EleutherAI/lambada_openai): one {"text": ...} per line; the task's context is the text up to its
+last space and the target is " " + the last word. Passages are cut from the Gutenberg and Pile-CC
+documents of pipelines/toy/pile (whitespace collapsed to single spaces), 40 to 80 words each, ending
+at a word of letters only (2+ letters) so the target is a word and not punctuation. Fixed seed and
+order: the same toy corpora give the same file. A model trained on the toy Pile has seen these
+passages (the point of the test: it must beat an untrained model); this is a plumbing check, not a
+benchmark.
 
     python pipelines/make_toy_lambada.py --output pipelines/lm_eval_tasks/toy_lambada.jsonl
 """

@@ -125,3 +125,14 @@ def test_inspect_duplicates_without_dedup_is_a_usage_error(tmp_path, capsys):
     assert run_build("--input", tmp_path, "--output-prefix", tmp_path / "o", "--workers", 1) == 0
     assert main(["inspect", f"{tmp_path / 'o'}_text_document", "--duplicates"]) == 2
     assert "built without --dedup" in capsys.readouterr().err
+
+
+def test_a_threshold_minhash_cannot_band_is_one_line_naming_the_flags(tmp_path, capsys):
+    write_zst(tmp_path / "a.jsonl.zst", [pile("one text")])
+    args = ["--input", tmp_path / "a.jsonl.zst", "--output-prefix", tmp_path / "o"]
+    assert run_build(*args, "--dedup", "minhash", "--dedup-threshold", 0.999, "--workers", 1) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(
+        "dataprep build-index: error: --dedup-threshold 0.999: MinHash LSH cannot"
+    )
+    assert err.endswith("or --dedup exact for identical texts")

@@ -1,4 +1,4 @@
-"""build-index as a newcomer meets it (issue 12): progress by input bytes, empty results, the
+"""build-index as a newcomer meets it: progress by input bytes, empty results, the
 resume summary, and the same file given twice."""
 
 import io

@@ -119,7 +119,7 @@ CASES = [
     ("report {gpt} --seq-length 2", 2, "--seq-length 2"),
     ("report {truncated}", 1, "truncated"),
     ("report {half}", 1, "the pair is incomplete"),
-    # export-hf / import-hf: issue 9 asks exit 1 for a missing or foreign folder
+    # export-hf / import-hf: exit 1 for a missing or foreign folder (bad data, not bad flags)
     ("export-hf {missing} {dir}/o", 1, "no such directory"),
     ("export-hf {dir} {dir}/o", 1, "no metadata.json"),
     ("export-hf", 2, "the following arguments are required: CKPT, OUT"),

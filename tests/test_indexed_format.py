@@ -19,7 +19,7 @@ BIG = 2**31 - 1  # the longest sequence an int32 length can describe
 
 
 def test_dtype_codes_are_megatrons_table():
-    # formats.md §1.2 (megatron-core DType)
+    # megatron-core's DType codes (indexed_dataset.py)
     table = {
         1: "uint8",
         2: "int8",

@@ -47,7 +47,7 @@ from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder  # noqa
 SPLITS = ("train", "valid", "test")
 
 
-class DuckTokenizer:  # the attributes GPTDataset reads (reference/environment.md section 2)
+class DuckTokenizer:  # the attributes GPTDataset reads of its tokenizer
     vocab_size = 5000
     eod = 0
     eos = 0

@@ -1,6 +1,6 @@
-"""`dataprep serve` over real HTTP on 127.0.0.1 (issue 10 §2): the Megatron-GPT card's client
-request, the OpenAI completions shape, and every bad request of the issue answered 400/413 with a
-JSON error naming the field and its range, the server answering normally afterwards."""
+"""`dataprep serve` over real HTTP on 127.0.0.1: the Megatron-GPT card's client
+request, the OpenAI completions shape, and bad requests answered 400/413 with a JSON error naming
+the field and its range, the server answering normally afterwards."""
 
 from __future__ import annotations
 

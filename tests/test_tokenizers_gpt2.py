@@ -69,7 +69,7 @@ def hf_ids(ref, texts):
 
 
 def test_asset_hashes_match_openai_gpt2_files():
-    # environment.md section 3: identical to OpenAI's encoder.json / vocab.bpe
+    # identical to OpenAI's published encoder.json / vocab.bpe
     assert sha256_file(GPT2_DIR / "vocab.json") == (
         "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
     )

@@ -2,7 +2,7 @@
 
 Read with plain zstandard / zlib / json, independently of dataprep's own readers: every zstd frame
 and gzip member must end properly, every line must be a JSON object with the record keys of
-reference/formats.md §2.4, and the Pile set names and mC4 languages must be the documented ones.
+the Pile's and allenai/c4's, and the Pile set names and mC4 languages must be the documented ones.
 """
 
 from __future__ import annotations

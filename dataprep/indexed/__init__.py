@@ -1,6 +1,7 @@
 """Megatron's MMIDIDX `.bin/.idx` indexed dataset: writer, reader and merge.
 
-Specified in reference/formats.md §1 (byte layout) and §2.3 (merge).
+The byte layout and the merge are megatron-core's (`indexed_dataset.py`: `_IndexWriter`,
+`_IndexReader`, `IndexedDatasetBuilder.add_index`).
 """
 
 from dataprep.indexed.format import DType, optimal_dtype

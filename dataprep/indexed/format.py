@@ -1,7 +1,7 @@
 """The MMIDIDX byte layout of Megatron's `.idx` file: constants and pure helpers, no file I/O.
 
-Specified in reference/formats.md §1 (megatron-core `indexed_dataset.py`). The writer and the
-reader both take every offset, size and code from here, so they cannot drift apart. All integers
+As megatron-core's `indexed_dataset.py` (`_IndexWriter`, `_IndexReader`) lays it out. The writer and
+the reader both take every offset, size and code from here, so they cannot drift apart. All integers
 are little-endian; offsets, counts and pointers are int64 (a dataset may hold far more than 2^31
 tokens), sequence lengths are int32 as in Megatron.
 """

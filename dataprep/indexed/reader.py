@@ -1,4 +1,5 @@
-"""IndexedDatasetReader: memory-maps a Megatron MMIDIDX `.bin/.idx` pair (reference/formats.md §1).
+"""IndexedDatasetReader: memory-maps a Megatron MMIDIDX `.bin/.idx` pair (as megatron-core's
+`indexed_dataset.py` writes it).
 
 Opening checks the whole index, not just the header: magic, version, dtype code, the file size
 against the array sizes, document_indices (starts at 0, ends at S, never decreases), the sequence

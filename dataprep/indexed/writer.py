@@ -1,5 +1,6 @@
 """IndexedDatasetWriter: writes a Megatron MMIDIDX `.bin/.idx` pair, byte-identical to
-megatron-core's `IndexedDatasetBuilder` for the same documents (reference/formats.md §1.5, §2.3).
+megatron-core's `IndexedDatasetBuilder` for the same documents (its `add_document`, `end_document`
+and `add_index` merge).
 
 Tokens stream into `{prefix}.bin.tmp`; `close()` writes `{prefix}.idx.tmp` and renames `.bin`
 then `.idx` into place, so a complete pair appears only after success. On an exception inside
@@ -146,7 +147,7 @@ class IndexedDatasetWriter:
         if not parent.is_dir():
             raise DataprepError(
                 f"output directory {parent} does not exist; create it or choose another "
-                "--output-prefix"
+                "output prefix"
             )
         if resume_from is None:
             self._lengths = _GrowingArray()

@@ -1,7 +1,7 @@
-"""The Tokenizer protocol every stage codes against, and `load_tokenizer(spec)`.
+"""The Tokenizer protocol every stage codes against (`load_tokenizer(spec)` is in load.py).
 
 Backends: GPT-2 byte-level BPE through tiktoken (`gpt2.py`), SentencePiece in the mT5 convention
-(`spm.py`, reference/formats.md section 5, sentinels as in section 4.4) and any Hugging Face
+(`spm.py`: pad 0, eos 1, unk 2, the sentinels at the top of the vocab) and any Hugging Face
 `tokenizer.json` (`hf.py`). A spec is a short string ("gpt2", "mt5-toy" or a path) that a worker
 process can reload cheaply, so the build passes `tokenizer.spec` to its workers instead of pickling
 tokenizer objects.
@@ -138,7 +138,7 @@ def find_sentinels(pieces: dict[int, int], vocab_size: int, where: str) -> list[
     """Check T5 sentinels and return their ids in order [<extra_id_0>, <extra_id_1>, ...].
 
     `pieces` maps N -> id for every piece spelled `<extra_id_N>` (or `▁<extra_id_N>`). In the
-    mT5 convention (reference/formats.md section 4.4) `<extra_id_N>` is id `vocab_size - 1 - N`.
+    mT5 convention (HF `T5Tokenizer`'s extra ids) `<extra_id_N>` is id `vocab_size - 1 - N`.
     """
     if not pieces:
         return []

@@ -1,9 +1,9 @@
 """GPT-2 byte-level BPE through tiktoken, built offline from `vocab.json` + `merges.txt`.
 
 tiktoken gives the same ids as Hugging Face `tokenizers` and `transformers` (the tests sweep every
-code point and random strings against them) and is 4-7x faster (reference/environment.md sections 6
-and 8). Special tokens are never parsed from text: a literal "<|endoftext|>" inside a document is
-ordinary text, and the end of a document is marked only by the build appending `eod_id`.
+code point and random strings against them) and is 4-7x faster (benchmarks/bench_tokenizers.py
+prints the ratio). Special tokens are never parsed from text: a literal "<|endoftext|>" inside a
+document is ordinary text, and the end of a document is marked only by the build appending `eod_id`.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from dataprep.tokenizers.base import TokenizerBase, check_id, check_ids, sha256_
 # use_regex=True).
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 ENDOFTEXT = "<|endoftext|>"
-# sha256 of the real GPT-2 encoder.json / vocab.bpe (environment.md section 3); for exactly these
-# files
-# the merge-order check below is already done by a test, so loading skips replaying the 50k merges
+# sha256 of the real GPT-2 encoder.json / vocab.bpe (OpenAI's published files, identical to the
+# Hugging Face gpt2 vocab.json / merges.txt); for exactly these files the merge-order check below
+# is already done by a test, so loading skips replaying the 50k merges
 GPT2_VOCAB_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
 GPT2_MERGES_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
 
@@ -151,7 +151,7 @@ class GPT2BPETokenizer(TokenizerBase):
 
     def encode_batch(self, texts: Sequence[str], *, num_threads: int = 1) -> list[list[int]]:
         """Encode many texts. One thread by default: the build runs one tokenizer per worker
-        process, which measured faster than threads in one process (environment.md section 8)."""
+        process, which measured faster than threads in one process (bench_tokenizers.py)."""
         if num_threads <= 1:
             encode = self._enc.encode_ordinary
             return [encode(t) for t in texts]

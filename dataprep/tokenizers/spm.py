@@ -1,4 +1,4 @@
-"""SentencePiece models in the mT5 convention (reference/formats.md sections 4.4 and 5).
+"""SentencePiece models in the mT5 convention (google-research/multilingual-t5's vocabularies).
 
 mT5: pad 0, eos 1, unk 2, no bos; the 100 sentinels are pieces of the model itself, `<extra_id_0>`
 is the last id (vocab_size - 1) and `<extra_id_N>` is vocab_size - 1 - N. Sentinels are recognised

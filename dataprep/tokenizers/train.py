@@ -3,7 +3,7 @@
 
 `train_sentencepiece` gives pad 0, eos 1, unk 2, no bos, byte fallback, and appends `sentinels`
 pieces so that `<extra_id_0>` = vocab_size - 1 ... `<extra_id_{n-1}>` = vocab_size - n
-(reference/formats.md sections 4.4, 5). The sentinels are USER_DEFINED pieces, so the literal text
+(the mT5 convention of HF `T5Tokenizer`). The sentinels are USER_DEFINED pieces, so the literal text
 `<extra_id_3>` encodes to that one id. Inputs are anything `dataprep.readers.iter_documents` reads;
 each document is fed line by line.
 """

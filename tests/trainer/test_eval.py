@@ -1,4 +1,4 @@
-"""`dataprep eval` and the lm-evaluation-harness model (issue 10 §4).
+"""`dataprep eval` and the lm-evaluation-harness model.
 
 A GPT trained on the toy Pile (a 1024-id byte-level BPE trained on it, so a few seconds of
 training learn something) and an untrained one. Split perplexity is checked against the windows

@@ -1,4 +1,4 @@
-"""`dataprep fill-mask` (issue 10 §3): an mT5 checkpoint trained at TP=2 on the toy mC4 with the
+"""`dataprep fill-mask`: an mT5 checkpoint trained at TP=2 on the toy mC4 with the
 mt5-toy SentencePiece; the same tokens as transformers' MT5ForConditionalGeneration.generate
 (greedy) on our weights, logprobs <= 0 and equal to its log-softmax within 1e-4, one-line errors."""
 

@@ -1,4 +1,4 @@
-"""`dataprep generate` (issue 10 §1) against transformers: GPT (trained at TP=2) and GPT-J
+"""`dataprep generate` against transformers: GPT (trained at TP=2) and GPT-J
 checkpoints on the toy Pile with the real GPT-2 BPE; greedy tokens equal `generate(do_sample=False)`
 of the HF model holding our weights, logprobs its log-softmax; KV cache, batching, seeds, TP=2."""
 

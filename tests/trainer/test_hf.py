@@ -1,7 +1,7 @@
-"""`dataprep export-hf` / `import-hf` against the installed transformers (issue "Models leave the
-trainer" §2): GPT, GPT-J and mT5 checkpoints trained at TP=2 on the toy corpora (real GPT-2 BPE and
-mt5-toy tokenizers) load with the Auto classes alone, give our logits within 1e-4 and our greedy
-tokens, the exported tokenizer gives our ids, and export(import(x)) is the same tensors."""
+"""`dataprep export-hf` / `import-hf` against the installed transformers: GPT, GPT-J and mT5
+checkpoints trained at TP=2 on the toy corpora (real GPT-2 BPE and mt5-toy tokenizers) load with the
+Auto classes alone, give our logits within 1e-4 and our greedy tokens, the exported tokenizer gives
+our ids, and export(import(x)) is the same tensors."""
 
 from __future__ import annotations
 

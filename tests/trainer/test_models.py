@@ -31,7 +31,7 @@ def _hf_gpt2(model: GPT):
 def _hf_mt5(model: MT5):
     hf = build_hf_model(model.config, model.state_dict())
     # transformers 5.x forces tie_word_embeddings=True in MT5Config (lm_head = shared); mT5 has an
-    # untied head (reference/formats.md §6.1, §7.9)
+    # untied head (HF mT5's tie_word_embeddings=False)
     assert hf.lm_head.weight is not hf.shared.weight
     return hf
 

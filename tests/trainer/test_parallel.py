@@ -191,5 +191,5 @@ def test_check_tensor_parallel_names_the_fields():
     [(50257, [50304, 50432, 50688, 51200]), (250100, [250112, 250112, 250368, 250880])],
 )
 def test_pad_vocab_size_megatron_rule(vocab, expected):
-    # values from Megatron's _vocab_size_with_padding (reference/formats.md §5)
+    # values from Megatron-LM's _vocab_size_with_padding (megatron/training/tokenizer)
     assert [pad_vocab_size(vocab, tp) for tp in (1, 2, 4, 8)] == expected

@@ -1,8 +1,7 @@
-"""One model whatever the TP size (issue "Models leave the trainer" §1): with the default padding
-(128 x TP rows) TP=1, 2 and 4 give the same per-step losses, and a checkpoint saved at one TP
-resumes at another with the losses of the uninterrupted run. The vocabularies are chosen so that
-the default padding differs at every TP size (GPT 1100 -> 1152 / 1280 / 1536 rows; mt5-toy 8000 ->
-8064 / 8192 / 8192)."""
+"""One model whatever the TP size: with the default padding (128 x TP rows) TP=1, 2 and 4 give the
+same per-step losses, and a checkpoint saved at one TP resumes at another with the losses of the
+uninterrupted run. The vocabularies are chosen so that the default padding differs at every TP size
+(GPT 1100 -> 1152 / 1280 / 1536 rows; mt5-toy 8000 -> 8064 / 8192 / 8192)."""
 
 from __future__ import annotations
 

@@ -128,7 +128,7 @@ def _entry(rank: int, fn, port: int, world: int, marker_dir: str, args: tuple) -
     # every check of fn has passed; written before the barrier, so once any rank is past it,
     # all markers exist (a teardown abort then kills the others only after they wrote theirs)
     (Path(marker_dir) / f"done{rank}").write_text("ok")
-    dist.barrier()  # before destroy: makes the teardown abort of tensor-parallel.md §4 rarer
+    dist.barrier()  # before destroy: makes a gloo teardown abort (a rank exits mid-call) rarer
     dist.destroy_process_group()
 
 
