@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dataprep.errors import DataprepError, UsageError
+from dataprep.errors import ConfigError, DataprepError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -178,9 +178,11 @@ def micro_batch_indices(
     """Sample indices of each micro-batch DP rank `dp_rank` trains on at `step`."""
     per_micro = micro_batch_size * dp_size
     if global_batch_size % per_micro:
-        raise UsageError(
-            f"--global-batch-size {global_batch_size} is not a multiple of --micro-batch-size "
-            f"{micro_batch_size} x data-parallel size {dp_size}"
+        raise ConfigError(
+            f"{{global_batch_size}} {global_batch_size} is not a multiple of {{micro_batch_size}} "
+            f"{micro_batch_size} x data-parallel size {dp_size}",
+            "global_batch_size",
+            "micro_batch_size",
         )
     base = step * global_batch_size + dp_rank * micro_batch_size
     return [

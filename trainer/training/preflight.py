@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from dataprep.errors import DataprepError, UsageError
+from dataprep.errors import ConfigError, DataprepError, UsageError
 from trainer.config import TrainConfig
 
 
@@ -83,9 +83,10 @@ def check_lengths(config: TrainConfig, kind: str, mc: Any) -> int:
     if kind == "gpt":
         seq = config.seq_length or mc.block_size
         if seq > mc.block_size:
-            raise UsageError(
-                f"--seq-length {seq} exceeds the model's block_size {mc.block_size} "
-                "(position table rows): shorten it or use a model with a larger block_size"
+            raise ConfigError(
+                f"{{seq_length}} {seq} exceeds the model's block_size {mc.block_size} "
+                "(position table rows): shorten it or use a model with a larger block_size",
+                "seq_length",
             )
         return seq
     from dataprep.sampling.t5 import T5Samples
@@ -96,10 +97,12 @@ def check_lengths(config: TrainConfig, kind: str, mc: Any) -> int:
         mean_noise_span_length=config.mean_noise_span_length,
     )
     if config.decoder_seq_length is not None and config.decoder_seq_length < targets:
-        raise UsageError(
-            f"--decoder-seq-length {config.decoder_seq_length} is shorter than the {targets} "
-            f"target ids span corruption makes for --encoder-seq-length "
-            f"{config.encoder_seq_length}: omit it or raise it to {targets}"
+        raise ConfigError(
+            f"{{decoder_seq_length}} {config.decoder_seq_length} is shorter than the {targets} "
+            f"target ids span corruption makes for {{encoder_seq_length}} "
+            f"{config.encoder_seq_length}: omit it or raise it to {targets}",
+            "decoder_seq_length",
+            "encoder_seq_length",
         )
     return config.encoder_seq_length
 
@@ -108,25 +111,28 @@ def check_batch_sizes(config: TrainConfig, dp_size: int) -> None:
     """The global batch must be a whole number of micro-batches on every DP rank."""
     per_micro = config.micro_batch_size * dp_size
     if config.global_batch_size is not None and config.global_batch_size % per_micro:
-        raise UsageError(
-            f"--global-batch-size {config.global_batch_size} is not a multiple of "
-            f"--micro-batch-size {config.micro_batch_size} x data-parallel size {dp_size} = "
-            f"{per_micro}: use a multiple of {per_micro}"
+        raise ConfigError(
+            f"{{global_batch_size}} {config.global_batch_size} is not a multiple of "
+            f"{{micro_batch_size}} {config.micro_batch_size} x data-parallel size {dp_size} = "
+            f"{per_micro}: use a multiple of {per_micro}",
+            "global_batch_size",
+            "micro_batch_size",
         )
 
 
 def check_packed_flags(config: TrainConfig, model_config: Any) -> None:
-    """--eod-mask-loss / --reset-position-ids / --reset-attention-mask are for GPT models."""
+    """eod_mask_loss / reset_position_ids / reset_attention_mask are for GPT models."""
     from trainer.models.gpt import GPTConfig
 
-    named = (("--eod-mask-loss", config.eod_mask_loss),
-             ("--reset-position-ids", config.reset_position_ids),
-             ("--reset-attention-mask", config.reset_attention_mask))  # fmt: skip
-    flags = [f for f, on in named if on]
-    if flags and type(model_config) is not GPTConfig:
-        raise UsageError(
-            f"{' '.join(flags)}: packed-data flags of GPT training; this run trains a "
-            f"{type(model_config).__name__.removesuffix('Config')}"
+    named = (("eod_mask_loss", config.eod_mask_loss),
+             ("reset_position_ids", config.reset_position_ids),
+             ("reset_attention_mask", config.reset_attention_mask))  # fmt: skip
+    fields = [f for f, on in named if on]
+    if fields and type(model_config) is not GPTConfig:
+        raise ConfigError(
+            f"{' '.join('{' + f + '}' for f in fields)}: packed-data flags of GPT training; this "
+            f"run trains a {type(model_config).__name__.removesuffix('Config')}",
+            *fields,
         )
 
 
@@ -138,12 +144,16 @@ def check_sequence_parallel(config: TrainConfig, model_config: Any, seq_length: 
 
     tp = config.tensor_model_parallel_size
     if isinstance(model_config, MT5Config):
-        raise UsageError(
-            "--sequence-parallel is implemented for GPT and GPT-J, not yet for mT5; train the "
-            "mT5 without it (--recompute-granularity lowers the activation memory too)"
+        raise ConfigError(
+            "{sequence_parallel} is implemented for GPT and GPT-J, not yet for mT5; train the "
+            "mT5 without it ({recompute_granularity} lowers the activation memory too)",
+            "sequence_parallel",
+            "recompute_granularity",
         )
     if seq_length % tp:
-        raise UsageError(
-            f"--sequence-parallel splits each sequence over the {tp} TP ranks: --seq-length "
-            f"{seq_length} is not a multiple of {tp}"
+        raise ConfigError(
+            f"{{sequence_parallel}} splits each sequence over the {tp} TP ranks: {{seq_length}} "
+            f"{seq_length} is not a multiple of {tp}",
+            "sequence_parallel",
+            "seq_length",
         )
