@@ -1,6 +1,7 @@
 """One training run, by component.
 
-loop.py                   train(): setup, the steps, finish
+loop.py                   train(): the checks, setup, the steps, finish
+optimizer.py              AdamW and its parameter groups, the LR schedule, apply_gradients
 distributed_optimizer.py  ZeRO-1: AdamW states sharded over the data-parallel ranks
 data.py                   GPT / T5 batches over the .bin/.idx datasets, the prefetching loader
 preflight.py              data, length and flag checks that need no process group

@@ -122,13 +122,13 @@ def check_batch_sizes(config: TrainConfig, dp_size: int) -> None:
 
 def check_packed_flags(config: TrainConfig, model_config: Any) -> None:
     """eod_mask_loss / reset_position_ids / reset_attention_mask are for GPT models."""
-    from trainer.models.gpt import GPTConfig
+    from trainer.models import architecture_of
 
     named = (("eod_mask_loss", config.eod_mask_loss),
              ("reset_position_ids", config.reset_position_ids),
              ("reset_attention_mask", config.reset_attention_mask))  # fmt: skip
     fields = [f for f, on in named if on]
-    if fields and type(model_config) is not GPTConfig:
+    if fields and architecture_of(model_config).name != "gpt":
         raise ConfigError(
             f"{' '.join('{' + f + '}' for f in fields)}: packed-data flags of GPT training; this "
             f"run trains a {type(model_config).__name__.removesuffix('Config')}",
@@ -137,13 +137,13 @@ def check_packed_flags(config: TrainConfig, model_config: Any) -> None:
 
 
 def check_sequence_parallel(config: TrainConfig, model_config: Any, seq_length: int) -> None:
-    """--sequence-parallel: a model it is implemented for, and a sequence TP can split evenly."""
+    """sequence_parallel: a model it is implemented for, and a sequence TP can split evenly."""
     if not config.sequence_parallel:
         return
-    from trainer.models.mt5 import MT5Config
+    from trainer.models import architecture_of
 
     tp = config.tensor_model_parallel_size
-    if isinstance(model_config, MT5Config):
+    if architecture_of(model_config).sequence_parallel_plan is None:
         raise ConfigError(
             "{sequence_parallel} is implemented for GPT and GPT-J, not yet for mT5; train the "
             "mT5 without it ({recompute_granularity} lowers the activation memory too)",
