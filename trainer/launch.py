@@ -8,8 +8,8 @@ The one place that starts ranks, for `train`, `generate` and the memory measurem
   MASTER_PORT = a free port), each calling `target()` (a "module:function" string). If one rank
   exits non-zero the others are terminated, so a dying rank never leaves the rest waiting in a
   collective; Ctrl-C or SIGTERM of the driver stops them all the same way.
-- `target` is a function of three lines, `return rank_main(work, name=...)`: `rank_main` sets up
-  the rank's logging (`[rank N]`, INFO from rank 0 only), calls `work(payload)`, and sends a
+- `target` is in effect `return rank_main(work, name=...)`: `rank_main` sets up the rank's
+  logging (`[rank N]`, INFO from rank 0 only), calls `work(payload)`, and sends a
   `DataprepError` back to the driver, which raises it once there (so the command line prints it
   with its flags, one line, the error's exit code).
 - `torchrun_rank()` is the same for a process torchrun started: its place in the job, with the
@@ -119,7 +119,8 @@ def _report_error(rank: int, error: DataprepError) -> bool:
     path = os.path.join(done_dir, f"rank{rank}.error")
     try:
         data = pickle.dumps(error)
-    except Exception:  # something in it does not pickle: keep its text and its exit code
+        pickle.loads(data)  # an error class whose __init__ cannot take its args back fails here
+    except Exception:  # keep its text and its exit code
         data = pickle.dumps((UsageError if error.exit_code == 2 else DataprepError)(str(error)))
     with open(path + ".tmp", "wb") as f:
         f.write(data)

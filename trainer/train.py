@@ -19,7 +19,11 @@ from __future__ import annotations
 
 import sys
 
-from trainer.config import TrainConfig, check_tp_layout, resolve_model_config
+from trainer.config import (
+    TrainConfig,
+    check_tp_layout,
+    resolve_model_config,
+)
 from trainer.loop import TrainResult, lr_at, train
 from trainer.preflight import (
     check_batch_sizes,

@@ -1,6 +1,5 @@
 """Prompts with `<mask>` for T5-style models: each `<mask>` becomes the next sentinel
 (`<extra_id_0>`, `<extra_id_1>`, ...), encoded so the sentinels come out as their single ids.
-`read_masked_prompt` also says where NeMo's megatron_t5_eval would read the prompt differently.
 `preview-masking --prompt` shows the ids; trainer/fill_mask.py feeds them to an mT5."""
 
 from __future__ import annotations
