@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dataprep.errors import DataprepError, UsageError
+from dataprep.errors import ConfigError, DataprepError
 
-log = logging.getLogger("trainer.config")
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "gpt-tiny"  # --model when neither it nor a --load checkpoint says otherwise
 
@@ -84,12 +84,16 @@ class TrainConfig:
             object.__setattr__(self, "data_path", tuple(self.data_path.split()))
         object.__setattr__(self, "data_path", tuple(self.data_path))
         if not self.data_path and not self.dry_run:
-            raise UsageError(
-                "--data-path is required (except with --dry-run): a dataset prefix or "
-                "'w1 p1 w2 p2 ...'"
+            raise ConfigError(
+                "{data_path} is required (except with {dry_run}): a dataset prefix or "
+                "'w1 p1 w2 p2 ...'",
+                "data_path",
+                "dry_run",
             )
         if not self.gpu_memory > 0:
-            raise UsageError(f"--gpu-memory must be > 0 (GiB), got {self.gpu_memory}")
+            raise ConfigError(
+                f"{{gpu_memory}} must be > 0 (GiB), got {self.gpu_memory}", "gpu_memory"
+            )
         positive = [
             "micro_batch_size",
             "tensor_model_parallel_size",
@@ -100,9 +104,7 @@ class TrainConfig:
         ]
         for name in positive:
             if getattr(self, name) < 1:
-                raise UsageError(
-                    f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"
-                )
+                raise ConfigError(f"{{{name}}} must be >= 1, got {getattr(self, name)}", name)
         for name in (
             "seq_length",
             "decoder_seq_length",
@@ -115,30 +117,42 @@ class TrainConfig:
         ):
             v = getattr(self, name)
             if v is not None and v < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+                raise ConfigError(f"{{{name}}} must be >= 1, got {v}", name)
+        self._check_optimizer()
+
+    def _check_optimizer(self) -> None:
         if self.lr < 0 or self.min_lr < 0 or self.min_lr > self.lr:
-            raise UsageError(
-                f"need 0 <= --min-lr <= --lr, got --lr {self.lr} --min-lr {self.min_lr}"
+            raise ConfigError(
+                f"need 0 <= {{min_lr}} <= {{lr}}, got {{lr}} {self.lr} {{min_lr}} {self.min_lr}",
+                "min_lr",
+                "lr",
             )
         if self.lr_warmup_iters < 0:
-            raise UsageError(f"--lr-warmup-iters must be >= 0, got {self.lr_warmup_iters}")
+            raise ConfigError(
+                f"{{lr_warmup_iters}} must be >= 0, got {self.lr_warmup_iters}", "lr_warmup_iters"
+            )
         if self.clip_grad < 0:
-            raise UsageError(f"--clip-grad must be >= 0, got {self.clip_grad}")
+            raise ConfigError(f"{{clip_grad}} must be >= 0, got {self.clip_grad}", "clip_grad")
         for name in ("hidden_dropout", "attention_dropout"):
             v = getattr(self, name)
             if v is not None and not 0 <= v < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be in [0, 1), got {v}")
+                raise ConfigError(f"{{{name}}} must be in [0, 1), got {v}", name)
         if self.distributed_timeout_minutes <= 0:
-            raise UsageError("--distributed-timeout-minutes must be > 0")
+            raise ConfigError(
+                "{distributed_timeout_minutes} must be > 0", "distributed_timeout_minutes"
+            )
         if self.recompute_granularity not in (None, "full", "selective"):
-            raise UsageError(
-                "--recompute-granularity must be full or selective, got "
-                f"{self.recompute_granularity!r}"
+            raise ConfigError(
+                "{recompute_granularity} must be full or selective, got "
+                f"{self.recompute_granularity!r}",
+                "recompute_granularity",
             )
         if self.sequence_parallel and self.tensor_model_parallel_size < 2:
-            raise UsageError(
-                "--sequence-parallel shards along the sequence across the TP ranks: it needs "
-                "--tensor-model-parallel-size 2 or more"
+            raise ConfigError(
+                "{sequence_parallel} shards along the sequence across the TP ranks: it needs "
+                "{tensor_model_parallel_size} 2 or more",
+                "sequence_parallel",
+                "tensor_model_parallel_size",
             )
 
     def to_json(self) -> str:
@@ -157,7 +171,11 @@ def _read_model_file(path: Path) -> dict:
             return tomllib.loads(path.read_text(encoding="utf-8"))
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise UsageError(f"--model {path}: cannot read the model config: {e}") from e
+        raise ConfigError(
+            f"{{model}} {ConfigError.quote(path)}: cannot read the model config: "
+            f"{ConfigError.quote(e)}",
+            "model",
+        ) from e
 
 
 def resolve_model_config(config: TrainConfig, *, vocab_size: int | None) -> tuple[str, Any]:
@@ -183,9 +201,10 @@ def resolve_model_config(config: TrainConfig, *, vocab_size: int | None) -> tupl
     else:
         path = Path(spec)
         if not path.is_file():
-            raise UsageError(
-                f"--model {spec!r} is neither a preset ({', '.join(all_presets())}) "
-                "nor an existing .json/.toml config file"
+            raise ConfigError(
+                f"{{model}} {ConfigError.quote(repr(spec))} is neither a preset "
+                f"({', '.join(all_presets())}) nor an existing .json/.toml config file",
+                "model",
             )
         fields = dict(_read_model_file(path))
         preset = fields.pop("preset", None)
@@ -193,7 +212,11 @@ def resolve_model_config(config: TrainConfig, *, vocab_size: int | None) -> tupl
         if preset is not None:
             preset_arch = architecture_of_preset(preset)
             if preset_arch is None:
-                raise UsageError(f"--model {path}: unknown preset {preset!r}")
+                raise ConfigError(
+                    f"{{model}} {ConfigError.quote(path)}: unknown preset "
+                    f"{ConfigError.quote(repr(preset))}",
+                    "model",
+                )
             name = name or preset_arch.name
             fields = {**preset_arch.presets[preset], **fields}
         try:
@@ -201,16 +224,19 @@ def resolve_model_config(config: TrainConfig, *, vocab_size: int | None) -> tupl
         except DataprepError:
             arch = None
         if arch is None:
-            raise UsageError(
-                f'--model {path}: set "model" to one of {sorted(ARCHITECTURES)} (or "preset"), '
-                f"got {name!r}"
+            raise ConfigError(
+                f'{{model}} {ConfigError.quote(path)}: set "model" to one of '
+                f'{sorted(ARCHITECTURES)} (or "preset"), got {ConfigError.quote(repr(name))}',
+                "model",
             )
     cls = arch.config
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(fields) - known)
     if unknown:
-        raise UsageError(
-            f"--model {spec}: unknown {cls.__name__} fields {unknown}; known: {sorted(known)}"
+        raise ConfigError(
+            f"{{model}} {ConfigError.quote(spec)}: unknown {cls.__name__} fields "
+            f"{ConfigError.quote(unknown)}; known: {sorted(known)}",
+            "model",
         )
     if vocab_size is not None:
         if from_file and "vocab_size" in fields and int(fields["vocab_size"]) != vocab_size:
@@ -227,9 +253,7 @@ def resolve_model_config(config: TrainConfig, *, vocab_size: int | None) -> tupl
         if not one_rate:
             fields["attn_dropout"] = config.attention_dropout
         elif config.hidden_dropout is None or config.attention_dropout != config.hidden_dropout:
-            log.warning(
-                "mT5 has one dropout rate (HF dropout_rate); --attention-dropout is ignored"
-            )
+            log.warning("mT5 has one dropout rate (HF dropout_rate); attention_dropout is ignored")
     if not fields.get("padded_vocab_size"):
         fields["padded_vocab_size"] = pad_vocab_size(
             fields.get("vocab_size", cls.__dataclass_fields__["vocab_size"].default),
@@ -244,7 +268,9 @@ def check_tp_layout(kind: str, mc: Any, tp: int) -> None:
     bad = {k: v for k, v in mc.tp_dims().items() if v % tp}
     if bad:
         what = ", ".join(f"{k}={v}" for k, v in bad.items())
-        raise UsageError(
-            f"--tensor-model-parallel-size {tp} does not divide the model's {what}: "
-            f"pick a TP size that divides them (or another --model)"
+        raise ConfigError(
+            f"{{tensor_model_parallel_size}} {tp} does not divide the model's {what}: "
+            "pick a TP size that divides them (or another {model})",
+            "tensor_model_parallel_size",
+            "model",
         )

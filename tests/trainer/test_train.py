@@ -111,9 +111,9 @@ def test_lr_warmup_then_cosine_to_min_lr():
 def test_config_round_trips_through_json_and_rejects_bad_numbers():
     c = TrainConfig(data_path=("a",), lr=1e-3, min_lr=1e-4)
     assert TrainConfig.from_json(c.to_json()) == c
-    with pytest.raises(UsageError, match="min-lr"):
+    with pytest.raises(UsageError, match="min_lr"):
         TrainConfig(data_path=("a",), lr=1e-4, min_lr=1e-3)
-    with pytest.raises(UsageError, match="micro-batch-size"):
+    with pytest.raises(UsageError, match="micro_batch_size"):
         TrainConfig(data_path=("a",), micro_batch_size=0)
 
 
@@ -387,7 +387,7 @@ def test_data_ids_beyond_the_tokenizer_vocab(tmp_path):
 def test_tp_not_dividing_heads_is_caught_before_starting_ranks(gpt_prefix, tmp_path):
     model = tmp_path / "m.json"
     model.write_text(json.dumps({"model": "gpt", "n_layer": 1, "n_head": 3, "n_embd": 48}))
-    with pytest.raises(UsageError, match="tensor-model-parallel-size 2 does not divide.*n_head=3"):
+    with pytest.raises(UsageError, match="tensor_model_parallel_size 2 does not divide.*n_head=3"):
         run(gpt_config(gpt_prefix, tmp_path, model=str(model), tensor_model_parallel_size=2))
 
 
