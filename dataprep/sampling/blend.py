@@ -444,20 +444,23 @@ def parse_data_path(
             for w, word in zip(weights, words[0::2], strict=True):
                 if not math.isfinite(w) or w <= 0:
                     raise ConfigError(
-                        f"{{data_path}} weight {word}: expected a number > 0", "data_path"
+                        f"{{data_path}} weight {ConfigError.quote(word)}: expected a number > 0",
+                        "data_path",
                     )
             return list(words[1::2]), weights  # type: ignore[arg-type]
     # prefixes only: a number that names no dataset is a weight out of place
     stray = [w for w in words if number(w) is not None and not os.path.exists(w + ".idx")]
     if stray:
         raise ConfigError(
-            f"{{data_path}} {' '.join(words)}: mixes weights ({', '.join(stray)}) and prefixes; "
+            f"{{data_path}} {ConfigError.quote(' '.join(words))}: mixes weights "
+            f"({ConfigError.quote(', '.join(stray))}) and prefixes; "
             "expected PREFIX, WEIGHT PREFIX pairs (one weight per prefix) or prefixes only",
             "data_path",
         )
     if blend_needs_weights and len(words) > 1:
         raise ConfigError(
-            f"{{data_path}} {' '.join(words)!r}: give weight/prefix pairs 'w1 p1 w2 p2 ...' to "
+            f"{{data_path}} {ConfigError.quote(repr(' '.join(words)))}: give weight/prefix pairs "
+            "'w1 p1 w2 p2 ...' to "
             "blend several datasets",
             "data_path",
         )

@@ -270,7 +270,9 @@ class GPTSamples:
         span = split_ranges(config.split, len(sequence_lengths))[which]
         if span is None:
             raise ConfigError(
-                f"split {config.split!r} gives the {split_name!r} split no share of {name}; "
+                f"split {ConfigError.quote(repr(config.split))} gives the "
+                f"{ConfigError.quote(repr(split_name))} split no share of "
+                f"{ConfigError.quote(name)}; "
                 "give it a positive weight or use another {split_name}",
                 "split_name",
             )

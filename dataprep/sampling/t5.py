@@ -250,8 +250,9 @@ def sentinel_ids_of(tokenizer: Any) -> list[int]:
     if not ids:
         name = getattr(tokenizer, "name", type(tokenizer).__name__)
         raise ConfigError(
-            f"tokenizer {name} has no sentinel pieces <extra_id_0>, <extra_id_1>, ...: T5 span "
-            "corruption needs a T5/mT5 SentencePiece model (e.g. {tokenizer} mt5-toy)",
+            f"tokenizer {ConfigError.quote(name)} has no sentinel pieces <extra_id_0>, "
+            "<extra_id_1>, ...: T5 span corruption needs a T5/mT5 SentencePiece model "
+            "(e.g. {tokenizer} mt5-toy)",
             "tokenizer",
         )
     if getattr(tokenizer, "eos_id", None) is None:
