@@ -40,6 +40,11 @@ class ConfigError(UsageError):
         """The message with each field placeholder replaced by ``name_of(field)``."""
         return self.template.format_map({field: name_of(field) for field in self.fields})
 
+    @staticmethod
+    def quote(value: object) -> str:
+        """`value` (a path, a user's text) as literal text in a message: its braces doubled."""
+        return str(value).replace("{", "{{").replace("}", "}}")
+
     def __reduce__(self):  # keeps the template when the error crosses a process boundary
         return (ConfigError, (self.template, *self.fields))
 

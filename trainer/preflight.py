@@ -26,9 +26,9 @@ class DataInfo:
 def inspect_data(config: TrainConfig) -> DataInfo:
     """Check the prefixes exist and agree on one tokenizer; read vocab facts from the manifests."""
     from dataprep.manifest import load_manifest
-    from trainer.data import parse_data_path
+    from dataprep.sampling.blend import parse_data_path
 
-    prefixes = tuple(p for _, p in parse_data_path(config.data_path))
+    prefixes = tuple(parse_data_path(config.data_path, blend_needs_weights=True)[0])
     vocab, spec, max_id, tokens = set(), set(), [], 0
     for prefix in prefixes:
         missing = [s for s in (".bin", ".idx") if not os.path.isfile(prefix + s)]
