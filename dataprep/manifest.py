@@ -56,11 +56,3 @@ def tokenizer_spec_from_manifest(prefix: str | os.PathLike) -> str:
             "pass --tokenizer NAME_OR_PATH"
         )
     return manifest["tokenizer"]["spec"]
-
-
-def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    """Write JSON to a temporary name and rename, so a reader never sees half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)

@@ -89,10 +89,9 @@ def build_part(
         os.chdir(cwd)
     from dataprep.build import encode, read
     from dataprep.build.config import KeyStats
-    from dataprep.build.plan import sha256_of
     from dataprep.build.sink import Progress, Sink
+    from dataprep.fileio import save_npy_atomic, sha256_file, write_json_atomic
     from dataprep.indexed import IndexedDatasetWriter
-    from dataprep.manifest import write_json_atomic
 
     final = Path(parts_dir) / part.name
     tmp = Path(parts_dir) / f"{part.name}.tmp-{uuid.uuid4().hex[:12]}"
@@ -134,7 +133,7 @@ def build_part(
         for key, w in writers.items():
             w.close()
             rows = provenance[key]
-            np.save(
+            save_npy_atomic(
                 tmp / f"{key}.provenance.npy",
                 np.concatenate(rows) if rows else np.zeros((0, 2), np.int64),
             )
@@ -150,7 +149,7 @@ def build_part(
             "read": read_stats.to_dict(),
             "documents": documents,
             "text_bytes": sink.text_bytes,
-            "sha256": sha256_of(Path(part.path)) if part.last and part.start == 0 else None,
+            "sha256": sha256_file(part.path) if part.last and part.start == 0 else None,
             "warnings": kept.messages,
         }
         write_json_atomic(tmp / "part.json", result)

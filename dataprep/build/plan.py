@@ -6,7 +6,6 @@ gzip stream cannot be entered in the middle."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -94,11 +93,6 @@ def _splittable(path: Path, config) -> bool:
     fmt = config.fmt if config is not None else None
     resolved = resolve_format(path, fmt, languages, ReadStats())
     return resolved is not None and resolved[0] != "parquet"
-
-
-def sha256_of(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def describe_inputs(files: Sequence[Path]) -> list[dict[str, Any]]:

@@ -16,11 +16,12 @@ import numpy as np
 from dataprep import __version__
 from dataprep.build.config import BuildConfig, BuildSummary, KeyStats
 from dataprep.build.executor_local import LocalExecutor
-from dataprep.build.plan import describe_inputs, existing_outputs, plan_parts, sha256_of
+from dataprep.build.plan import describe_inputs, existing_outputs, plan_parts
 from dataprep.build.sink import Progress, Sink
 from dataprep.build.state import save_state
 from dataprep.errors import UsageError
-from dataprep.manifest import manifest_path, provenance_path, write_json_atomic
+from dataprep.fileio import save_npy_atomic, sha256_file, write_json_atomic
+from dataprep.manifest import manifest_path, provenance_path
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +185,7 @@ def build_index(config: BuildConfig) -> BuildSummary:
             read_stats.merge(file_stats)
             progress.file_done(sum(sizes[: file_index + 1]))
             inputs[file_index]["documents"] = file_stats.documents
-            inputs[file_index]["sha256"] = done.sha256 or sha256_of(path)
+            inputs[file_index]["sha256"] = done.sha256 or sha256_file(path)
             save_state(
                 work,
                 fingerprint,
@@ -233,17 +234,13 @@ def build_index(config: BuildConfig) -> BuildSummary:
     read_dict = read_stats.to_dict()
     for key, prefix in outputs.items():
         prov = np.concatenate(provenance[key]) if provenance[key] else np.zeros((0, 2), np.int64)
-        tmp = Path(str(provenance_path(prefix)) + ".tmp.npy")
-        np.save(tmp, prov)
-        os.replace(tmp, provenance_path(prefix))
+        save_npy_atomic(provenance_path(prefix), prov)
         s = stats[key]
         extra = {}
         if dedup is not None:
             from dataprep.manifest import duplicates_path
 
-            pairs_tmp = Path(str(duplicates_path(prefix)) + ".tmp.npy")
-            np.save(pairs_tmp, dedup[key].pairs_array())
-            os.replace(pairs_tmp, duplicates_path(prefix))
+            save_npy_atomic(duplicates_path(prefix), dedup[key].pairs_array())
             extra["dedup"] = dedup[key].describe(inputs, duplicates_path(prefix).name)
         write_json_atomic(
             manifest_path(prefix),

@@ -4,14 +4,13 @@ key, the writer state and the provenance so far, saved after every finished inpu
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dataprep.build.config import KeyStats
-from dataprep.manifest import write_json_atomic
+from dataprep.fileio import save_npy_atomic, write_json_atomic
 
 
 def save_state(
@@ -31,8 +30,7 @@ def save_state(
         w.state().save(work / f"{key}.writer.npz")
         prov = np.concatenate(provenance[key]) if provenance[key] else np.zeros((0, 2), np.int64)
         provenance[key] = [prov]
-        np.save(work / f"{key}.provenance.tmp.npy", prov)
-        os.replace(work / f"{key}.provenance.tmp.npy", work / f"{key}.provenance.npy")
+        save_npy_atomic(work / f"{key}.provenance.npy", prov)
     write_json_atomic(
         work / "state.json",
         {

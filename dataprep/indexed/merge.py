@@ -202,7 +202,8 @@ def merge_datasets(
 ) -> MergeSummary:
     """Concatenate datasets in the given order into `output_prefix.bin/.idx` plus a merged
     manifest `.json` and, if every source has provenance, a merged `.provenance.npy`."""
-    from dataprep.manifest import load_manifest, manifest_path, provenance_path, write_json_atomic
+    from dataprep.fileio import write_json_atomic
+    from dataprep.manifest import load_manifest, manifest_path, provenance_path
 
     prefixes = [os.fspath(p) for p in prefixes]
     output_prefix = os.fspath(output_prefix)
