@@ -150,7 +150,7 @@ def group_by_key(docs, keys: Sequence[str]):
 
 def _parse_block(task: dict[str, Any]) -> dict[str, Any]:
     """Documents of one block of JSON Lines: texts and lines per key, skips, read counters."""
-    from dataprep.readers.base import CollectedRecordErrors, ReadStats
+    from dataprep.readers import CollectedRecordErrors, ReadStats
 
     parser = task["parser"]
     stats = ReadStats()

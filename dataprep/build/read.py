@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,10 +34,16 @@ def process_file(
     or a byte range of a plain file); returns its ReadStats and the number of documents written
     from it. `input_offset` is the input bytes of the parts before this one (for progress)."""
     from dataprep.build.encode import group_by_key
-    from dataprep.readers import FILE_ERROR_KINDS, ReadStats, iter_documents, resolve_format
-    from dataprep.readers.base import RecordErrors
-    from dataprep.readers.compression import compressed_offset, open_decompressed
-    from dataprep.readers.jsonl import JsonLinesParser, LineRange, finish_file, line_blocks
+    from dataprep.readers import (
+        FILE_ERROR_KINDS,
+        ReadStats,
+        RecordErrors,
+        finish_file,
+        iter_documents,
+        iter_line_blocks,
+        json_lines_parser,
+        resolve_format,
+    )
 
     file_index, path = part.file_index, Path(part.path)
     on_error = "skip" if config.skip_bad_records else "raise"
@@ -73,28 +78,25 @@ def process_file(
             file_docs += take(done)
     elif resolved is not None:
         fmt, language = resolved
-        parser = JsonLinesParser(os.fspath(path), config.json_keys, fmt, language, filters)
+        parser = json_lines_parser(
+            path, fmt, json_keys=config.json_keys, language=language, filters=filters
+        )
         blocks = 0
         try:
-            if part.whole_file:
-                reader, first = open_decompressed(path), 1
-            else:
-                reader = LineRange(path, part.start, part.end)
-                first = reader.first_line
-            with reader:
-                for first_line, block in line_blocks(reader, config.chunk_bytes, first_line=first):
-                    blocks += 1
-                    position = compressed_offset(reader) - part.start
-                    sink.progress.input_position(input_offset + position)
-                    task = {
-                        **common,
-                        "parser": parser,
-                        "first_line": first_line,
-                        "block": block,
-                        "on_error": on_error,
-                    }
-                    for done in execute(task, None):
-                        file_docs += take(done)
+            for block in iter_line_blocks(
+                path, block_bytes=config.chunk_bytes, start=part.start, end=part.end
+            ):
+                blocks += 1
+                sink.progress.input_position(input_offset + block.offset - part.start)
+                task = {
+                    **common,
+                    "parser": parser,
+                    "first_line": block.first_line,
+                    "block": block.data,
+                    "on_error": on_error,
+                }
+                for done in execute(task, None):
+                    file_docs += take(done)
         except ReadError as e:
             if e.kind not in FILE_ERROR_KINDS:
                 raise
