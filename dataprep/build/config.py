@@ -11,7 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dataprep.errors import UsageError
+from dataprep.errors import ConfigError
+
+
+def literal(value: Any) -> str:
+    """`str(value)` made safe to put in a ConfigError template (braces doubled)."""
+    return str(value).replace("{", "{{").replace("}", "}}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,23 +48,31 @@ class BuildConfig:
 
     def __post_init__(self) -> None:
         if not self.inputs:
-            raise UsageError("no --input given")
+            raise ConfigError("no {inputs} given", "inputs")
         if not self.json_keys:
-            raise UsageError("--json-keys needs at least one key")
+            raise ConfigError("{json_keys} needs at least one key", "json_keys")
         if len(set(self.json_keys)) != len(self.json_keys):
-            raise UsageError(f"--json-keys has duplicates: {list(self.json_keys)}")
+            keys = literal(list(self.json_keys))
+            raise ConfigError(f"{{json_keys}} has duplicates: {keys}", "json_keys")
         if self.workers < 1:
-            raise UsageError(f"--workers must be >= 1, got {self.workers}")
+            raise ConfigError(f"{{workers}} must be >= 1, got {self.workers}", "workers")
         if self.dedup not in (None, "exact", "minhash"):
-            raise UsageError(f"--dedup must be exact or minhash, got {self.dedup!r}")
+            dedup = literal(repr(self.dedup))
+            raise ConfigError(f"{{dedup}} must be exact or minhash, got {dedup}", "dedup")
         if not 0 < self.dedup_threshold <= 1:
-            raise UsageError(f"--dedup-threshold must be in (0, 1], got {self.dedup_threshold}")
+            raise ConfigError(
+                f"{{dedup_threshold}} must be in (0, 1], got {self.dedup_threshold}",
+                "dedup_threshold",
+            )
         if self.executor not in ("local", "ray"):
-            raise UsageError(f"--executor must be local or ray, got {self.executor!r}")
+            executor = literal(repr(self.executor))
+            raise ConfigError(f"{{executor}} must be local or ray, got {executor}", "executor")
         if self.ray_address is not None and self.executor != "ray":
-            raise UsageError("--ray-address needs --executor ray")
+            raise ConfigError("{ray_address} needs {executor} ray", "ray_address", "executor")
         if self.overwrite and self.resume:
-            raise UsageError("--overwrite and --resume contradict each other; pick one")
+            raise ConfigError(
+                "{overwrite} and {resume} contradict each other; pick one", "overwrite", "resume"
+            )
 
     @property
     def level(self) -> str:
@@ -106,13 +119,13 @@ class KeyStats:
     def skip(self, reason: str, n: int = 1) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + n
 
-    def add(self, other: dict[str, Any]) -> None:
-        """Add the counts of another part (`dataclasses.asdict` of a KeyStats)."""
-        self.documents += other["documents"]
-        self.sequences += other["sequences"]
-        self.tokens += other["tokens"]
-        self.max_token_id = max(self.max_token_id, other["max_token_id"])
-        for reason, n in other["skipped"].items():
+    def add(self, other: KeyStats) -> None:
+        """Add the counts of another part."""
+        self.documents += other.documents
+        self.sequences += other.sequences
+        self.tokens += other.tokens
+        self.max_token_id = max(self.max_token_id, other.max_token_id)
+        for reason, n in other.skipped.items():
             self.skip(reason, n)
 
 

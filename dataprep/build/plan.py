@@ -1,7 +1,8 @@
-"""The build plan: the input files, described (name, path, size, mtime) for the manifest and for
-checking on --resume that finished inputs did not change, and the parts of work an executor runs:
+"""The build plan (`make_plan`): the input files, described (name, path, size, mtime) for the
+manifest and for checking on resume that finished inputs did not change, the tokenizer and the
+output dtype; and the parts of work an executor runs (`plan_parts`):
 one per input file, or, for a large plain (uncompressed) JSON Lines file, one per byte range of
-whole lines (`readers.jsonl.LineRange`). Compressed files and Parquet are one part each: a zstd or
+whole lines (`readers.iter_line_blocks`). Compressed files and Parquet are one part each: a zstd or
 gzip stream cannot be entered in the middle."""
 
 from __future__ import annotations
@@ -11,6 +12,54 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from dataprep.build.config import BuildConfig, literal
+from dataprep.errors import ConfigError
+
+
+@dataclass(frozen=True, eq=False)
+class BuildPlan:
+    """What a build reads and writes, decided before anything is written."""
+
+    files: list[Path]  # the input files, in order
+    inputs: list[dict[str, Any]]  # `describe_inputs(files)`
+    tokenizer: Any  # the loaded Tokenizer
+    dtype: np.dtype  # token dtype of the outputs (the narrowest that holds the vocabulary)
+    prefixes: dict[str, str]  # JSON key -> output dataset prefix
+    fingerprint: str  # `BuildConfig.fingerprint`: what a resumed build must share
+    filters: dict[str, frozenset[str]] | None  # normalized `BuildConfig.filters`
+
+    @property
+    def sizes(self) -> list[int]:
+        return [i["size"] for i in self.inputs]
+
+
+def make_plan(config: BuildConfig) -> BuildPlan:
+    """Expand the inputs, load the tokenizer and check that it fits the configuration."""
+    from dataprep.indexed.format import optimal_dtype
+    from dataprep.readers import expand_inputs, normalize_filters
+    from dataprep.tokenizers import load_tokenizer
+
+    files = expand_inputs(list(config.inputs))
+    tokenizer = load_tokenizer(config.tokenizer)
+    if config.append_eod and tokenizer.eod_id is None:
+        raise ConfigError(
+            f"{{append_eod}}: tokenizer {literal(repr(tokenizer.spec))} has no end-of-document "
+            "token",
+            "append_eod",
+        )
+    inputs = describe_inputs(files)
+    return BuildPlan(
+        files=files,
+        inputs=inputs,
+        tokenizer=tokenizer,
+        dtype=np.dtype(optimal_dtype(tokenizer.vocab_size)),
+        prefixes=config.output_prefixes(),
+        fingerprint=config.fingerprint(inputs, tokenizer.identity),
+        filters=normalize_filters(dict(config.filters)),
+    )
 
 
 @dataclass(frozen=True)
@@ -53,7 +102,12 @@ class PartDone:
 
 
 def plan_parts(
-    files: Sequence[Path], sizes: Sequence[int], first: int, *, split_bytes: int = 0, config=None
+    files: Sequence[Path],
+    sizes: Sequence[int],
+    first: int,
+    *,
+    split_bytes: int = 0,
+    config: BuildConfig | None = None,
 ) -> list[Part]:
     """The parts of files[first:]; with `split_bytes` > 0, plain JSON Lines files larger than that
     are cut into ceil(size / split_bytes) byte ranges."""
@@ -79,7 +133,7 @@ def plan_parts(
     return parts
 
 
-def _splittable(path: Path, config) -> bool:
+def _splittable(path: Path, config: BuildConfig | None) -> bool:
     """A plain JSON Lines file that the build reads (not ruled out by --languages)."""
     from dataprep.readers import ReadStats, compression, resolve_format
 
