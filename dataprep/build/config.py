@@ -9,9 +9,13 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dataprep.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dataprep.build.plan import InputFile
+    from dataprep.readers import ReadStats
 
 
 def literal(value: Any) -> str:
@@ -85,8 +89,8 @@ class BuildConfig:
     def work_dir(self) -> Path:
         return Path(self.output_prefix + ".dataprep-build")
 
-    def fingerprint(self, inputs: Sequence[dict[str, Any]], tokenizer_identity: str) -> str:
-        """What must match for --resume to continue an earlier build."""
+    def fingerprint(self, input_paths: Sequence[str], tokenizer_identity: str) -> str:
+        """What must match for a resumed build to continue an earlier one."""
         keep = {
             k: v
             for k, v in dataclasses.asdict(self).items()
@@ -103,8 +107,7 @@ class BuildConfig:
                 "ray_split_bytes",
             )
         }
-        keep["inputs"] = [i["path"] for i in inputs]
-        keep["tokenizer_identity"] = tokenizer_identity
+        keep.update(inputs=list(input_paths), tokenizer_identity=tokenizer_identity)
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
 
 
@@ -133,8 +136,8 @@ class KeyStats:
 class BuildSummary:
     outputs: dict[str, str]  # key -> dataset prefix
     stats: dict[str, KeyStats]
-    read: dict[str, Any]  # ReadStats.to_dict()
-    inputs: list[dict[str, Any]]
+    read: ReadStats  # of every input, earlier runs included
+    inputs: list[InputFile]
     seconds: float  # this run's wall time
     text_bytes: int  # text tokenized in this run
     # --resume: what earlier runs had finished (0 files: a build in one run)
@@ -147,7 +150,7 @@ class BuildSummary:
         lines = []
         mb = self.text_bytes / 1e6
         rate = mb / self.seconds if self.seconds > 0 else float("inf")
-        records = self.read.get("documents", 0)
+        records = self.read.documents
         if self.resumed_files:
             # this run's figures and rates, then the whole build's totals (no rate: it spans runs)
             run_records = records - self.earlier_records
@@ -196,11 +199,10 @@ class BuildSummary:
             lines.append(f"  skipped documents: {reasons}")
 
     def _read_skips(self, lines: list[str]) -> None:
-        record_skips = self.read.get("skipped") or {}
-        if record_skips:
-            reasons = ", ".join(f"{r}={n:,}" for r, n in sorted(record_skips.items()))
+        if self.read.skipped:
+            reasons = ", ".join(f"{r}={n:,}" for r, n in sorted(self.read.skipped.items()))
             lines.append(f"  skipped records: {reasons}")
-        for reason, files in sorted(self.read.get("files_skipped", {}).items()):
+        for reason, files in sorted(self.read.files_skipped.items()):
             lines.append(f"  skipped files ({reason}): {', '.join(files)}")
-        if self.read.get("empty_files"):
-            lines.append(f"  empty input files: {', '.join(self.read['empty_files'])}")
+        if self.read.empty_files:
+            lines.append(f"  empty input files: {', '.join(self.read.empty_files)}")

@@ -24,7 +24,7 @@ class BuildPlan:
     """What a build reads and writes, decided before anything is written."""
 
     files: list[Path]  # the input files, in order
-    inputs: list[dict[str, Any]]  # `describe_inputs(files)`
+    inputs: list[InputFile]  # `describe_inputs(files)`
     tokenizer: Any  # the loaded Tokenizer
     dtype: np.dtype  # token dtype of the outputs (the narrowest that holds the vocabulary)
     prefixes: dict[str, str]  # JSON key -> output dataset prefix
@@ -33,7 +33,7 @@ class BuildPlan:
 
     @property
     def sizes(self) -> list[int]:
-        return [i["size"] for i in self.inputs]
+        return [i.size for i in self.inputs]
 
 
 def make_plan(config: BuildConfig) -> BuildPlan:
@@ -57,7 +57,7 @@ def make_plan(config: BuildConfig) -> BuildPlan:
         tokenizer=tokenizer,
         dtype=np.dtype(optimal_dtype(tokenizer.vocab_size)),
         prefixes=config.output_prefixes(),
-        fingerprint=config.fingerprint(inputs, tokenizer.identity),
+        fingerprint=config.fingerprint([i.path for i in inputs], tokenizer.identity),
         filters=normalize_filters(dict(config.filters)),
     )
 
@@ -149,19 +149,38 @@ def _splittable(path: Path, config: BuildConfig | None) -> bool:
     return resolved is not None and resolved[0] != "parquet"
 
 
-def describe_inputs(files: Sequence[Path]) -> list[dict[str, Any]]:
-    out = []
-    for p in files:
-        st = p.stat()
-        out.append(
-            {
-                "name": p.name,
-                "path": str(p.resolve()),
-                "size": st.st_size,
-                "mtime_ns": st.st_mtime_ns,
-            }
-        )
-    return out
+@dataclass(frozen=True, slots=True)
+class InputFile:
+    """One input file as the manifest and the resume state describe it."""
+
+    name: str
+    path: str  # absolute
+    size: int  # bytes
+    mtime_ns: int  # compared on resume, not written to the manifest
+    documents: int | None = None  # records read, once the file is finished
+    sha256: str | None = None  # once the file is finished
+
+    @classmethod
+    def of(cls, path: Path) -> InputFile:
+        st = path.stat()
+        return cls(path.name, str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+    def to_json(self, *, mtime: bool = True) -> dict[str, Any]:
+        """The JSON entry (the manifest's has no mtime, and an unfinished file no counts)."""
+        data: dict[str, Any] = {"name": self.name, "path": self.path, "size": self.size}
+        if mtime:
+            data.update(mtime_ns=self.mtime_ns)
+        if self.documents is not None:
+            data.update(documents=self.documents, sha256=self.sha256)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> InputFile:
+        return cls(**data)
+
+
+def describe_inputs(files: Sequence[Path]) -> list[InputFile]:
+    return [InputFile.of(p) for p in files]
 
 
 def existing_outputs(prefixes: Sequence[str]) -> list[str]:

@@ -75,7 +75,7 @@ def build_index(config: BuildConfig) -> BuildSummary:
     return BuildSummary(
         outputs=plan.prefixes,
         stats={key: output.stats for key, output in outputs.items()},
-        read=manifest.read,
+        read=resumed.read,
         inputs=plan.inputs,
         seconds=seconds,
         text_bytes=sink.text_bytes,
@@ -160,12 +160,12 @@ def _check_not_empty(
     """EmptyResultError naming what removed everything, unless `allow_empty`."""
     empty = [key for key, output in outputs.items() if output.stats.documents == 0]
     if empty and not config.allow_empty:
-        from dataprep.build.empty import EmptyResultError, explain_empty
+        from dataprep.build.empty import empty_result_error
 
         state.forget(config.work_dir)  # nothing worth resuming: the cleanup removes everything
         key = empty[0]
-        read, skipped = build.read.to_dict(), outputs[key].stats.skipped
-        raise EmptyResultError(explain_empty(key, plan.files, config, read, skipped))
+        skipped = outputs[key].stats.skipped
+        raise empty_result_error(key, plan.files, config, build.read, skipped)
 
 
 def _manifest(config: BuildConfig, plan: BuildPlan, build: BuildState) -> Manifest:
@@ -175,7 +175,7 @@ def _manifest(config: BuildConfig, plan: BuildPlan, build: BuildState) -> Manife
         level=config.level,
         append_eod=config.append_eod,
         read=build.read.to_dict(),
-        inputs=[{k: v for k, v in i.items() if k != "mtime_ns"} for i in build.inputs],
+        inputs=[i.to_json(mtime=False) for i in build.inputs],
         tokenizer=plan.tokenizer.describe(),
         filters={k: list(v) for k, v in config.filters},
         languages=list(config.languages) if config.languages else None,

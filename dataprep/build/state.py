@@ -23,6 +23,7 @@ import numpy as np
 
 from dataprep.build.config import BuildConfig, KeyStats, literal
 from dataprep.build.output import KeyCheckpoint, KeyOutput
+from dataprep.build.plan import InputFile
 from dataprep.errors import ConfigError
 from dataprep.fileio import save_npy_atomic, write_json_atomic
 from dataprep.indexed.writer import WriterState
@@ -39,7 +40,7 @@ class BuildState:
     """Where a build stands: what earlier runs finished, updated as this run finishes files."""
 
     fingerprint: str  # what must match for resume (BuildConfig.fingerprint)
-    inputs: list[dict[str, Any]]  # described inputs; finished ones also have documents, sha256
+    inputs: list[InputFile]  # the plan's; finished ones also have documents and sha256
     done_files: int = 0  # input files finished (by every run so far)
     read: ReadStats = field(default_factory=ReadStats)  # of the finished files
     earlier_records: int = 0  # records read by earlier runs
@@ -53,8 +54,8 @@ class BuildState:
     def file_done(self, file_index: int, read: ReadStats, sha256: str) -> None:
         """Input `file_index` is finished: its counters join the build's."""
         self.read.merge(read)
-        self.inputs[file_index]["documents"] = read.documents
-        self.inputs[file_index]["sha256"] = sha256
+        finished = dataclasses.replace(self.inputs[file_index], documents=read.documents)
+        self.inputs[file_index] = dataclasses.replace(finished, sha256=sha256)
         self.done_files = file_index + 1
 
     def save(self, work: Path, outputs: Mapping[str, KeyOutput], text_bytes: int) -> None:
@@ -75,7 +76,7 @@ class BuildState:
                 "done_files": self.done_files,
                 "stats": stats,
                 "read": self.read.to_dict(),
-                "inputs": self.inputs,
+                "inputs": [i.to_json() for i in self.inputs],
                 "text_bytes": self.earlier_text_bytes + text_bytes,  # over all runs
             },
         )
@@ -130,7 +131,7 @@ def forget(work: Path) -> None:
 def load(
     config: BuildConfig,
     fingerprint: str,
-    inputs: list[dict[str, Any]],
+    inputs: list[InputFile],
     new_dedup: Callable[[], Any] | None = None,
 ) -> BuildState:
     """The state to start from: nothing done, or with `resume` what the interrupted build saved
@@ -156,10 +157,11 @@ def load(
             "overwrite",
         )
     done_files = saved["done_files"]
-    for old, new in zip(saved["inputs"][:done_files], inputs, strict=False):
-        if (old["size"], old["mtime_ns"]) != (new["size"], new["mtime_ns"]):
+    finished = [InputFile.from_json(i) for i in saved["inputs"][:done_files]]
+    for old, new in zip(finished, inputs, strict=False):
+        if (old.size, old.mtime_ns) != (new.size, new.mtime_ns):
             raise ConfigError(
-                f"{{resume}}: {literal(new['path'])} changed since it was processed; "
+                f"{{resume}}: {literal(new.path)} changed since it was processed; "
                 "use {overwrite} to start again",
                 "resume",
                 "overwrite",
@@ -181,6 +183,6 @@ def load(
         state.read = ReadStats.from_dict(saved["read"])
         state.earlier_records = state.read.documents
         state.earlier_text_bytes = saved.get("text_bytes", 0)
-        inputs[:done_files] = saved["inputs"][:done_files]
+        inputs[:done_files] = finished
     log.info("resuming: %d of %d input files already done", done_files, len(inputs))
     return state

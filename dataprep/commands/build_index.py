@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 
-from dataprep.errors import DataprepError, UsageError, require_extra
+from dataprep.errors import ConfigError, DataprepError, UsageError, require_extra
 
 HELP = "tokenize documents into Megatron .bin/.idx datasets (preprocess_data.py's job)"
 DESCRIPTION = """\
@@ -291,11 +291,13 @@ def run(args: argparse.Namespace) -> int:
         summary = build_index(config)
     except DataprepError as e:
         if config.work_dir.exists():
-            e.args = (
-                f"{e}\n(the build stopped; finished input files are kept in {config.work_dir}: "
-                "fix the "
-                "input and rerun with --resume, or use --overwrite to start again)",
+            note = (
+                f"\n(the build stopped; finished input files are kept in {config.work_dir}: fix "
+                "the input and rerun with --resume, or use --overwrite to start again)"
             )
+            if isinstance(e, ConfigError):  # the CLI shows its template, with flags
+                e.template += note.replace("{", "{{").replace("}", "}}")
+            e.args = (f"{e}{note}",)
         raise
     except KeyboardInterrupt:
         if config.work_dir.exists():
