@@ -20,7 +20,8 @@ saved to `{output_prefix}.dataprep-build/`, and `--resume` truncates back to the
 file and continues there. Real names appear only when the build completes.
 """
 
-from dataprep.build.config import BuildConfig, BuildSummary, KeyStats
+from dataprep.build.config import BuildConfig, KeyStats
 from dataprep.build.run import build_index
+from dataprep.build.summary import BuildSummary
 
 __all__ = ["BuildConfig", "BuildSummary", "KeyStats", "build_index"]

@@ -1,5 +1,5 @@
-"""Build configuration and results: `BuildConfig` (validated at construction), per-key counts
-(`KeyStats`) and the summary printed at the end (`BuildSummary`)."""
+"""Build configuration: `BuildConfig` (validated at construction) and the per-key counts
+(`KeyStats`)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,9 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dataprep.errors import ConfigError
-
-if TYPE_CHECKING:
-    from dataprep.build.plan import InputFile
-    from dataprep.readers import ReadStats
 
 
 def literal(value: Any) -> str:
@@ -130,79 +126,3 @@ class KeyStats:
         self.max_token_id = max(self.max_token_id, other.max_token_id)
         for reason, n in other.skipped.items():
             self.skip(reason, n)
-
-
-@dataclass
-class BuildSummary:
-    outputs: dict[str, str]  # key -> dataset prefix
-    stats: dict[str, KeyStats]
-    read: ReadStats  # of every input, earlier runs included
-    inputs: list[InputFile]
-    seconds: float  # this run's wall time
-    text_bytes: int  # text tokenized in this run
-    # --resume: what earlier runs had finished (0 files: a build in one run)
-    resumed_files: int = 0
-    earlier_records: int = 0
-    earlier_text_bytes: int = 0
-    earlier_tokens: dict[str, int] = field(default_factory=dict)
-
-    def format(self) -> str:
-        lines = []
-        mb = self.text_bytes / 1e6
-        rate = mb / self.seconds if self.seconds > 0 else float("inf")
-        records = self.read.documents
-        if self.resumed_files:
-            # this run's figures and rates, then the whole build's totals (no rate: it spans runs)
-            run_records = records - self.earlier_records
-            run_tokens = sum(s.tokens for s in self.stats.values()) - sum(
-                self.earlier_tokens.values()
-            )
-            tok_rate = run_tokens / self.seconds if self.seconds > 0 else float("inf")
-            lines.append(
-                f"this run: {len(self.inputs) - self.resumed_files} of {len(self.inputs)} input "
-                f"file(s), {run_records:,} records, {mb:,.1f} MB of text, {run_tokens:,} tokens "
-                f"in {self.seconds:,.1f} s ({rate:,.2f} MB/s, {tok_rate:,.0f} tokens/s)"
-            )
-            lines.append(
-                f"whole build (resumed after {self.resumed_files} finished file(s)): "
-                f"{len(self.inputs)} input file(s), {records:,} records, "
-                f"{(self.text_bytes + self.earlier_text_bytes) / 1e6:,.1f} MB of text"
-            )
-            for key, prefix in self.outputs.items():
-                s = self.stats[key]
-                lines.append(
-                    f"{prefix}.bin/.idx: {s.documents:,} documents, {s.sequences:,} sequences, "
-                    f"{s.tokens:,} tokens, largest id {s.max_token_id}"
-                )
-                self._skips(lines, s)
-            self._read_skips(lines)
-            return "\n".join(lines)
-        lines.append(
-            f"read {len(self.inputs)} input file(s), {records:,} records, "
-            f"{mb:,.1f} MB of text in {self.seconds:,.1f} s ({rate:,.2f} MB/s)"
-        )
-        for key, prefix in self.outputs.items():
-            s = self.stats[key]
-            tok_rate = s.tokens / self.seconds if self.seconds > 0 else float("inf")
-            lines.append(
-                f"{prefix}.bin/.idx: {s.documents:,} documents, {s.sequences:,} sequences, "
-                f"{s.tokens:,} tokens ({tok_rate:,.0f} tokens/s), largest id {s.max_token_id}"
-            )
-            self._skips(lines, s)
-        self._read_skips(lines)
-        return "\n".join(lines)
-
-    @staticmethod
-    def _skips(lines: list[str], s: KeyStats) -> None:
-        if s.skipped:
-            reasons = ", ".join(f"{r}={n:,}" for r, n in sorted(s.skipped.items()))
-            lines.append(f"  skipped documents: {reasons}")
-
-    def _read_skips(self, lines: list[str]) -> None:
-        if self.read.skipped:
-            reasons = ", ".join(f"{r}={n:,}" for r, n in sorted(self.read.skipped.items()))
-            lines.append(f"  skipped records: {reasons}")
-        for reason, files in sorted(self.read.files_skipped.items()):
-            lines.append(f"  skipped files ({reason}): {', '.join(files)}")
-        if self.read.empty_files:
-            lines.append(f"  empty input files: {', '.join(self.read.empty_files)}")

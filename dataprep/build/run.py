@@ -9,13 +9,14 @@ import time
 from collections.abc import Iterator
 
 from dataprep.build import state
-from dataprep.build.config import BuildConfig, BuildSummary
+from dataprep.build.config import BuildConfig
 from dataprep.build.output import KeyOutput
 from dataprep.build.plan import BuildPlan, Part, PartDone, make_plan, plan_parts
 from dataprep.build.progress import Progress
 from dataprep.build.read import task_options
 from dataprep.build.sink import Sink
 from dataprep.build.state import BuildState
+from dataprep.build.summary import BuildSummary
 from dataprep.fileio import sha256_file
 from dataprep.manifest import Manifest
 
