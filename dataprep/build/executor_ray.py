@@ -98,7 +98,6 @@ def build_part(
     from dataprep.build import encode, read
     from dataprep.build.output import KeyOutput
     from dataprep.build.progress import Progress
-    from dataprep.build.sink import Sink
     from dataprep.fileio import sha256_file, write_json_atomic
 
     final = Path(parts_dir) / part.name

@@ -1,11 +1,11 @@
 """JSON Lines records -> Documents: one JSON object per line, plain, zstd or gzip.
 
 Each line is read as bytes and must be strict UTF-8 and one JSON object holding every requested key
-with a string value (Megatron's `--json-keys`, reference/formats.md §2.2). Anything else is a bad
-record of a named kind (`base.RECORD_ERROR_KINDS`): raised as ReadError with file and line, or
-counted with on_error="skip". orjson parses when installed (about 2x faster than `json`,
-environment.md §6); when it rejects a line, the stdlib parser decides, so the accepted records and
-the error kinds are the same with or without orjson.
+with a string value (as Megatron-LM's `tools/preprocess_data.py --json-keys` reads them). Anything
+else is a bad record of a named kind (`base.RECORD_ERROR_KINDS`): raised as ReadError with file and
+line, or counted with on_error="skip". orjson parses when installed (about 2x faster than `json`);
+when it rejects a line, the stdlib parser decides, so the accepted records and the error kinds are
+the same with or without orjson.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""mC4: allenai/c4 `multilingual/c4-<lang>.tfrecord-NNNNN-of-MMMMM.json.gz` (formats.md §2.4).
+"""mC4 (Hugging Face allenai/c4): `multilingual/c4-<lang>.tfrecord-NNNNN-of-MMMMM.json.gz`.
 
 One JSON object per line, `{"text", "timestamp", "url"}`, gzip-compressed. The language is not in
 the record but in the file name (`c4-ja.tfrecord-...`, `c4-zh-Latn.tfrecord-...`,
