@@ -25,7 +25,7 @@ from dataprep.build.plan import Part, PartDone
 from dataprep.build.read import InlineRunner
 from dataprep.build.sink import Sink
 from dataprep.build.tasks import Encoded, Task, TaskOptions
-from dataprep.errors import DataprepError
+from dataprep.errors import ConfigError
 from dataprep.signals import die_with_parent
 
 
@@ -67,6 +67,12 @@ def _worker_main(conn, spec: str | None, parent: int, parent_ends: list) -> None
             text = traceback.format_exception(reply[1]) if reply[0] == "error" else []
             payload = pickle.dumps(("error", RuntimeError("".join(text) or "unpicklable result")))
         conn.send_bytes(payload)
+
+
+class WorkerDiedError(ConfigError):
+    """A tokenizer process died (exit 1, like bad data); the message names the `workers` field."""
+
+    exit_code = 1
 
 
 class LocalPool:
@@ -129,12 +135,13 @@ class LocalPool:
             raise value
         return value
 
-    def _died(self, worker: int) -> DataprepError:
+    def _died(self, worker: int) -> WorkerDiedError:
         proc = self.procs[worker]
         proc.join(timeout=1)
-        return DataprepError(
+        return WorkerDiedError(
             f"tokenizer worker {worker} died (exit code {proc.exitcode}); if it ran out of "
-            "memory, use fewer --workers"
+            "memory, use fewer {workers}",
+            "workers",
         )
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ filesystem every Ray node sees at the same path. Ray is imported only here.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -31,7 +32,7 @@ from dataprep.build.config import BuildConfig
 from dataprep.build.plan import Part, PartDone
 from dataprep.build.sink import Sink
 from dataprep.build.tasks import PartFailed, PartResult, TaskOptions
-from dataprep.errors import DataprepError, require_extra
+from dataprep.errors import ConfigError, DataprepError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,10 @@ KEPT_WARNINGS = 50  # warnings a task hands back to the driver, which logs them
 
 
 def _ray():
-    require_extra("ray", "--executor ray", "ray")
+    if importlib.util.find_spec("ray") is None:
+        raise ConfigError(
+            "{executor} ray needs the ray package: pip install 'dataprep[ray]'", "executor"
+        )
     import ray
 
     return ray

@@ -7,6 +7,7 @@ import logging
 import shutil
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from dataprep.build import state
 from dataprep.build.config import BuildConfig
@@ -56,11 +57,7 @@ def build_index(config: BuildConfig) -> BuildSummary:
         for output in outputs.values():
             output.close()
     except BaseException as e:
-        interrupted = isinstance(e, KeyboardInterrupt) and state.resumable(work)
-        if not state.checkpointed(work) and not interrupted:
-            for output in outputs.values():  # nothing a resume could reuse: leave no trace
-                output.discard()
-            shutil.rmtree(work, ignore_errors=True)
+        _leave_no_trace_unless_resumable(work, outputs, e)
         raise
     finally:
         for output in outputs.values():
@@ -73,18 +70,20 @@ def build_index(config: BuildConfig) -> BuildSummary:
     for output in outputs.values():
         output.finalize(manifest)
     shutil.rmtree(work, ignore_errors=True)
-    return BuildSummary(
-        outputs=plan.prefixes,
-        stats={key: output.stats for key, output in outputs.items()},
-        read=resumed.read,
-        inputs=plan.inputs,
-        seconds=seconds,
-        text_bytes=sink.text_bytes,
-        resumed_files=done,
-        earlier_records=resumed.earlier_records,
-        earlier_text_bytes=resumed.earlier_text_bytes,
-        earlier_tokens=resumed.earlier_tokens,
-    )
+    stats = {key: output.stats for key, output in outputs.items()}
+    return BuildSummary.of(plan.prefixes, stats, resumed, seconds, sink.text_bytes, done)
+
+
+def _leave_no_trace_unless_resumable(
+    work: Path, outputs: dict[str, KeyOutput], error: BaseException
+) -> None:
+    """After a failed build: remove everything unless a resumed build could reuse something (a
+    checkpoint, or, when interrupted, a Ray build's finished partials)."""
+    interrupted = isinstance(error, KeyboardInterrupt) and state.resumable(work)
+    if not state.checkpointed(work) and not interrupted:
+        for output in outputs.values():
+            output.discard()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _new_dedup(config: BuildConfig):

@@ -4,10 +4,14 @@ output dataset its counts and skips; after a resume, this run's figures and the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from dataprep.build.config import KeyStats
 from dataprep.build.plan import InputFile
 from dataprep.readers import ReadStats
+
+if TYPE_CHECKING:
+    from dataprep.build.state import BuildState
 
 
 @dataclass
@@ -23,6 +27,30 @@ class BuildSummary:
     earlier_records: int = 0
     earlier_text_bytes: int = 0
     earlier_tokens: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        outputs: dict[str, str],
+        stats: dict[str, KeyStats],
+        build: BuildState,
+        seconds: float,
+        text_bytes: int,
+        resumed_files: int,
+    ) -> BuildSummary:
+        """The summary of a finished build whose state is `build`."""
+        return cls(
+            outputs=outputs,
+            stats=stats,
+            read=build.read,
+            inputs=build.inputs,
+            seconds=seconds,
+            text_bytes=text_bytes,
+            resumed_files=resumed_files,
+            earlier_records=build.earlier_records,
+            earlier_text_bytes=build.earlier_text_bytes,
+            earlier_tokens=build.earlier_tokens,
+        )
 
     def format(self) -> str:
         lines = []
