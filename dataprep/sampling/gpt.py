@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 
 from dataprep.errors import DataprepError, UsageError
-from dataprep.fileio import save_npy_atomic
 from dataprep.sampling.split import SPLIT_NAMES, split_bookends, split_index, split_ranges
 
 logger = logging.getLogger(__name__)
@@ -218,6 +217,8 @@ def cached_arrays(
             return tuple(np.load(p, mmap_mode="r", allow_pickle=False) for p in paths), True
     arrays = build()
     if cache_dir is not None:
+        from dataprep.fileio import save_npy_atomic
+
         try:
             os.makedirs(cache_dir, exist_ok=True)
             for path, array in zip(paths, arrays, strict=True):
