@@ -75,7 +75,9 @@ class KeyOutput:
             keep_partial=keep_partial,
             resume_from=resume.writer if resume is not None else None,
         )
-        self.stats = dataclasses.replace(resume.stats) if resume is not None else KeyStats()
+        self.stats = KeyStats()
+        if resume is not None:
+            self.stats = dataclasses.replace(resume.stats, skipped=dict(resume.stats.skipped))
         self._provenance = [resume.provenance] if resume is not None else []
         self.dedup = resume.dedup if resume is not None else dedup
         self._dedup_keys: list | None = [] if collect_dedup_keys else None

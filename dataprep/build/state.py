@@ -54,8 +54,10 @@ class BuildState:
     def file_done(self, file_index: int, read: ReadStats, sha256: str) -> None:
         """Input `file_index` is finished: its counters join the build's."""
         self.read.merge(read)
-        finished = dataclasses.replace(self.inputs[file_index], documents=read.documents)
-        self.inputs[file_index] = dataclasses.replace(finished, sha256=sha256)
+        finished = self.inputs[file_index]
+        self.inputs[file_index] = dataclasses.replace(
+            finished, documents=read.documents, sha256=sha256
+        )
         self.done_files = file_index + 1
 
     def save(self, work: Path, outputs: Mapping[str, KeyOutput], text_bytes: int) -> None:

@@ -16,6 +16,7 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -201,16 +202,8 @@ def _merged_manifest(
     )
 
 
-def merge_datasets(
-    prefixes: Sequence[str | os.PathLike],
-    output_prefix: str | os.PathLike,
-    *,
-    overwrite: bool = False,
-) -> MergeSummary:
-    """Concatenate datasets in the given order into `output_prefix.bin/.idx` plus a merged
-    manifest `.json` and, if every source has provenance, a merged `.provenance.npy`."""
-    prefixes = [os.fspath(p) for p in prefixes]
-    output_prefix = os.fspath(output_prefix)
+def _check_output(prefixes: Sequence[str], output_prefix: str, overwrite: bool) -> list[Path]:
+    """The output's sidecar paths, once the output is known to be writable."""
     if not prefixes:
         raise UsageError("nothing to merge: give at least one input dataset")
     out_abs = os.path.abspath(output_prefix)
@@ -224,16 +217,14 @@ def merge_datasets(
             f"{' and '.join(existing)} already exist; pass --overwrite (overwrite=True) to "
             "replace them"
         )
+    return sidecars
 
-    readers = [IndexedDatasetReader(p) for p in prefixes]
-    first = readers[0]
-    for r in readers[1:]:
-        if r.dtype != first.dtype:
-            raise DataprepError(
-                f"cannot merge {first.path_prefix} (dtype {first.dtype.name}) with {r.path_prefix} "
-                f"(dtype {r.dtype.name}): all inputs must share a token dtype; rebuild one of them"
-            )
-    manifests = [read_manifest(p) for p in prefixes]
+
+def _common_tokenizer(
+    prefixes: Sequence[str], manifests: Sequence[Manifest | None]
+) -> dict[str, Any] | None:
+    """The tokenizer entry the sources' manifests share (None if none has one); DataprepError
+    when two differ."""
     tokenizer: dict[str, Any] | None = None
     tokenizer_from = None
     for p, manifest in zip(prefixes, manifests, strict=True):
@@ -241,13 +232,20 @@ def merge_datasets(
         if entry is None:
             continue
         if tokenizer is None:
-            tokenizer, tokenizer_from = entry, p
+            tokenizer, tokenizer_from = dict(entry), p
         elif (conflict := _tokenizer_conflict(tokenizer, entry)) is not None:
             raise DataprepError(
                 f"cannot merge {tokenizer_from} with {p}: their build manifests name different "
                 f"tokenizers ({conflict}); token ids from different tokenizers cannot be mixed"
             )
+    return tokenizer
 
+
+def _sources(
+    readers: Sequence[IndexedDatasetReader], manifests: Sequence[Manifest | None]
+) -> tuple[list[MergeSource], list[tuple[np.ndarray, int]]]:
+    """Each source's counts and provenance problem, and the provenance arrays that can be merged
+    with the file index offset of each (its inputs' place in the merged input list)."""
     sources = []
     provenance_parts: list[tuple[np.ndarray, int]] = []
     file_offset = 0
@@ -267,6 +265,31 @@ def merge_datasets(
                 provenance_problem=problem,
             )
         )
+    return sources, provenance_parts
+
+
+def merge_datasets(
+    prefixes: Sequence[str | os.PathLike],
+    output_prefix: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+) -> MergeSummary:
+    """Concatenate datasets in the given order into `output_prefix.bin/.idx` plus a merged
+    manifest `.json` and, if every source has provenance, a merged `.provenance.npy`."""
+    prefixes = [os.fspath(p) for p in prefixes]
+    output_prefix = os.fspath(output_prefix)
+    sidecars = _check_output(prefixes, output_prefix, overwrite)
+    readers = [IndexedDatasetReader(p) for p in prefixes]
+    first = readers[0]
+    for r in readers[1:]:
+        if r.dtype != first.dtype:
+            raise DataprepError(
+                f"cannot merge {first.path_prefix} (dtype {first.dtype.name}) with {r.path_prefix} "
+                f"(dtype {r.dtype.name}): all inputs must share a token dtype; rebuild one of them"
+            )
+    manifests = [read_manifest(p) for p in prefixes]
+    tokenizer = _common_tokenizer(prefixes, manifests)
+    sources, provenance_parts = _sources(readers, manifests)
     lacking = [s for s in sources if s.provenance_problem is not None]
     for s in lacking:
         logger.warning(
