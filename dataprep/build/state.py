@@ -35,6 +35,18 @@ log = logging.getLogger(__name__)
 STATE = "state.json"
 
 
+@dataclass(frozen=True)
+class _Saved:
+    """The content of `state.json`."""
+
+    fingerprint: str
+    done_files: int
+    inputs: list[dict[str, Any]]  # InputFile.to_json() of every input
+    stats: dict[str, dict[str, Any]] | None = None  # key -> KeyStats; None: not checkpointed
+    read: dict[str, Any] | None = None  # ReadStats.to_dict() of the finished files
+    text_bytes: int = 0  # text tokenized so far, over all runs
+
+
 @dataclass
 class BuildState:
     """Where a build stands: what earlier runs finished, updated as this run finishes files."""
@@ -71,17 +83,15 @@ class BuildState:
             if checkpoint.dedup is not None:
                 checkpoint.dedup.save(work / f"{key}.dedup.npz")
             stats[key] = dataclasses.asdict(checkpoint.stats)
-        write_json_atomic(
-            work / STATE,
-            {
-                "fingerprint": self.fingerprint,
-                "done_files": self.done_files,
-                "stats": stats,
-                "read": self.read.to_dict(),
-                "inputs": [i.to_json() for i in self.inputs],
-                "text_bytes": self.earlier_text_bytes + text_bytes,  # over all runs
-            },
+        saved = _Saved(
+            self.fingerprint,
+            self.done_files,
+            [i.to_json() for i in self.inputs],
+            stats,
+            self.read.to_dict(),
+            self.earlier_text_bytes + text_bytes,
         )
+        write_json_atomic(work / STATE, dataclasses.asdict(saved))
 
 
 def prepare(config: BuildConfig, prefixes: Sequence[str]) -> None:
@@ -144,22 +154,22 @@ def load(
         return BuildState(fingerprint, inputs)
     state_file = work / STATE
     if state_file.exists():
-        saved = json.loads(state_file.read_text())
+        saved = _Saved(**json.loads(state_file.read_text()))
     elif (work / "parts" / "fingerprint").exists() and (
         (work / "parts" / "fingerprint").read_text() == fingerprint
     ):  # a Ray build killed before its first checkpoint: its finished partials are reused
-        saved = {"fingerprint": fingerprint, "done_files": 0, "inputs": []}
+        saved = _Saved(fingerprint, done_files=0, inputs=[])
     else:
         raise ConfigError(f"{{resume}}: no interrupted build found at {literal(work)}", "resume")
-    if saved["fingerprint"] != fingerprint:
+    if saved.fingerprint != fingerprint:
         raise ConfigError(
             f"{{resume}}: {literal(work)} belongs to a build with other inputs, flags or "
             "tokenizer; rerun with the same arguments, or use {overwrite} to start again",
             "resume",
             "overwrite",
         )
-    done_files = saved["done_files"]
-    finished = [InputFile.from_json(i) for i in saved["inputs"][:done_files]]
+    done_files = saved.done_files
+    finished = [InputFile.from_json(i) for i in saved.inputs[:done_files]]
     for old, new in zip(finished, inputs, strict=False):
         if (old.size, old.mtime_ns) != (new.size, new.mtime_ns):
             raise ConfigError(
@@ -169,7 +179,7 @@ def load(
                 "overwrite",
             )
     state = BuildState(fingerprint, inputs, done_files)
-    if "stats" in saved:  # else killed before the first checkpoint: start from nothing
+    if saved.stats is not None:  # else killed before the first checkpoint: start from nothing
         state.keys = {}
         for key in config.json_keys:
             dedup = None
@@ -177,14 +187,14 @@ def load(
                 dedup = new_dedup()
                 dedup.load(work / f"{key}.dedup.npz")
             state.keys[key] = KeyCheckpoint(
-                stats=KeyStats(**saved["stats"][key]),
+                stats=KeyStats(**saved.stats[key]),
                 provenance=np.load(work / f"{key}.provenance.npy"),
                 writer=WriterState.load(work / f"{key}.writer.npz"),
                 dedup=dedup,
             )
-        state.read = ReadStats.from_dict(saved["read"])
+        state.read = ReadStats.from_dict(saved.read)
         state.earlier_records = state.read.documents
-        state.earlier_text_bytes = saved.get("text_bytes", 0)
+        state.earlier_text_bytes = saved.text_bytes
         inputs[:done_files] = finished
     log.info("resuming: %d of %d input files already done", done_files, len(inputs))
     return state

@@ -126,15 +126,14 @@ class PartResult:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> PartResult:
-        return cls(
-            spec=data["spec"],
-            file_stat=tuple(data["file_stat"]),
-            stats={key: KeyStats(**s) for key, s in data["stats"].items()},
-            read=ReadStats.from_dict(data["read"]),
-            documents=data["documents"],
-            text_bytes=data["text_bytes"],
-            sha256=data["sha256"],
-            warnings=tuple(data["warnings"]),
+        """The inverse of `to_json`."""
+        loaded = cls(**data)  # JSON types first, then the nested ones
+        return dataclasses.replace(
+            loaded,
+            file_stat=tuple(loaded.file_stat),
+            stats={key: KeyStats(**s) for key, s in loaded.stats.items()},
+            read=ReadStats.from_dict(loaded.read),
+            warnings=tuple(loaded.warnings),
         )
 
 
