@@ -32,7 +32,7 @@ def build_index(config: BuildConfig) -> BuildSummary:
     state.prepare(config, list(plan.prefixes.values()))
     resumed = state.load(config, plan.fingerprint, plan.inputs, _new_dedup(config))
     work.mkdir(parents=True, exist_ok=True)
-    outputs = _open_outputs(config, plan, resumed)
+    outputs: dict[str, KeyOutput] = {}
     sizes, done = plan.sizes, resumed.done_files
     progress = Progress(
         config.progress,
@@ -48,6 +48,7 @@ def build_index(config: BuildConfig) -> BuildSummary:
     executor = None
     start = time.perf_counter()
     try:
+        _open_outputs(config, plan, resumed, outputs)
         executor = _executor(config, plan)
         finished = executor.run(parts, sink, input_offset=sum(sizes[:done]))
         for file_index in _finished_files(finished, plan, resumed):
@@ -96,26 +97,21 @@ def _new_dedup(config: BuildConfig):
 
 
 def _open_outputs(
-    config: BuildConfig, plan: BuildPlan, resumed: BuildState
-) -> dict[str, KeyOutput]:
+    config: BuildConfig, plan: BuildPlan, resumed: BuildState, outputs: dict[str, KeyOutput]
+) -> None:
+    """Open (or resume) every key's output into `outputs`, which the caller cleans up."""
     new_dedup = _new_dedup(config)
-    outputs = {}
-    try:
-        for key, prefix in plan.prefixes.items():
-            outputs[key] = KeyOutput(
-                key,
-                prefix,
-                dtype=plan.dtype,
-                split_sentences=config.split_sentences,
-                keep_partial=True,
-                resume=resumed.keys[key] if resumed.keys is not None else None,
-                dedup=new_dedup() if new_dedup is not None else None,
-            )
-    except BaseException:
-        for output in outputs.values():
-            output.abort()
-        raise
-    return outputs
+    for key, prefix in plan.prefixes.items():
+        dedup = new_dedup() if new_dedup is not None and resumed.keys is None else None
+        outputs[key] = KeyOutput(
+            key,
+            prefix,
+            dtype=plan.dtype,
+            split_sentences=config.split_sentences,
+            keep_partial=True,
+            resume=resumed.keys[key] if resumed.keys is not None else None,
+            dedup=dedup,
+        )
 
 
 def _executor(config: BuildConfig, plan: BuildPlan):
