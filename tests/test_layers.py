@@ -32,6 +32,10 @@ def test_no_library_module_imports_the_trainer_and_the_trainer_never_imports_the
     assert structure["layer_violations"] == []
 
 
+def test_no_import_cycles_between_modules(structure):
+    assert structure["import_cycles"] == []
+
+
 def test_a_config_error_names_fields_in_the_library_and_flags_in_the_cli(capsys, monkeypatch):
     error = ConfigError(
         "{micro_batch_size} must be >= 1, got 0 (see {seq_length})",

@@ -8,8 +8,9 @@ import pytest
 
 from dataprep.cli import main
 from dataprep.errors import UsageError
+from dataprep.fileio import write_json_atomic
 from dataprep.indexed import IndexedDatasetReader, IndexedDatasetWriter
-from dataprep.manifest import manifest_path, write_json_atomic
+from dataprep.manifest import manifest_path
 from dataprep.preview import decode_pieces, highlight, render_ids, use_color
 from dataprep.sampling.t5 import T5Samples
 from dataprep.tokenizers import load_tokenizer

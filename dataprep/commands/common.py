@@ -13,6 +13,8 @@ from dataprep.errors import UsageError
 
 # Config fields whose flag is not "--" + the field with "-" for "_" (the rule for all others).
 FLAG_NAMES: dict[str, str] = {}
+FLAG_NAMES["inputs"] = "--input"  # build-index
+FLAG_NAMES["filters"] = "--filter"  # build-index
 
 
 def flag_for(field: str) -> str:

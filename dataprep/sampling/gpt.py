@@ -197,13 +197,6 @@ def _dataset_identity(prefix: str | None, sequence_lengths: np.ndarray) -> dict[
     }
 
 
-def _save_atomic(path: str, array: np.ndarray) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        np.save(f, np.asarray(array), allow_pickle=False)
-    os.replace(tmp, path)
-
-
 def cached_arrays(
     cache_dir: str | None,
     base: str,
@@ -225,10 +218,12 @@ def cached_arrays(
             return tuple(np.load(p, mmap_mode="r", allow_pickle=False) for p in paths), True
     arrays = build()
     if cache_dir is not None:
+        from dataprep.fileio import save_npy_atomic
+
         try:
             os.makedirs(cache_dir, exist_ok=True)
             for path, array in zip(paths, arrays, strict=True):
-                _save_atomic(path, array)
+                save_npy_atomic(path, array)
             tmp = f"{description_path}.tmp-{os.getpid()}"
             with open(tmp, "w", encoding="utf-8") as f:
                 f.write(description + "\n")
