@@ -6,9 +6,11 @@ interrupted run) never sees half a file under the final name.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,24 @@ def save_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
     try:
         with open(tmp, "wb") as f:
             np.save(f, np.asarray(array), allow_pickle=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def npy_memmap_atomic(
+    path: str | os.PathLike, *, dtype: np.dtype, shape: tuple[int, ...]
+) -> Iterator[np.memmap]:
+    """A writable `.npy` memory map at a temporary name beside `path`, for arrays written piece
+    by piece; flushed and renamed to `path` when the block ends, removed if it raises."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        yield out
+        out.flush()
+        del out
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

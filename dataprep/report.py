@@ -5,7 +5,7 @@ input file names), by `pile_set_name` (Pile: the build keeps no per-document met
 inputs' records are re-read at the lines `{prefix}.provenance.npy` names, streaming, in constant
 memory) or by input file; token-id frequencies (decoded with the manifest's tokenizer); skips by
 reason and duplicates removed (manifest); and for a T5 tokenizer (sentinels) the achieved noise
-density and span lengths of a sample of masked examples (`dataprep.sampling.t5.T5Samples`).
+density and span lengths of a sample of masked examples (`dataprep.sampling.build_t5_samples`).
 `draw_report(data)` draws them on one matplotlib figure (Agg); `report_html` makes a self-contained
 page. Panels that have nothing to show say why.
 """
@@ -263,9 +263,9 @@ def _skips(manifest) -> tuple[dict[str, int], dict[str, int] | None]:
 
 
 def _t5_stats(reader, tok, *, num_samples: int, seq_length: int, seed: int):
-    from dataprep.sampling.t5 import T5Samples
+    from dataprep.sampling.t5 import build_t5_samples
 
-    samples = T5Samples(
+    samples = build_t5_samples(
         reader,
         sentinel_ids=tok.sentinel_ids,
         eos_id=tok.eos_id,

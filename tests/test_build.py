@@ -400,3 +400,26 @@ def test_truncated_file_reports_an_earlier_bad_record_first(tmp_path, capsys):
     # skipping bad records, the truncation is the error
     assert run_build(*args, "--skip-bad-records") == 1
     assert "truncated" in capsys.readouterr().err
+
+
+def test_parquet_inputs_give_the_jsonl_bytes_and_tasks_pickle(tmp_path):
+    """Parquet texts go to the workers as TextTasks, JSON Lines as BlockTasks: same dataset."""
+    import pickle
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dataprep.build.tasks import TaskOptions, TextTask
+
+    texts = [t if i % 4 else "" for i, t in enumerate(TEXTS * 5)]
+    pq.write_table(pa.table({"text": texts}), tmp_path / "a.parquet")
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    for name in ("a.parquet", "a.jsonl"):
+        args = ["--input", tmp_path / name, "--workers", 2, "--chunk-mb", 0.0001, "--append-eod"]
+        assert run_build(*args, "--output-prefix", tmp_path / name.replace(".", "_")) == 0
+    for suffix in (".bin", ".idx", ".provenance.npy"):
+        a = Path(f"{tmp_path / 'a_parquet'}_text_document{suffix}").read_bytes()
+        assert a == Path(f"{tmp_path / 'a_jsonl'}_text_document{suffix}").read_bytes()
+    task = TextTask(TaskOptions(False, False, True, "<u2"), {"text": ["x"]}, {"text": [1]}, {})
+    again = pickle.loads(pickle.dumps(task))
+    assert (again.options, again.texts, again.lines) == (task.options, task.texts, task.lines)

@@ -41,7 +41,7 @@ def test_progress_bar_shows_percent_of_input_bytes(tmp_path, monkeypatch):
 def test_progress_log_lines_have_percent_and_eta(tmp_path, caplog):
     for j in range(3):
         write_zst(tmp_path / f"{j}.jsonl.zst", pile([f"{j} {t}" for t in TEXTS] * 5))
-    with caplog.at_level(logging.INFO, logger="dataprep.build.sink"):
+    with caplog.at_level(logging.INFO, logger="dataprep.build.progress"):
         args = ["--input", tmp_path, "--output-prefix", tmp_path / "o", "--workers", 1]
         assert run_build(*args, "--log-interval", 30, "--chunk-mb", 0.001) == 0
     lines = [r.getMessage() for r in caplog.records if "of the input bytes" in r.getMessage()]

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from dataprep.cli import main
+from dataprep.fileio import write_json_atomic
 from dataprep.indexed import IndexedDatasetWriter
-from dataprep.manifest import manifest_path, write_json_atomic
+from dataprep.manifest import manifest_path
 
 
 def _dataset(prefix, ids_per_doc, *, dtype=np.uint16, tokenizer="gpt2"):

@@ -9,8 +9,9 @@ import pytest
 
 from dataprep.cli import main
 from dataprep.errors import DataprepError, UsageError
+from dataprep.fileio import write_json_atomic
 from dataprep.indexed import IndexedDatasetReader, IndexedDatasetWriter, merge_datasets
-from dataprep.manifest import manifest_path, write_json_atomic
+from dataprep.manifest import manifest_path
 
 
 @pytest.fixture(scope="session")

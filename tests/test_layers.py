@@ -32,6 +32,10 @@ def test_no_library_module_imports_the_trainer_and_the_trainer_never_imports_the
     assert structure["layer_violations"] == []
 
 
+def test_no_import_cycles_between_modules(structure):
+    assert structure["import_cycles"] == []
+
+
 def test_a_config_error_names_fields_in_the_library_and_flags_in_the_cli(capsys, monkeypatch):
     error = ConfigError(
         "{micro_batch_size} must be >= 1, got 0 (see {seq_length})",
@@ -58,3 +62,32 @@ def test_a_config_error_names_fields_in_the_library_and_flags_in_the_cli(capsys,
     assert (
         err == "dataprep inspect: error: --micro-batch-size must be >= 1, got 0 (see --seq-length)"
     )
+
+
+def _config_error_rank() -> int:  # a rank of the test below
+    from trainer.launch import rank_main
+
+    def work(payload: str) -> int:
+        raise ConfigError("{micro_batch_size} must be >= 1, got 0", "micro_batch_size")
+
+    return rank_main(work, name="test")
+
+
+@pytest.mark.distributed
+def test_a_config_error_in_a_rank_is_printed_once_by_the_cli_with_flags(capfd, monkeypatch):
+    import os
+
+    import dataprep.cli as cli
+    from trainer.launch import launch_local
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO / "tests"), str(REPO)]))
+
+    def two_ranks(args):
+        return launch_local(2, "test_layers:_config_error_rank", "", report_errors=True)
+
+    args = cli.build_parser().parse_args(["inspect", "x"])
+    args._run = two_ranks
+    monkeypatch.setattr(cli, "_parse", lambda parser, argv: args)
+    assert main(["inspect", "x"]) == 2
+    lines = [x for x in capfd.readouterr().err.splitlines() if x.strip()]
+    assert lines == ["dataprep inspect: error: --micro-batch-size must be >= 1, got 0"]

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from dataprep.cli import main
+from dataprep.fileio import write_json_atomic
 from dataprep.indexed import IndexedDatasetWriter
-from dataprep.manifest import manifest_path, write_json_atomic
+from dataprep.manifest import manifest_path
 from dataprep.sampling import GPTSamples, GPTSamplesConfig, build_gpt_samples
 from dataprep.tokenizers import load_tokenizer
 

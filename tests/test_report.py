@@ -12,7 +12,8 @@ import pytest
 import zstandard
 
 from dataprep.cli import main
-from dataprep.manifest import load_manifest, manifest_path, write_json_atomic
+from dataprep.fileio import write_json_atomic
+from dataprep.manifest import load_manifest, manifest_path
 from dataprep.report import collect_report, count_token_ids
 from dataprep.report_figure import draw_report, printable
 from dataprep.tokenizers import load_tokenizer

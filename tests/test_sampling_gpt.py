@@ -492,7 +492,7 @@ def test_blend_validation(data):
         BlendedSamples([samples, samples], [1.0, -1.0], 10)
     with pytest.raises(DataprepError, match="has only"):
         BlendedSamples([samples], [1.0], len(samples) + 1)
-    with pytest.raises(UsageError, match="num-samples"):
+    with pytest.raises(UsageError, match="num_samples"):
         build_gpt_samples(
             ["1", data["small"], "2", data["other"]],
             seq_length=8,

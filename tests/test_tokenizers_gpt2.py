@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dataprep.fileio import sha256_file
 from dataprep.tokenizers import load_tokenizer
-from dataprep.tokenizers.base import ASSETS_DIR, sha256_file
+from dataprep.tokenizers.base import ASSETS_DIR
 from dataprep.tokenizers.gpt2 import GPT2BPETokenizer
 
 GPT2_DIR = ASSETS_DIR / "gpt2"

@@ -1,14 +1,13 @@
-"""`TrainConfig` and its Megatron-named flags, and the model config they resolve to.
+"""`TrainConfig`, a training run's settings, and the model config they resolve to.
 
-`add_arguments` is shared by `python -m trainer.train` and `dataprep train`; `config_from_args`
-turns the parsed flags into a `TrainConfig` at once. `resolve_model_config` turns `--model` (a
-preset or a .json/.toml file), the dataset's vocabulary and the dropout flags into a `GPTConfig` /
+`dataprep train` (dataprep/commands/train.py) holds the flags, Megatron's names for these fields,
+and turns them into a `TrainConfig` at once. `resolve_model_config` turns `model` (a preset or a
+.json/.toml file), the dataset's vocabulary and the dropout settings into a `GPTConfig` /
 `MT5Config`; `check_tp_layout` says which model dimension a TP size does not divide.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -16,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dataprep.errors import DataprepError, UsageError
+from dataprep.errors import ConfigError, DataprepError
 
-log = logging.getLogger("trainer.config")
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "gpt-tiny"  # --model when neither it nor a --load checkpoint says otherwise
 
@@ -77,7 +76,7 @@ class TrainConfig:
     progress: bool = True  # tqdm bar on rank 0
     num_threads: int | None = None  # torch threads per rank; None = CPUs / local ranks
     extra: dict = field(default_factory=dict)  # free-form notes copied into the checkpoint
-    dry_run: bool = False  # print the per-rank memory estimate (trainer/memory.py) and stop
+    dry_run: bool = False  # print the per-rank memory estimate (training/memory.py) and stop
     gpu_memory: float = 80.0  # GiB per rank the dry run's verdict compares the estimate with
 
     def __post_init__(self) -> None:
@@ -85,12 +84,16 @@ class TrainConfig:
             object.__setattr__(self, "data_path", tuple(self.data_path.split()))
         object.__setattr__(self, "data_path", tuple(self.data_path))
         if not self.data_path and not self.dry_run:
-            raise UsageError(
-                "--data-path is required (except with --dry-run): a dataset prefix or "
-                "'w1 p1 w2 p2 ...'"
+            raise ConfigError(
+                "{data_path} is required (except with {dry_run}): a dataset prefix or "
+                "'w1 p1 w2 p2 ...'",
+                "data_path",
+                "dry_run",
             )
         if not self.gpu_memory > 0:
-            raise UsageError(f"--gpu-memory must be > 0 (GiB), got {self.gpu_memory}")
+            raise ConfigError(
+                f"{{gpu_memory}} must be > 0 (GiB), got {self.gpu_memory}", "gpu_memory"
+            )
         positive = [
             "micro_batch_size",
             "tensor_model_parallel_size",
@@ -101,9 +104,7 @@ class TrainConfig:
         ]
         for name in positive:
             if getattr(self, name) < 1:
-                raise UsageError(
-                    f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"
-                )
+                raise ConfigError(f"{{{name}}} must be >= 1, got {getattr(self, name)}", name)
         for name in (
             "seq_length",
             "decoder_seq_length",
@@ -116,30 +117,42 @@ class TrainConfig:
         ):
             v = getattr(self, name)
             if v is not None and v < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+                raise ConfigError(f"{{{name}}} must be >= 1, got {v}", name)
+        self._check_optimizer()
+
+    def _check_optimizer(self) -> None:
         if self.lr < 0 or self.min_lr < 0 or self.min_lr > self.lr:
-            raise UsageError(
-                f"need 0 <= --min-lr <= --lr, got --lr {self.lr} --min-lr {self.min_lr}"
+            raise ConfigError(
+                f"need 0 <= {{min_lr}} <= {{lr}}, got {{lr}} {self.lr} {{min_lr}} {self.min_lr}",
+                "min_lr",
+                "lr",
             )
         if self.lr_warmup_iters < 0:
-            raise UsageError(f"--lr-warmup-iters must be >= 0, got {self.lr_warmup_iters}")
+            raise ConfigError(
+                f"{{lr_warmup_iters}} must be >= 0, got {self.lr_warmup_iters}", "lr_warmup_iters"
+            )
         if self.clip_grad < 0:
-            raise UsageError(f"--clip-grad must be >= 0, got {self.clip_grad}")
+            raise ConfigError(f"{{clip_grad}} must be >= 0, got {self.clip_grad}", "clip_grad")
         for name in ("hidden_dropout", "attention_dropout"):
             v = getattr(self, name)
             if v is not None and not 0 <= v < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be in [0, 1), got {v}")
+                raise ConfigError(f"{{{name}}} must be in [0, 1), got {v}", name)
         if self.distributed_timeout_minutes <= 0:
-            raise UsageError("--distributed-timeout-minutes must be > 0")
+            raise ConfigError(
+                "{distributed_timeout_minutes} must be > 0", "distributed_timeout_minutes"
+            )
         if self.recompute_granularity not in (None, "full", "selective"):
-            raise UsageError(
-                "--recompute-granularity must be full or selective, got "
-                f"{self.recompute_granularity!r}"
+            raise ConfigError(
+                "{recompute_granularity} must be full or selective, got "
+                f"{self.recompute_granularity!r}",
+                "recompute_granularity",
             )
         if self.sequence_parallel and self.tensor_model_parallel_size < 2:
-            raise UsageError(
-                "--sequence-parallel shards along the sequence across the TP ranks: it needs "
-                "--tensor-model-parallel-size 2 or more"
+            raise ConfigError(
+                "{sequence_parallel} shards along the sequence across the TP ranks: it needs "
+                "{tensor_model_parallel_size} 2 or more",
+                "sequence_parallel",
+                "tensor_model_parallel_size",
             )
 
     def to_json(self) -> str:
@@ -150,192 +163,6 @@ class TrainConfig:
         return cls(**json.loads(text))
 
 
-# ------------------------------------------------------------------------------------------ flags
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Megatron-named flags; shared by `python -m trainer.train` and `dataprep train`."""
-    d = TrainConfig.__dataclass_fields__
-    g = p.add_argument_group("data")
-    g.add_argument(
-        "--data-path",
-        nargs="+",
-        default=(),
-        metavar="PATH",
-        help="dataset prefix (without .bin/.idx), or weights and prefixes 'w1 p1 w2 p2 ...'; "
-        "required, except with --dry-run (then only its manifest's vocabulary is read)",
-    )
-    for flag, what in (("--eod-mask-loss", "no loss on the target after an EOD input"),
-                       ("--reset-position-ids", "positions restart after each EOD"),
-                       ("--reset-attention-mask", "no attention across the documents of a "
-                        "packed window")):  # fmt: skip
-        g.add_argument(flag, action="store_true", help=f"GPT, Megatron's flag: {what}")
-    g.add_argument(
-        "--split",
-        default=d["split"].default,
-        help="train,valid,test weights, e.g. 969,30,1 (default); training uses the first part",
-    )
-    g.add_argument(
-        "--seq-length", type=int, help="GPT: tokens per sample (default: the model's block_size)"
-    )
-    g.add_argument(
-        "--encoder-seq-length", type=int, default=512, help="mT5: encoder ids per sample (512)"
-    )
-    g.add_argument(
-        "--decoder-seq-length",
-        type=int,
-        help="mT5: decoder ids per sample (default: T5's targets length, 114 for 512)",
-    )
-    g.add_argument("--noise-density", type=float, default=0.15, help="mT5 span corruption (0.15)")
-    g.add_argument(
-        "--mean-noise-span-length", type=float, default=3.0, help="mT5 span corruption (3.0)"
-    )
-    g.add_argument(
-        "--data-cache-path",
-        help="directory for GPT sample-index caches "
-        "(default: <prefix>/cache/GPTDataset_indices as Megatron)",
-    )
-    g.add_argument(
-        "--tokenizer", help="tokenizer spec (default: the one in the dataset's .json manifest)"
-    )
-
-    g = p.add_argument_group("model and parallelism")
-    g.add_argument(
-        "--model",
-        help="preset (gpt-tiny, gpt-125m, gpt-350m, gpt-1.3b, gptj-tiny, gptj-125m, gptj-6b, "
-        "mt5-tiny, mt5-small, mt5-base, mt5-xl) or a .json/.toml config: "
-        '{"model": "gpt"|"gptj"|"mt5" or "preset": NAME, fields...}; default: the model of the '
-        "--load checkpoint (e.g. one made by `dataprep import-hf`), else gpt-tiny",
-    )
-    g.add_argument("--tensor-model-parallel-size", type=int, default=1, help="TP size (default 1)")
-    g.add_argument(
-        "--make-vocab-size-divisible-by",
-        type=int,
-        default=128,
-        help="store the embedding rows padded to a multiple of this x TP (default 128, as "
-        "Megatron); the padded rows are zero and outside the loss, so the model is the same at "
-        "every TP size",
-    )
-    g.add_argument(
-        "--hidden-dropout", type=float, help="residual/embedding dropout (default: model's)"
-    )
-    g.add_argument("--attention-dropout", type=float, help="attention dropout (default: model's)")
-    g.add_argument(
-        "--nproc-per-node",
-        type=int,
-        help="start this many local ranks (default: the TP size; under torchrun: join it)",
-    )
-    g.add_argument(
-        "--distributed-timeout-minutes",
-        type=float,
-        default=10.0,
-        help="a collective that waits longer fails instead of hanging (default 10)",
-    )
-    g.add_argument("--num-threads", type=int, help="torch threads per rank (default: CPUs / ranks)")
-
-    g = p.add_argument_group("optimization")
-    g.add_argument(
-        "--micro-batch-size", type=int, default=4, help="samples per forward on one DP rank"
-    )
-    g.add_argument(
-        "--global-batch-size",
-        type=int,
-        help="samples per step (default: micro x DP); a larger multiple accumulates gradients",
-    )
-    g.add_argument("--train-iters", type=int, default=100, help="optimizer steps (default 100)")
-    g.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (default 3e-4)")
-    g.add_argument("--min-lr", type=float, default=0.0, help="cosine decay floor (default 0)")
-    g.add_argument("--lr-warmup-iters", type=int, default=0, help="linear warmup steps (default 0)")
-    g.add_argument(
-        "--lr-decay-iters", type=int, help="cosine decay length (default: --train-iters)"
-    )
-    g.add_argument(
-        "--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)"
-    )
-    g.add_argument("--adam-beta1", type=float, default=0.9)
-    g.add_argument("--adam-beta2", type=float, default=0.999)
-    g.add_argument("--adam-eps", type=float, default=1e-8)
-    g.add_argument(
-        "--clip-grad", type=float, default=1.0, help="max gradient norm, 0 = off (default 1)"
-    )
-    g.add_argument("--seed", type=int, default=1234, help="random seed (default 1234)")
-    g.add_argument(
-        "--bf16",
-        action="store_true",
-        help="bf16 autocast of the forward (CPU and GPU); fp32 master weights, gradients, "
-        "gradient all-reduce, optimizer and loss (Megatron's flag)",
-    )
-
-    g = p.add_argument_group("memory (Megatron's flags)")
-    g.add_argument(
-        "--recompute-granularity",
-        choices=("full", "selective"),
-        help="activation checkpointing: full = keep only each transformer block's input and "
-        "recompute the block in the backward; selective = recompute only the core attention "
-        "(softmax(QK^T) V). Same losses, less activation memory, about 1/3 more compute (full)",
-    )
-    g.add_argument(
-        "--sequence-parallel",
-        action="store_true",
-        help="TP >= 2: the LayerNorms, dropouts and residual adds work on 1/TP of the sequence; "
-        "all-gather / reduce-scatter along the sequence replace the all-reduces",
-    )
-    g.add_argument(
-        "--use-distributed-optimizer",
-        action="store_true",
-        help="DP >= 2: each data-parallel rank keeps and updates only 1/DP of the AdamW states "
-        "(ZeRO-1: gradients reduce-scattered, parameters all-gathered); checkpoints are the "
-        "same as without and resume at any DP/TP",
-    )
-
-    g.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="start no rank and read no data (only the --data-path manifest's vocabulary, else "
-        "the model's default): print the model, TP x DP (DP = --nproc-per-node / TP), lengths, "
-        "flags, the parameter count and the per-rank bytes of weights, gradients, AdamW states "
-        "and one micro batch's activations as this trainer keeps them, and whether they fit "
-        "--gpu-memory. Exit 0 when they fit, 1 when they do not",
-    )
-    g.add_argument(
-        "--gpu-memory",
-        type=float,
-        default=80.0,
-        metavar="GB",
-        help="memory per rank (GiB) the --dry-run verdict compares with (default 80)",
-    )
-
-    g = p.add_argument_group("checkpoints and output")
-    g.add_argument("--save", help="checkpoint directory")
-    g.add_argument("--save-interval", type=int, help="save every N steps (always at the end)")
-    g.add_argument(
-        "--exit-interval", type=int, help="save and stop when the step is a multiple of N"
-    )
-    g.add_argument(
-        "--load",
-        help="resume from this checkpoint directory (exactly: model, optimizer, "
-        "schedule, RNG, data position); may have been saved at another TP",
-    )
-    g.add_argument(
-        "--metrics", metavar="FILE", help="write one JSON object per step to FILE (JSONL)"
-    )
-    g.add_argument(
-        "--loss-curve", metavar="PNG", help="loss plot (default: the metrics file with .png)"
-    )
-    g.add_argument("--log-interval", type=int, default=10, help="log every N steps without a bar")
-    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    kw = {k: v for k, v in vars(args).items() if k in names}
-    return TrainConfig(**kw)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m trainer.train", description=__doc__.splitlines()[0])
-    add_arguments(p)
-    return p
-
-
 def _read_model_file(path: Path) -> dict:
     try:
         if path.suffix == ".toml":
@@ -344,7 +171,11 @@ def _read_model_file(path: Path) -> dict:
             return tomllib.loads(path.read_text(encoding="utf-8"))
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise UsageError(f"--model {path}: cannot read the model config: {e}") from e
+        raise ConfigError(
+            f"{{model}} {ConfigError.quote(path)}: cannot read the model config: "
+            f"{ConfigError.quote(e)}",
+            "model",
+        ) from e
 
 
 def resolve_model_config(config: TrainConfig, *, vocab_size: int | None) -> tuple[str, Any]:
@@ -365,9 +196,10 @@ def resolve_model_config(config: TrainConfig, *, vocab_size: int | None) -> tupl
     else:
         path = Path(spec)
         if not path.is_file():
-            raise UsageError(
-                f"--model {spec!r} is neither a preset ({', '.join(all_presets())}) "
-                "nor an existing .json/.toml config file"
+            raise ConfigError(
+                f"{{model}} {ConfigError.quote(repr(spec))} is neither a preset "
+                f"({', '.join(all_presets())}) nor an existing .json/.toml config file",
+                "model",
             )
         fields = dict(_read_model_file(path))
         preset = fields.pop("preset", None)
@@ -375,7 +207,11 @@ def resolve_model_config(config: TrainConfig, *, vocab_size: int | None) -> tupl
         if preset is not None:
             preset_arch = architecture_of_preset(preset)
             if preset_arch is None:
-                raise UsageError(f"--model {path}: unknown preset {preset!r}")
+                raise ConfigError(
+                    f"{{model}} {ConfigError.quote(path)}: unknown preset "
+                    f"{ConfigError.quote(repr(preset))}",
+                    "model",
+                )
             name = name or preset_arch.name
             fields = {**preset_arch.presets[preset], **fields}
         try:
@@ -383,16 +219,19 @@ def resolve_model_config(config: TrainConfig, *, vocab_size: int | None) -> tupl
         except DataprepError:
             arch = None
         if arch is None:
-            raise UsageError(
-                f'--model {path}: set "model" to one of {sorted(ARCHITECTURES)} (or "preset"), '
-                f"got {name!r}"
+            raise ConfigError(
+                f'{{model}} {ConfigError.quote(path)}: set "model" to one of '
+                f'{sorted(ARCHITECTURES)} (or "preset"), got {ConfigError.quote(repr(name))}',
+                "model",
             )
     cls = arch.config
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(fields) - known)
     if unknown:
-        raise UsageError(
-            f"--model {spec}: unknown {cls.__name__} fields {unknown}; known: {sorted(known)}"
+        raise ConfigError(
+            f"{{model}} {ConfigError.quote(spec)}: unknown {cls.__name__} fields "
+            f"{ConfigError.quote(unknown)}; known: {sorted(known)}",
+            "model",
         )
     if vocab_size is not None:
         if from_file and "vocab_size" in fields and int(fields["vocab_size"]) != vocab_size:
@@ -409,9 +248,7 @@ def resolve_model_config(config: TrainConfig, *, vocab_size: int | None) -> tupl
         if not one_rate:
             fields["attn_dropout"] = config.attention_dropout
         elif config.hidden_dropout is None or config.attention_dropout != config.hidden_dropout:
-            log.warning(
-                "mT5 has one dropout rate (HF dropout_rate); --attention-dropout is ignored"
-            )
+            log.warning("mT5 has one dropout rate (HF dropout_rate); attention_dropout is ignored")
     if not fields.get("padded_vocab_size"):
         fields["padded_vocab_size"] = pad_vocab_size(
             fields.get("vocab_size", cls.__dataclass_fields__["vocab_size"].default),
@@ -426,7 +263,9 @@ def check_tp_layout(kind: str, mc: Any, tp: int) -> None:
     bad = {k: v for k, v in mc.tp_dims().items() if v % tp}
     if bad:
         what = ", ".join(f"{k}={v}" for k, v in bad.items())
-        raise UsageError(
-            f"--tensor-model-parallel-size {tp} does not divide the model's {what}: "
-            f"pick a TP size that divides them (or another --model)"
+        raise ConfigError(
+            f"{{tensor_model_parallel_size}} {tp} does not divide the model's {what}: "
+            "pick a TP size that divides them (or another {model})",
+            "tensor_model_parallel_size",
+            "model",
         )

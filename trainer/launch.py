@@ -1,10 +1,19 @@
 """Starting ranks and joining process groups: a small `torchrun --standalone`; the TP x DP layout.
 
-`launch_local(nproc, target, payload)` starts `nproc` local processes the way torchrun does (env
-RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR=127.0.0.1, MASTER_PORT = a free port),
-each calling `target()` (a "module:function" string) which reads `payload` from the environment. If
-one rank exits non-zero the others are terminated, so a dying rank never leaves the rest waiting in
-a collective.
+The one place that starts ranks, for `train`, `generate` and the memory measurement of
+`train --dry-run`:
+
+- `launch_local(nproc, target, payload, report_errors=True)` starts `nproc` local processes the
+  way torchrun does (env RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR=127.0.0.1,
+  MASTER_PORT = a free port), each calling `target()` (a "module:function" string). If one rank
+  exits non-zero the others are terminated, so a dying rank never leaves the rest waiting in a
+  collective; Ctrl-C or SIGTERM of the driver stops them all the same way.
+- `target` is in effect `return rank_main(work, name=...)`: `rank_main` sets up the rank's
+  logging (`[rank N]`, INFO from rank 0 only), calls `work(payload)`, and sends a
+  `DataprepError` back to the driver, which raises it once there (so the command line prints it
+  with its flags, one line, the error's exit code).
+- `torchrun_rank()` is the same for a process torchrun started: its place in the job, with the
+  rank's logging set up (None when this process was started alone).
 
 `setup_distributed(tp)` joins the launched group (gloo on CPU, NCCL on GPU, with a timeout) and
 splits world = TP x DP with TP groups of consecutive ranks, as Megatron does. World size 1 makes no
@@ -14,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import shutil
 import signal
 import socket
@@ -25,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from dataprep.errors import UsageError
+from dataprep.errors import ConfigError, DataprepError, UsageError
 from dataprep.signals import die_with_parent
 
 log = logging.getLogger(__name__)
@@ -33,8 +43,10 @@ log = logging.getLogger(__name__)
 PAYLOAD_ENV = "DATAPREP_LAUNCH_PAYLOAD"
 # where each rank leaves `rank<N>.done` once its work is over, just before the process group is
 # destroyed: gloo sometimes aborts a rank (SIGABRT, "terminate called without an active
-# exception") while tearing down after all work succeeded (reference/tensor-parallel.md §4)
+# exception") while tearing down after all work succeeded; a rank's DataprepError is left there
+# too (`rank<N>.error`, pickled) when the driver asked for it (REPORT_ENV)
 DONE_DIR_ENV = "DATAPREP_LAUNCH_DONE_DIR"
+REPORT_ENV = "DATAPREP_LAUNCH_REPORT_ERRORS"
 _TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
 
@@ -62,6 +74,70 @@ def dist_env() -> DistEnv | None:
     return DistEnv(rank, world, local, local_world)
 
 
+def torchrun_rank() -> DistEnv | None:
+    """This process's place in a job torchrun started, its log lines then tagged `[rank N]`;
+    None when this process was started alone (logging is left as it is)."""
+    env = dist_env()
+    if env is not None:
+        configure_rank_logging(env.rank)
+    return env
+
+
+def configure_rank_logging(rank: int | None = None) -> int:
+    """Log lines tagged `[rank N]`; INFO from rank 0 only, warnings and errors from every rank."""
+    rank = int(os.environ.get("RANK", "0")) if rank is None else rank
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format=f"%(levelname)s [rank {rank}] %(name)s: %(message)s",
+    )
+    return rank
+
+
+def rank_main(work: Callable[[str], int | None], *, name: str) -> int:
+    """The body of a rank `launch_local` started: rank logging, then `work(payload)`; an exit code.
+
+    A `DataprepError` goes back to the driver when it asked for it (`report_errors`), which raises
+    it; otherwise (the driver is not ours to ask) it is printed as `NAME: error [rank N]: ...`.
+    """
+    rank = configure_rank_logging()
+    try:
+        return int(work(os.environ.get(PAYLOAD_ENV, "")) or 0)
+    except DataprepError as e:
+        if not _report_error(rank, e):
+            print(f"{name}: error [rank {rank}]: {e}", file=sys.stderr, flush=True)
+        return e.exit_code
+
+
+def _report_error(rank: int, error: DataprepError) -> bool:
+    """Leave `error` for the driver (see REPORT_ENV); whether it was left."""
+    done_dir = os.environ.get(DONE_DIR_ENV)
+    if not (done_dir and os.environ.get(REPORT_ENV) == "1"):
+        return False
+    path = os.path.join(done_dir, f"rank{rank}.error")
+    try:
+        data = pickle.dumps(error)
+        pickle.loads(data)  # an error class whose __init__ cannot take its args back fails here
+    except Exception:  # keep its text and its exit code
+        data = pickle.dumps((UsageError if error.exit_code == 2 else DataprepError)(str(error)))
+    with open(path + ".tmp", "wb") as f:
+        f.write(data)
+    os.replace(path + ".tmp", path)  # whole, or not there
+    return True
+
+
+def _reported_error(done_dir: str, first: int, nproc: int) -> DataprepError | None:
+    """The error rank `first` left (else the lowest rank's that left one), or None."""
+    for rank in [first, *range(nproc)]:
+        path = os.path.join(done_dir, f"rank{rank}.error")
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                return pickle.load(f)  # written by our own ranks, in our own private directory
+    return None
+
+
 def find_free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -81,25 +157,53 @@ def launch_local(
     poll_s: float = 0.05,
     grace_s: float = 5.0,
     check: Callable[[], None] | None = None,
+    report_errors: bool = False,
 ) -> int:
     """Run `target` ("module:function" returning an exit code) in `nproc` local ranks; an exit code.
 
     The first rank to fail decides the code; the others get SIGTERM, then SIGKILL after `grace_s`.
-    An interruption of this process (KeyboardInterrupt, dataprep.signals.Terminated) stops every
-    rank the same way and is re-raised. `check()` runs in this process before any rank starts; if
-    it raises, none is started.
+    With `report_errors`, the `DataprepError` that failed a rank (see `rank_main`) is raised here
+    instead. An interruption of this process (KeyboardInterrupt, dataprep.signals.Terminated)
+    stops every rank the same way and is re-raised. `check()` runs in this process before any rank
+    starts; if it raises, none is started.
     """
     if nproc < 1:
-        raise UsageError(f"--nproc-per-node must be >= 1, got {nproc}")
+        raise ConfigError(f"{{nproc_per_node}} must be >= 1, got {nproc}", "nproc_per_node")
     if check is not None:  # before any rank starts: a bad run fails once, in this process
         check()
+    if threads_per_rank is None:
+        threads_per_rank = max(1, (os.cpu_count() or 1) // nproc)
+    done_dir = tempfile.mkdtemp(prefix="dataprep-launch-")
+    procs: list[subprocess.Popen] = []
+    try:
+        try:
+            env = {"OMP_NUM_THREADS": str(threads_per_rank), PAYLOAD_ENV: payload,
+                   DONE_DIR_ENV: done_dir, REPORT_ENV: "1" if report_errors else ""}  # fmt: skip
+            _start(procs, nproc, target, env)
+            rank, failed, others_running = _wait(procs, done_dir, poll_s)
+        except BaseException:  # Ctrl-C / SIGTERM (dataprep.signals) too: stop the ranks, re-raise
+            _stop(procs, grace_s)
+            raise
+        if failed == 0:
+            return 0
+        error = _reported_error(done_dir, rank, nproc) if report_errors else None
+        if others_running and error is None:
+            log.error("rank %d exited with code %d; stopping the other ranks", rank, failed)
+        _stop(procs, grace_s)
+        if error is None:  # the rank that failed first may have been stopped before reporting
+            error = _reported_error(done_dir, rank, nproc) if report_errors else None
+        if error is not None:
+            raise error
+        return failed if failed > 0 else 1
+    finally:
+        shutil.rmtree(done_dir, ignore_errors=True)
+
+
+def _start(procs: list[subprocess.Popen], nproc: int, target: str, extra: dict[str, str]) -> None:
+    """Start the ranks as torchrun does, into `procs` (so the caller can stop those started)."""
     module, _, func = target.partition(":")
     code = f"import sys, {module} as m; sys.exit(m.{func}())"
     port = find_free_port()
-    if threads_per_rank is None:
-        threads_per_rank = max(1, (os.cpu_count() or 1) // nproc)
-    procs: list[subprocess.Popen] = []
-    done_dir = tempfile.mkdtemp(prefix="dataprep-launch-")
     for rank in range(nproc):
         env = dict(os.environ)
         env.update(
@@ -111,9 +215,7 @@ def launch_local(
                 "GROUP_RANK": "0",
                 "MASTER_ADDR": "127.0.0.1",
                 "MASTER_PORT": str(port),
-                "OMP_NUM_THREADS": str(threads_per_rank),
-                PAYLOAD_ENV: payload,
-                DONE_DIR_ENV: done_dir,
+                **extra,
             }
         )
         procs.append(
@@ -123,41 +225,30 @@ def launch_local(
                 preexec_fn=_die_with_parent if os.name == "posix" else None,
             )
         )
-    failed: int | None = None
+
+
+def _wait(procs: list[subprocess.Popen], done_dir: str, poll_s: float) -> tuple[int, int, bool]:
+    """Poll the ranks until all succeeded, (0, 0, False), or one failed: (its rank, its exit
+    code, whether other ranks are still running)."""
     forgiven: set[int] = set()
-    try:
-        try:
-            while True:
-                codes = [p.poll() for p in procs]
-                for r, c in enumerate(codes):
-                    if _aborted_after_done(c, r, done_dir):
-                        codes[r] = 0
-                        if r not in forgiven:
-                            forgiven.add(r)
-                            log.warning(
-                                "rank %d aborted while tearing down the process group, after "
-                                "finishing its work (a known gloo teardown crash); its results "
-                                "are complete",
-                                r,
-                            )
-                bad = [(r, c) for r, c in enumerate(codes) if c not in (None, 0)]
-                if bad:
-                    rank, failed = bad[0]
-                    if any(c is None for c in codes):
-                        log.error(
-                            "rank %d exited with code %d; stopping the other ranks", rank, failed
-                        )
-                    break
-                if all(c == 0 for c in codes):
-                    return 0
-                time.sleep(poll_s)
-        except BaseException:  # Ctrl-C / SIGTERM (dataprep.signals) too: stop the ranks, re-raise
-            _stop(procs, grace_s)
-            raise
-        _stop(procs, grace_s)
-        return failed if failed and failed > 0 else 1
-    finally:
-        shutil.rmtree(done_dir, ignore_errors=True)
+    while True:
+        codes = [p.poll() for p in procs]
+        for r, c in enumerate(codes):
+            if _aborted_after_done(c, r, done_dir):
+                codes[r] = 0
+                if r not in forgiven:
+                    forgiven.add(r)
+                    log.warning(
+                        "rank %d aborted while tearing down the process group, after finishing "
+                        "its work (a known gloo teardown crash); its results are complete",
+                        r,
+                    )
+        bad = [(r, c) for r, c in enumerate(codes) if c not in (None, 0)]
+        if bad:
+            return (*bad[0], any(c is None for c in codes))
+        if all(c == 0 for c in codes):
+            return 0, 0, False
+        time.sleep(poll_s)
 
 
 def _stop(procs: list[subprocess.Popen], grace_s: float) -> None:
@@ -209,11 +300,16 @@ class Layout:
 def check_world(world_size: int, tp_size: int) -> int:
     """DP size for a world; a UsageError when TP does not divide it."""
     if tp_size < 1:
-        raise UsageError(f"--tensor-model-parallel-size must be >= 1, got {tp_size}")
+        raise ConfigError(
+            f"{{tensor_model_parallel_size}} must be >= 1, got {tp_size}",
+            "tensor_model_parallel_size",
+        )
     if world_size % tp_size:
-        raise UsageError(
-            f"world size {world_size} is not divisible by --tensor-model-parallel-size {tp_size}: "
-            f"start a multiple of {tp_size} ranks (e.g. --nproc-per-node {tp_size})"
+        raise ConfigError(
+            f"world size {world_size} is not divisible by {{tensor_model_parallel_size}} "
+            f"{tp_size}: start a multiple of {tp_size} ranks (e.g. {{nproc_per_node}} {tp_size})",
+            "tensor_model_parallel_size",
+            "nproc_per_node",
         )
     return world_size // tp_size
 

@@ -1,33 +1,26 @@
-"""`dataprep train` / `python -m trainer.train`: the entry points of the trainer.
+"""The trainer's entry point: `run(config)`, which `dataprep train` calls with the `TrainConfig` it
+makes from its flags (dataprep/commands/train.py). `python -m trainer.train ARGS` is the same
+command as `dataprep train ARGS` (e.g. under `torchrun -m trainer.train`).
 
-`main(argv)` parses the flags (trainer/config.py) into a `TrainConfig`; with `--nproc-per-node N`
-(default: the TP size when not already under torchrun) it checks the run once (trainer/preflight.py)
-and starts N local ranks like `torchrun --standalone` (trainer/launch.py), each running
-`train(config)` (trainer/loop.py). Where things live:
+With `nproc_per_node` N (default: the TP size when not already under torchrun) `run` checks the
+run once (trainer/training/preflight.py) and starts N local ranks like `torchrun --standalone`
+(trainer/launch.py), each running `train(config)` (trainer/training/loop.py). Where things live:
 
-    trainer/config.py      TrainConfig, the flags, --model -> GPTConfig / MT5Config / GPTJConfig
-    trainer/preflight.py   data and length checks that need no process group
-    trainer/loop.py        train(): build, shard, resume, the optimizer step, metrics
-    trainer/resume.py      what a run saves besides the weights (step, RNG) and --load
-    trainer/memory.py      --dry-run: per-rank memory estimate and its measurement
-    trainer/checkpoint.py  sharded checkpoint files, merging and resharding between TP sizes
-    trainer/hf.py          Hugging Face export and import, one mapping table per architecture
+    trainer/config.py     TrainConfig, `model` -> GPTConfig / MT5Config / GPTJConfig
+    trainer/models/       the models and the one Architecture registry
+    trainer/parallel/     tensor / sequence parallelism, recompute, gradient reduction
+    trainer/training/     train() (loop.py), optimizer, data, preflight, resume, --dry-run memory
+    trainer/checkpoint/   sharded checkpoint files, resharding; HF / Megatron / NeMo conversion
+    trainer/inference/    loading a checkpoint, generate, serve, fill-mask, eval
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
-from collections.abc import Sequence
 
-from dataprep.errors import DataprepError
 from trainer.config import (
     TrainConfig,
-    add_arguments,
-    build_parser,
     check_tp_layout,
-    config_from_args,
     resolve_model_config,
 )
 from trainer.training.loop import TrainResult, train
@@ -44,10 +37,7 @@ from trainer.training.resume import run_model_config
 __all__ = [
     "TrainConfig",
     "TrainResult",
-    "add_arguments",
-    "config_from_args",
     "lr_at",
-    "main",
     "resolve_model_config",
     "run",
     "train",
@@ -55,22 +45,6 @@ __all__ = [
 
 
 # ------------------------------------------------------------------------------------- entry points
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse flags and train (starting local ranks if asked); an exit code."""
-    args = build_parser().parse_args(argv)
-    from trainer.launch import dist_env
-
-    if dist_env() is not None:  # a rank started by torchrun
-        configure_rank_logging()
-    elif not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return run(config_from_args(args))
-    except DataprepError as e:
-        print(f"train: error: {e}", file=sys.stderr)
-        return e.exit_code
-
-
 def run(config: TrainConfig) -> int:
     """Train with `config` in this process, or in `nproc_per_node` local ranks it starts."""
     from trainer.launch import dist_env, launch_local
@@ -93,35 +67,22 @@ def run(config: TrainConfig) -> int:
             config.to_json(),
             threads_per_rank=config.num_threads,
             check=lambda: _validate_before_launch(config, nproc),
+            report_errors=True,
         )
     train(config)
     return 0
 
 
 def worker_main() -> int:
-    """Entry point of a rank started by `launch_local`: the config comes from the environment."""
-    from trainer.launch import PAYLOAD_ENV
+    """Entry point of a rank started by `launch_local`: the config is its payload."""
+    from trainer.launch import rank_main
 
-    rank = configure_rank_logging()
-    try:
-        train(TrainConfig.from_json(os.environ[PAYLOAD_ENV]))
-    except DataprepError as e:
-        print(f"train: error [rank {rank}]: {e}", file=sys.stderr, flush=True)
-        return e.exit_code
+    return rank_main(_train_rank, name="train")
+
+
+def _train_rank(payload: str) -> int:
+    train(TrainConfig.from_json(payload))
     return 0
-
-
-def configure_rank_logging() -> int:
-    """Log lines tagged `[rank N]`; INFO from rank 0 only, warnings and errors from every rank."""
-    rank = int(os.environ.get("RANK", "0"))
-    root = logging.getLogger()
-    for h in list(root.handlers):
-        root.removeHandler(h)
-    logging.basicConfig(
-        level=logging.INFO if rank == 0 else logging.WARNING,
-        format=f"%(levelname)s [rank {rank}] %(name)s: %(message)s",
-    )
-    return rank
 
 
 def _validate_before_launch(config: TrainConfig, nproc: int) -> None:
@@ -137,5 +98,9 @@ def _validate_before_launch(config: TrainConfig, nproc: int) -> None:
     check_sequence_parallel(config, model_config, seq_length)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m trainer.train ARGS` is `dataprep train ARGS`
+    # run as the program itself, not imported: the trainer's modules never import the CLI
+    import runpy
+
+    sys.argv = ["dataprep", "train", *sys.argv[1:]]
+    runpy.run_module("dataprep", run_name="__main__")

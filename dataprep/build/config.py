@@ -1,5 +1,5 @@
-"""Build configuration and results: `BuildConfig` (validated at construction), per-key counts
-(`KeyStats`) and the summary printed at the end (`BuildSummary`)."""
+"""Build configuration: `BuildConfig` (validated at construction) and the per-key counts
+(`KeyStats`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dataprep.errors import UsageError
+from dataprep.errors import ConfigError
+
+
+def literal(value: Any) -> str:
+    """`str(value)` made safe to put in a ConfigError template (braces doubled)."""
+    return str(value).replace("{", "{{").replace("}", "}}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,23 +48,31 @@ class BuildConfig:
 
     def __post_init__(self) -> None:
         if not self.inputs:
-            raise UsageError("no --input given")
+            raise ConfigError("no {inputs} given", "inputs")
         if not self.json_keys:
-            raise UsageError("--json-keys needs at least one key")
+            raise ConfigError("{json_keys} needs at least one key", "json_keys")
         if len(set(self.json_keys)) != len(self.json_keys):
-            raise UsageError(f"--json-keys has duplicates: {list(self.json_keys)}")
+            keys = literal(list(self.json_keys))
+            raise ConfigError(f"{{json_keys}} has duplicates: {keys}", "json_keys")
         if self.workers < 1:
-            raise UsageError(f"--workers must be >= 1, got {self.workers}")
+            raise ConfigError(f"{{workers}} must be >= 1, got {self.workers}", "workers")
         if self.dedup not in (None, "exact", "minhash"):
-            raise UsageError(f"--dedup must be exact or minhash, got {self.dedup!r}")
+            dedup = literal(repr(self.dedup))
+            raise ConfigError(f"{{dedup}} must be exact or minhash, got {dedup}", "dedup")
         if not 0 < self.dedup_threshold <= 1:
-            raise UsageError(f"--dedup-threshold must be in (0, 1], got {self.dedup_threshold}")
+            raise ConfigError(
+                f"{{dedup_threshold}} must be in (0, 1], got {self.dedup_threshold}",
+                "dedup_threshold",
+            )
         if self.executor not in ("local", "ray"):
-            raise UsageError(f"--executor must be local or ray, got {self.executor!r}")
+            executor = literal(repr(self.executor))
+            raise ConfigError(f"{{executor}} must be local or ray, got {executor}", "executor")
         if self.ray_address is not None and self.executor != "ray":
-            raise UsageError("--ray-address needs --executor ray")
+            raise ConfigError("{ray_address} needs {executor} ray", "ray_address", "executor")
         if self.overwrite and self.resume:
-            raise UsageError("--overwrite and --resume contradict each other; pick one")
+            raise ConfigError(
+                "{overwrite} and {resume} contradict each other; pick one", "overwrite", "resume"
+            )
 
     @property
     def level(self) -> str:
@@ -72,8 +85,8 @@ class BuildConfig:
     def work_dir(self) -> Path:
         return Path(self.output_prefix + ".dataprep-build")
 
-    def fingerprint(self, inputs: Sequence[dict[str, Any]], tokenizer_identity: str) -> str:
-        """What must match for --resume to continue an earlier build."""
+    def fingerprint(self, input_paths: Sequence[str], tokenizer_identity: str) -> str:
+        """What must match for a resumed build to continue an earlier one."""
         keep = {
             k: v
             for k, v in dataclasses.asdict(self).items()
@@ -90,8 +103,7 @@ class BuildConfig:
                 "ray_split_bytes",
             )
         }
-        keep["inputs"] = [i["path"] for i in inputs]
-        keep["tokenizer_identity"] = tokenizer_identity
+        keep.update(inputs=list(input_paths), tokenizer_identity=tokenizer_identity)
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
 
 
@@ -106,88 +118,11 @@ class KeyStats:
     def skip(self, reason: str, n: int = 1) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + n
 
-    def add(self, other: dict[str, Any]) -> None:
-        """Add the counts of another part (`dataclasses.asdict` of a KeyStats)."""
-        self.documents += other["documents"]
-        self.sequences += other["sequences"]
-        self.tokens += other["tokens"]
-        self.max_token_id = max(self.max_token_id, other["max_token_id"])
-        for reason, n in other["skipped"].items():
+    def add(self, other: KeyStats) -> None:
+        """Add the counts of another part."""
+        self.documents += other.documents
+        self.sequences += other.sequences
+        self.tokens += other.tokens
+        self.max_token_id = max(self.max_token_id, other.max_token_id)
+        for reason, n in other.skipped.items():
             self.skip(reason, n)
-
-
-@dataclass
-class BuildSummary:
-    outputs: dict[str, str]  # key -> dataset prefix
-    stats: dict[str, KeyStats]
-    read: dict[str, Any]  # ReadStats.to_dict()
-    inputs: list[dict[str, Any]]
-    seconds: float  # this run's wall time
-    text_bytes: int  # text tokenized in this run
-    # --resume: what earlier runs had finished (0 files: a build in one run)
-    resumed_files: int = 0
-    earlier_records: int = 0
-    earlier_text_bytes: int = 0
-    earlier_tokens: dict[str, int] = field(default_factory=dict)
-
-    def format(self) -> str:
-        lines = []
-        mb = self.text_bytes / 1e6
-        rate = mb / self.seconds if self.seconds > 0 else float("inf")
-        records = self.read.get("documents", 0)
-        if self.resumed_files:
-            # this run's figures and rates, then the whole build's totals (no rate: it spans runs)
-            run_records = records - self.earlier_records
-            run_tokens = sum(s.tokens for s in self.stats.values()) - sum(
-                self.earlier_tokens.values()
-            )
-            tok_rate = run_tokens / self.seconds if self.seconds > 0 else float("inf")
-            lines.append(
-                f"this run: {len(self.inputs) - self.resumed_files} of {len(self.inputs)} input "
-                f"file(s), {run_records:,} records, {mb:,.1f} MB of text, {run_tokens:,} tokens "
-                f"in {self.seconds:,.1f} s ({rate:,.2f} MB/s, {tok_rate:,.0f} tokens/s)"
-            )
-            lines.append(
-                f"whole build (resumed after {self.resumed_files} finished file(s)): "
-                f"{len(self.inputs)} input file(s), {records:,} records, "
-                f"{(self.text_bytes + self.earlier_text_bytes) / 1e6:,.1f} MB of text"
-            )
-            for key, prefix in self.outputs.items():
-                s = self.stats[key]
-                lines.append(
-                    f"{prefix}.bin/.idx: {s.documents:,} documents, {s.sequences:,} sequences, "
-                    f"{s.tokens:,} tokens, largest id {s.max_token_id}"
-                )
-                self._skips(lines, s)
-            self._read_skips(lines)
-            return "\n".join(lines)
-        lines.append(
-            f"read {len(self.inputs)} input file(s), {records:,} records, "
-            f"{mb:,.1f} MB of text in {self.seconds:,.1f} s ({rate:,.2f} MB/s)"
-        )
-        for key, prefix in self.outputs.items():
-            s = self.stats[key]
-            tok_rate = s.tokens / self.seconds if self.seconds > 0 else float("inf")
-            lines.append(
-                f"{prefix}.bin/.idx: {s.documents:,} documents, {s.sequences:,} sequences, "
-                f"{s.tokens:,} tokens ({tok_rate:,.0f} tokens/s), largest id {s.max_token_id}"
-            )
-            self._skips(lines, s)
-        self._read_skips(lines)
-        return "\n".join(lines)
-
-    @staticmethod
-    def _skips(lines: list[str], s: KeyStats) -> None:
-        if s.skipped:
-            reasons = ", ".join(f"{r}={n:,}" for r, n in sorted(s.skipped.items()))
-            lines.append(f"  skipped documents: {reasons}")
-
-    def _read_skips(self, lines: list[str]) -> None:
-        record_skips = self.read.get("skipped") or {}
-        if record_skips:
-            reasons = ", ".join(f"{r}={n:,}" for r, n in sorted(record_skips.items()))
-            lines.append(f"  skipped records: {reasons}")
-        for reason, files in sorted(self.read.get("files_skipped", {}).items()):
-            lines.append(f"  skipped files ({reason}): {', '.join(files)}")
-        if self.read.get("empty_files"):
-            lines.append(f"  empty input files: {', '.join(self.read['empty_files'])}")

@@ -1,4 +1,4 @@
-"""Why a build wrote no documents: an empty result is an error (exit 1) unless --allow-empty, and
+"""Why a build wrote no documents: an empty result is an error (exit 1) unless `allow_empty`, and
 the message names what removed everything (a filter, with the values that do occur in the data;
 the language selection; bad files; bad records; empty texts)."""
 
@@ -9,18 +9,27 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from dataprep.errors import DataprepError
+from dataprep.build.config import BuildConfig, literal
+from dataprep.errors import ConfigError
+from dataprep.readers import ReadStats
 
 SAMPLE_RECORDS = 20_000  # records read to list the values a filter key takes
 SHOWN_VALUES = 10
 
 
-class EmptyResultError(DataprepError):
-    """The build would write a dataset with no documents."""
+class EmptyResultError(ConfigError):
+    """The build would write a dataset with no documents: bad data (exit 1), whose message names
+    the configuration fields (the CLI: flags) that removed everything."""
+
+    exit_code = 1
+
+
+# the fields an EmptyResultError may name
+FIELDS = ("languages", "skip_bad_files", "filters", "json_keys", "allow_empty")
 
 
 def filter_values(
-    files: Sequence[Path], config, keys: Sequence[str]
+    files: Sequence[Path], config: BuildConfig, keys: Sequence[str]
 ) -> dict[str, collections.Counter]:
     """The values each filter key takes in (a sample of) the inputs, read without the filters."""
     from dataprep.readers import iter_documents
@@ -48,16 +57,18 @@ def filter_values(
     return seen
 
 
-def explain_empty(key: str, files: Sequence[Path], config, read: dict, skipped: dict) -> str:
-    """One line: dataset `key` got no documents, and why."""
-    files_skipped = read.get("files_skipped") or {}
-    record_skips = read.get("skipped") or {}
+def empty_result_error(
+    key: str, files: Sequence[Path], config: BuildConfig, read: ReadStats, skipped: dict[str, int]
+) -> EmptyResultError:
+    """The error: dataset `key` got no documents, and why (one line)."""
+    files_skipped = read.files_skipped
+    record_skips = read.skipped
     read_files = len(files) - sum(len(v) for v in files_skipped.values())
-    why: list[str] = []
+    why: list[str] = []  # parts of the template: values through literal()
     if read_files == 0:
         if files_skipped.get("language"):
             why.append(
-                f"--languages {','.join(config.languages or ())} matched none of the "
+                f"{{languages}} {literal(','.join(config.languages or ()))} matched none of the "
                 f"{len(files)} input file(s)"
             )
         bad = {k: v for k, v in files_skipped.items() if k != "language"}
@@ -65,9 +76,13 @@ def explain_empty(key: str, files: Sequence[Path], config, read: dict, skipped: 
             names = ", ".join(
                 f"{os.path.basename(p)} ({kind})" for kind, paths in bad.items() for p in paths
             )
-            why.append(f"every input file was skipped as bad under --skip-bad-files: {names}")
-    elif record_skips.get("filtered") and read.get("documents", 0) == 0:
-        given = " ".join(f"--filter {k}={v}" for k, vs in config.filters for v in vs)
+            why.append(
+                f"every input file was skipped as bad under {{skip_bad_files}}: {literal(names)}"
+            )
+    elif record_skips.get("filtered") and read.documents == 0:
+        given = " ".join(
+            f"{{filters}} {literal(f'{k}={v}')}" for k, vs in config.filters for v in vs
+        )
         seen = filter_values(files, config, [k for k, _ in config.filters])
         shown = []
         for k, counter in seen.items():
@@ -75,24 +90,29 @@ def explain_empty(key: str, files: Sequence[Path], config, read: dict, skipped: 
             more = (
                 f", and {len(counter) - SHOWN_VALUES} more" if len(counter) > SHOWN_VALUES else ""
             )
-            shown.append(f"{k}: {values or 'none'}{more}")
+            shown.append(literal(f"{k}: {values or 'none'}{more}"))
         why.append(
             f"{given} filtered out all {record_skips['filtered']:,} records; values in the data: "
             + "; ".join(shown)
             + " (values are compared exactly, case included)"
         )
-    elif read.get("documents", 0) == 0:
+    elif read.documents == 0:
         if record_skips:
             counts = ", ".join(f"{k}={n:,}" for k, n in sorted(record_skips.items()))
-            why.append(f"no record could be read ({counts})")
-        elif read.get("empty_files"):
+            why.append(f"no record could be read ({literal(counts)})")
+        elif read.empty_files:
             why.append("the input files are empty")
         else:
             why.append("the inputs hold no records")
     elif skipped:
         counts = ", ".join(f"{k}={n:,}" for k, n in sorted(skipped.items()))
-        why.append(f"all {read['documents']:,} records were skipped for key {key!r} ({counts})")
-    return (
-        f"no documents to write for --json-keys {key}: {'; '.join(why) or 'nothing was kept'}; "
-        "pass --allow-empty to write an empty dataset anyway"
+        why.append(
+            f"all {read.documents:,} records were skipped for key {literal(repr(key))} "
+            f"({literal(counts)})"
+        )
+    return EmptyResultError(
+        f"no documents to write for {{json_keys}} {literal(key)}: "
+        f"{'; '.join(why) or 'nothing was kept'}; "
+        "pass {allow_empty} to write an empty dataset anyway",
+        *FIELDS,
     )

@@ -1,5 +1,5 @@
-"""The task function shared by every executor: parse a block of JSON Lines and/or tokenize texts
-for every JSON key (`run_task`), returning flat token arrays and lengths for the sink.
+"""The task function shared by every executor (`run_task`): parse a block of JSON Lines and/or
+tokenize texts for every JSON key, returning flat token arrays and lengths (`tasks.Encoded`).
 
 A document longer than LONG_DOCUMENT_CHARS characters is tokenized in pieces cut before a space
 that follows a non-space and precedes a non-space; GPT-2's pre-tokenizer never joins across such a
@@ -9,10 +9,11 @@ one 25M-element list).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+
+from dataprep.build.tasks import Encoded, EncodedKey, Task, TaskOptions, TextTask
 
 LONG_DOCUMENT_CHARS = 4_000_000
 LONG_DOCUMENT_PIECE = 1_000_000
@@ -65,22 +66,23 @@ def _encode_texts(tokenizer, texts: list[str]) -> list[np.ndarray]:
     return out  # type: ignore[return-value]
 
 
-def encode_chunk(task: dict[str, Any], tokenizer=None) -> dict[str, Any]:
-    """Tokenize one chunk of documents for every key.
-
-    Returns per key: `tokens` (flat ids), `doc_lengths` (tokens per written document),
-    `seq_lengths` (tokens per sequence), `seqs_per_doc`, and `empty` (positions in the chunk of
-    documents that tokenized
-    to nothing and are not written).
-    """
+def encode_texts(
+    texts: Mapping[str, list[str]],
+    lines: Mapping[str, np.ndarray],
+    options: TaskOptions,
+    tokenizer=None,
+) -> dict[str, EncodedKey]:
+    """Tokenize the texts of one task for every key (see `EncodedKey`); documents that tokenize
+    to nothing are counted (`empty`) and left out."""
     tok = tokenizer if tokenizer is not None else WORKER_TOKENIZER
     eod = tok.eod_id
+    narrow = np.dtype(options.dtype)
     results = {}
-    for key, texts in task["texts"].items():
-        if task["split_sentences"]:
+    for key, key_texts in texts.items():
+        if options.split_sentences:
             from dataprep.sentences import split_sentences
 
-            per_doc = [split_sentences(t, keep_newlines=task["keep_newlines"]) for t in texts]
+            per_doc = [split_sentences(t, keep_newlines=options.keep_newlines) for t in key_texts]
             flat = [s for doc in per_doc for s in doc]
             encoded = _encode_texts(tok, flat)
             seq_lists, pos = [], 0
@@ -89,21 +91,21 @@ def encode_chunk(task: dict[str, Any], tokenizer=None) -> dict[str, Any]:
                 pos += len(doc)
                 seq_lists.append(seqs)
         else:
-            seq_lists = [[e] if e.size else [] for e in _encode_texts(tok, texts)]
-        empty, arrays, seq_lengths, seqs_per_doc = [], [], [], []
+            seq_lists = [[e] if e.size else [] for e in _encode_texts(tok, key_texts)]
+        written = np.ones(len(key_texts), bool)
+        arrays, seq_lengths, seqs_per_doc = [], [], []
         for i, seqs in enumerate(seq_lists):
             if not seqs:
-                empty.append(i)
+                written[i] = False
                 continue
-            if task["append_eod"]:
+            if options.append_eod:
                 seqs[-1] = np.append(seqs[-1], eod)
             arrays.extend(seqs)
             seq_lengths.extend(s.size for s in seqs)
             seqs_per_doc.append(len(seqs))
         tokens = np.concatenate(arrays) if arrays else np.zeros(0, np.int64)
         max_id = int(tokens.max()) if tokens.size else -1
-        narrow = task.get("dtype")
-        fits = 0 <= max_id <= np.iinfo(narrow).max if narrow is not None else False
+        fits = 0 <= max_id <= np.iinfo(narrow).max
         if fits and (tokens.dtype.kind == "u" or tokens.min() >= 0):
             # cast here, in parallel, and ship 2 bytes a token instead of 4; ids that do not fit
             # stay as they are so that the writer reports them
@@ -113,22 +115,21 @@ def encode_chunk(task: dict[str, Any], tokenizer=None) -> dict[str, Any]:
         bounds = np.concatenate([[0], np.cumsum(seqs_per_doc_a)])
         csum = np.concatenate([[0], np.cumsum(seq_lengths_a)])
         dedup = None
-        if task.get("dedup"):
+        if options.dedup:
             from dataprep.dedup import document_keys
 
-            written = np.ones(len(texts), bool)
-            written[empty] = False
-            dedup = {n: a[written] for n, a in document_keys(texts, task["dedup"]).items()}
-        results[key] = {
-            "dedup": dedup,  # keys of the written documents (dataprep.dedup), or None
-            "tokens": tokens,
-            "doc_lengths": csum[bounds[1:]] - csum[bounds[:-1]],
-            "seq_lengths": seq_lengths_a,
-            "seqs_per_doc": seqs_per_doc_a,
-            "empty": empty,
-            "max_id": max_id,
-            "text_bytes": sum(len(t.encode("utf-8")) for t in texts),  # for MB/s
-        }
+            dedup = {n: a[written] for n, a in document_keys(key_texts, options.dedup).items()}
+        results[key] = EncodedKey(
+            tokens=tokens,
+            doc_lengths=csum[bounds[1:]] - csum[bounds[:-1]],
+            seq_lengths=seq_lengths_a,
+            seqs_per_doc=seqs_per_doc_a,
+            lines=np.asarray(lines[key], dtype=np.int64)[written],
+            max_id=max_id,
+            text_bytes=sum(len(t.encode("utf-8")) for t in key_texts),
+            empty=int(written.size - written.sum()),
+            dedup=dedup,
+        )
     return results
 
 
@@ -148,24 +149,18 @@ def group_by_key(docs, keys: Sequence[str]):
     return texts, lines, empty
 
 
-def _parse_block(task: dict[str, Any]) -> dict[str, Any]:
-    """Documents of one block of JSON Lines: texts and lines per key, skips, read counters."""
-    from dataprep.readers.base import CollectedRecordErrors, ReadStats
+def run_task(task: Task, tokenizer=None) -> Encoded:
+    """One unit of work: a block of JSON Lines to parse (`BlockTask`) or texts already read
+    (`TextTask`), tokenized for every key (see `encode_texts`)."""
+    if isinstance(task, TextTask):
+        keys = encode_texts(task.texts, task.lines, task.options, tokenizer)
+        return Encoded(keys, task.empty_text)
+    from dataprep.readers import CollectedRecordErrors, ReadStats
 
-    parser = task["parser"]
+    parser = task.parser
     stats = ReadStats()
-    bad = CollectedRecordErrors(parser.path, task["on_error"])
-    docs = parser.documents(task["first_line"], task["block"], stats=stats, bad=bad)
+    bad = CollectedRecordErrors(parser.path, task.options.on_error)
+    docs = parser.documents(task.first_line, task.data, stats=stats, bad=bad)
     texts, lines, empty = group_by_key(docs, parser.json_keys)
-    return {"texts": texts, "lines": lines, "empty_text": empty, "read": stats, "bad": bad}
-
-
-def run_task(task: dict[str, Any], tokenizer=None) -> dict[str, Any]:
-    """One unit of work: a block of JSON Lines to parse (`block`) or texts already read (`texts`),
-    tokenized for every key (see `encode_chunk`)."""
-    if "block" in task:
-        parsed = _parse_block(task)
-        task = {**task, "texts": parsed.pop("texts")}
-    else:
-        parsed = {"lines": None, "empty_text": {}, "read": None, "bad": None}
-    return {"keys": encode_chunk(task, tokenizer), **parsed}
+    keys = encode_texts(texts, lines, task.options, tokenizer)
+    return Encoded(keys, empty, read=stats, bad=bad)

@@ -1,8 +1,9 @@
-"""The local executor: parts are read one after another in this process and their blocks are
-parsed and tokenized by a pool of processes (`LocalPool`: one pipe per worker, results collected
-in submission order, so the output does not depend on the number of workers), written straight
-into the sink. The Ray executor (`executor_ray`) runs the same task function (`read.process_file`
-with `encode.run_task`) on a cluster instead and merges its partial datasets into the same sink."""
+"""The local executor: parts are read one after another in this process and their tasks
+(`tasks.BlockTask` / `TextTask`) are parsed and tokenized by a pool of processes (`LocalPool`: one
+pipe per worker, results collected in submission order, so the output does not depend on the
+number of workers), written straight into the sink. The Ray executor (`executor_ray`) runs the
+same reading and task function (`read.process_file` with `encode.run_task`) on a cluster instead
+and merges its partial datasets into the same sink."""
 
 from __future__ import annotations
 
@@ -16,12 +17,15 @@ import sys
 import threading
 import traceback
 from collections.abc import Iterator
-from typing import Any
 
 from dataprep.build import encode, read
+from dataprep.build.config import BuildConfig
 from dataprep.build.encode import run_task
 from dataprep.build.plan import Part, PartDone
-from dataprep.errors import DataprepError
+from dataprep.build.read import InlineRunner
+from dataprep.build.sink import Sink
+from dataprep.build.tasks import Encoded, Task, TaskOptions
+from dataprep.errors import ConfigError
 from dataprep.signals import die_with_parent
 
 
@@ -65,6 +69,12 @@ def _worker_main(conn, spec: str | None, parent: int, parent_ends: list) -> None
         conn.send_bytes(payload)
 
 
+class WorkerDiedError(ConfigError):
+    """A tokenizer process died (exit 1, like bad data); the message names the `workers` field."""
+
+    exit_code = 1
+
+
 class LocalPool:
     """Tokenizer processes, each fed through its own pipe, tasks dealt round-robin; results come
     back in submission order. No helper threads in this process: handing over and collecting
@@ -94,12 +104,12 @@ class LocalPool:
             self.close()
             raise
         self.limit = count * per_worker
-        self.pending: collections.deque = collections.deque()  # (worker, context)
+        self.pending: collections.deque[int] = collections.deque()  # workers, in task order
         self.submitted = 0
 
-    def submit(self, task: dict[str, Any], context: Any) -> Iterator[tuple[dict[str, Any], Any]]:
-        """Hand `task` to the next worker; yields the (result, context) pairs that had to be
-        collected first to stay within the in-flight limit."""
+    def submit(self, task: Task) -> Iterator[Encoded]:
+        """Hand `task` to the next worker; yields the results that had to be collected first to
+        stay within the in-flight limit."""
         while len(self.pending) >= self.limit:
             yield self._collect()
         worker = self.submitted % len(self.conns)
@@ -108,29 +118,30 @@ class LocalPool:
             self.conns[worker].send_bytes(data)
         except OSError as e:
             raise self._died(worker) from e
-        self.pending.append((worker, context))
+        self.pending.append(worker)
         self.submitted += 1
 
-    def drain(self) -> Iterator[tuple[dict[str, Any], Any]]:
+    def drain(self) -> Iterator[Encoded]:
         while self.pending:
             yield self._collect()
 
-    def _collect(self) -> tuple[dict[str, Any], Any]:
-        worker, context = self.pending.popleft()
+    def _collect(self) -> Encoded:
+        worker = self.pending.popleft()
         try:
             status, value = pickle.loads(self.conns[worker].recv_bytes())
         except (EOFError, OSError) as e:
             raise self._died(worker) from e
         if status == "error":
             raise value
-        return value, context
+        return value
 
-    def _died(self, worker: int) -> DataprepError:
+    def _died(self, worker: int) -> WorkerDiedError:
         proc = self.procs[worker]
         proc.join(timeout=1)
-        return DataprepError(
+        return WorkerDiedError(
             f"tokenizer worker {worker} died (exit code {proc.exitcode}); if it ran out of "
-            "memory, use fewer --workers"
+            "memory, use fewer {workers}",
+            "workers",
         )
 
     def close(self) -> None:
@@ -152,31 +163,23 @@ class LocalPool:
 
 
 class LocalExecutor:
-    """Runs parts in order in this process; `workers` > 1 adds a LocalPool for the blocks."""
+    """Runs parts in order in this process; `workers` > 1 adds a LocalPool for the tasks."""
 
-    def __init__(self, config, tokenizer, common: dict[str, Any], filters) -> None:
-        self.config, self.tokenizer, self.common, self.filters = config, tokenizer, common, filters
-        self.pool = LocalPool(config.workers, tokenizer) if config.workers > 1 else None
+    def __init__(self, config: BuildConfig, tokenizer, options: TaskOptions, filters) -> None:
+        self.config, self.options, self.filters = config, options, filters
+        pool = LocalPool(config.workers, tokenizer) if config.workers > 1 else None
+        self.pool = pool
+        self.runner = pool if pool is not None else InlineRunner(tokenizer)
 
-    def _execute(self, task: dict[str, Any], lines: Any) -> Iterator[tuple[dict[str, Any], Any]]:
-        if self.pool is None:
-            yield run_task(task, self.tokenizer), lines
-        else:
-            yield from self.pool.submit(task, lines)
-
-    def _drain(self) -> Iterator[tuple[dict[str, Any], Any]]:
-        return iter(()) if self.pool is None else self.pool.drain()
-
-    def run(self, parts: list[Part], sink, *, input_offset: int = 0) -> Iterator[PartDone]:
+    def run(self, parts: list[Part], sink: Sink, *, input_offset: int = 0) -> Iterator[PartDone]:
         for part in parts:
             stats, documents = read.process_file(
                 part,
                 input_offset=input_offset,
                 config=self.config,
-                common=self.common,
+                options=self.options,
                 filters=self.filters,
-                execute=self._execute,
-                drain=self._drain,
+                runner=self.runner,
                 sink=sink,
             )
             input_offset += part.size

@@ -1,8 +1,9 @@
 """The Ray executor (`build-index --executor ray`): one Ray task per part (an input file, or a
-byte range of a large plain JSON Lines file), each running the local build's task function
-(`read.process_file` + `encode.run_task`) into a partial dataset `{work}/parts/<part>/`; the
-driver appends the partials to the sink in input order (`Sink.append_part`, the writer's
-`add_index` merge), so the final `.bin/.idx`, counts and provenance are the local build's.
+byte range of a large plain JSON Lines file), each running the local build's reading and task
+function (`read.process_file` + `encode.run_task`, the same typed tasks) into a partial dataset
+`{work}/parts/<part>/` (`output.KeyOutput.save_part`); the driver appends the partials to the sink
+in input order (`Sink.append_part`, the writer's `add_index` merge), so the final `.bin/.idx`,
+counts and provenance are the local build's.
 
 Faults: a task whose worker process dies is retried by Ray (`max_retries`); each attempt writes
 to its own temporary directory, renamed to the part's name only when complete (`part.json` last),
@@ -15,7 +16,7 @@ filesystem every Ray node sees at the same path. Ray is imported only here.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import importlib.util
 import json
 import logging
 import os
@@ -27,8 +28,11 @@ from typing import Any
 
 import numpy as np
 
+from dataprep.build.config import BuildConfig
 from dataprep.build.plan import Part, PartDone
-from dataprep.errors import DataprepError, require_extra
+from dataprep.build.sink import Sink
+from dataprep.build.tasks import PartFailed, PartResult, TaskOptions
+from dataprep.errors import ConfigError, DataprepError
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +41,10 @@ KEPT_WARNINGS = 50  # warnings a task hands back to the driver, which logs them
 
 
 def _ray():
-    require_extra("ray", "--executor ray", "ray")
+    if importlib.util.find_spec("ray") is None:
+        raise ConfigError(
+            "{executor} ray needs the ray package: pip install 'dataprep[ray]'", "executor"
+        )
     import ray
 
     return ray
@@ -72,27 +79,30 @@ class _KeptWarnings(logging.Handler):
             self.messages.append(record.getMessage())
 
 
-def _file_stat(path: str) -> list[int]:
+def _file_stat(path: str) -> tuple[int, int]:
     st = os.stat(path)
-    return [st.st_size, st.st_mtime_ns]
+    return st.st_size, st.st_mtime_ns
 
 
 def build_part(
-    part: Part, config, common: dict[str, Any], filters, parts_dir: str, cwd: str
-) -> dict:
-    """The Ray task: read and tokenize one part into `{parts_dir}/{part.name}/` (one `.bin/.idx`
-    and `.provenance.npy` per key, then `part.json` with the counts); returns part.json's content,
-    or {"error": DataprepError} for bad input. Runs in the driver's working directory `cwd` (on
-    the shared filesystem), so relative input and tokenizer paths, and the file names in messages,
-    are the driver's."""
+    part: Part,
+    config: BuildConfig,
+    options: TaskOptions,
+    filters,
+    parts_dir: str,
+    cwd: str,
+) -> PartResult | PartFailed:
+    """The Ray task: read and tokenize one part into `{parts_dir}/{part.name}/` (one partial
+    dataset per key, `output.KeyOutput.save_part`, then `part.json`); returns the PartResult, or
+    PartFailed for bad input. Runs in the driver's working directory `cwd` (on the shared
+    filesystem), so relative input and tokenizer paths, and the file names in messages, are the
+    driver's."""
     if os.path.isdir(cwd):
         os.chdir(cwd)
     from dataprep.build import encode, read
-    from dataprep.build.config import KeyStats
-    from dataprep.build.plan import sha256_of
-    from dataprep.build.sink import Progress, Sink
-    from dataprep.indexed import IndexedDatasetWriter
-    from dataprep.manifest import write_json_atomic
+    from dataprep.build.output import KeyOutput
+    from dataprep.build.progress import Progress
+    from dataprep.fileio import sha256_file, write_json_atomic
 
     final = Path(parts_dir) / part.name
     tmp = Path(parts_dir) / f"{part.name}.tmp-{uuid.uuid4().hex[:12]}"
@@ -100,110 +110,92 @@ def build_part(
     kept = _KeptWarnings()
     logger = logging.getLogger("dataprep")
     logger.addHandler(kept)
-    writers: dict[str, Any] = {}
+    outputs: dict[str, KeyOutput] = {}
     try:
         tokenizer = encode.tokenizer_for(config.tokenizer)
-        dtype = np.dtype(common["dtype"])
-        writers = {key: IndexedDatasetWriter(tmp / key, dtype=dtype) for key in config.json_keys}
-        stats = {key: KeyStats() for key in config.json_keys}
-        provenance: dict[str, list[np.ndarray]] = {key: [] for key in config.json_keys}
-        sink = Sink(
-            writers,
-            stats,
-            provenance,
-            Progress(False, 0, 1),
-            split_sentences=config.split_sentences,
-            keep_keys=bool(config.dedup),
-        )
-
-        def execute(task, lines):
-            yield encode.run_task(task, tokenizer), lines
-
+        for key in config.json_keys:
+            outputs[key] = KeyOutput(
+                key,
+                tmp / key,
+                dtype=np.dtype(options.dtype),
+                split_sentences=options.split_sentences,
+                collect_dedup_keys=bool(options.dedup),
+            )
+        sink = Sink(outputs, Progress(False, 0, 1))
         try:
             read_stats, documents = read.process_file(
                 part,
                 config=config,
-                common=common,
+                options=options,
                 filters=filters,
-                execute=execute,
-                drain=lambda: iter(()),
+                runner=read.InlineRunner(tokenizer),
                 sink=sink,
             )
         except DataprepError as e:
-            return {"error": e}
-        for key, w in writers.items():
-            w.close()
-            rows = provenance[key]
-            np.save(
-                tmp / f"{key}.provenance.npy",
-                np.concatenate(rows) if rows else np.zeros((0, 2), np.int64),
-            )
-            if config.dedup:
-                from dataprep.dedup import concat_keys
-
-                keys = concat_keys(sink.kept_keys[key], config.dedup)
-                np.savez(tmp / f"{key}.dedup.npz", **keys)
-        result = {
-            "spec": part.spec(),
-            "file_stat": _file_stat(part.path),
-            "stats": {key: dataclasses.asdict(s) for key, s in stats.items()},
-            "read": read_stats.to_dict(),
-            "documents": documents,
-            "text_bytes": sink.text_bytes,
-            "sha256": sha256_of(Path(part.path)) if part.last and part.start == 0 else None,
-            "warnings": kept.messages,
-        }
-        write_json_atomic(tmp / "part.json", result)
+            return PartFailed(e)
+        for output in outputs.values():
+            output.save_part(tmp, options.dedup)
+        result = PartResult(
+            spec=part.spec(),
+            file_stat=_file_stat(part.path),
+            stats={key: output.stats for key, output in outputs.items()},
+            read=read_stats,
+            documents=documents,
+            text_bytes=sink.text_bytes,
+            sha256=sha256_file(part.path) if part.last and part.start == 0 else None,
+            warnings=tuple(kept.messages),
+        )
+        write_json_atomic(tmp / "part.json", result.to_json())
         shutil.rmtree(final, ignore_errors=True)  # what an earlier, killed attempt left
         os.rename(tmp, final)
         return result
     finally:
         logger.removeHandler(kept)
-        for w in writers.values():
-            w.abort()  # no-op once closed
+        for output in outputs.values():
+            output.abort()  # no-op once closed
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 class RayExecutor:
     """Runs parts as Ray tasks and merges their partial datasets into the sink in input order."""
 
-    def __init__(self, config, tokenizer, common, filters, *, work: Path, fingerprint: str):
+    def __init__(
+        self, config: BuildConfig, options: TaskOptions, filters, *, work: Path, fingerprint: str
+    ) -> None:
         ray = _ray()
-        self.config, self.common, self.filters = config, common, filters
+        self.config, self.options, self.filters = config, options, filters
         self.parts_dir = (work / "parts").resolve()
         self.fingerprint = fingerprint
         self.started = False
         if not ray.is_initialized():
-            options: dict[str, Any] = {
+            init: dict[str, Any] = {
                 "include_dashboard": False,
                 "logging_level": logging.WARNING,
                 "log_to_driver": False,
             }
             if config.ray_address:
-                ray.init(address=config.ray_address, **options)
+                ray.init(address=config.ray_address, **init)
             else:
                 with _without_token_auth_notice():
-                    ray.init(num_cpus=config.workers, **options)
+                    ray.init(num_cpus=config.workers, **init)
             self.started = True
         self.task = ray.remote(max_retries=MAX_RETRIES)(build_part)
 
-    def _finished(self, part: Part) -> dict | None:
+    def _finished(self, part: Part) -> PartResult | None:
         """The result of a partial a killed driver left complete, if it is still valid."""
         path = self.parts_dir / part.name / "part.json"
         if not path.exists():
             return None
-        result = json.loads(path.read_text())
-        if result["spec"] != part.spec() or result["file_stat"] != _file_stat(part.path):
+        result = PartResult.from_json(json.loads(path.read_text()))
+        if result.spec != part.spec() or result.file_stat != _file_stat(part.path):
             return None
         return result
 
-    def run(self, parts: list[Part], sink, *, input_offset: int = 0) -> Iterator[PartDone]:
-        from dataprep.readers import ReadStats
-
+    def run(self, parts: list[Part], sink: Sink, *, input_offset: int = 0) -> Iterator[PartDone]:
         ray = _ray()
         self.parts_dir.mkdir(parents=True, exist_ok=True)
         (self.parts_dir / "fingerprint").write_text(self.fingerprint)
-        results: dict[str, Any] = {}
+        results: dict[str, PartResult | Any] = {}  # a result, or the ref of a running task
         sizes: dict[Any, int] = {}
         reused = 0
         for part in parts:
@@ -214,7 +206,7 @@ class RayExecutor:
                 reused += 1
             else:
                 ref = self.task.remote(
-                    part, self.config, self.common, self.filters, str(self.parts_dir), os.getcwd()
+                    part, self.config, self.options, self.filters, str(self.parts_dir), os.getcwd()
                 )
                 results[part.name] = ref
                 sizes[ref] = part.size
@@ -225,24 +217,20 @@ class RayExecutor:
         try:
             for part in parts:
                 result = results[part.name]
-                while not isinstance(result, dict) and result in pending:
+                while not isinstance(result, PartResult) and result in pending:
                     ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
                     for ref in ready:
                         pending.discard(ref)
                         finished += sizes[ref]
                     sink.progress.input_position(finished)
-                if not isinstance(result, dict):
+                if not isinstance(result, PartResult):
                     result = ray.get(result)
-                if "error" in result:
-                    raise result["error"]
+                if isinstance(result, PartFailed):
+                    raise result.error
                 part_dir = self.parts_dir / part.name
                 documents = sink.append_part(part.file_index, part_dir, result)
                 yield PartDone(
-                    part,
-                    ReadStats.from_dict(result["read"]),
-                    documents,
-                    sha256=result["sha256"],
-                    warnings=result["warnings"],
+                    part, result.read, documents, sha256=result.sha256, warnings=result.warnings
                 )
                 shutil.rmtree(part_dir, ignore_errors=True)  # merged (and checkpointed)
         finally:

@@ -1,284 +1,178 @@
-"""`build_index(config)`: plan the inputs, prepare or resume the state, run every input file
-through the executor into the sink, then write the manifests and provenance."""
+"""`build_index(config)`: plan the inputs, prepare or resume the state, open the outputs, run every
+input file through the executor into the sink, then finish the datasets and their sidecars."""
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from dataprep import __version__
-from dataprep.build.config import BuildConfig, BuildSummary, KeyStats
-from dataprep.build.executor_local import LocalExecutor
-from dataprep.build.plan import describe_inputs, existing_outputs, plan_parts, sha256_of
-from dataprep.build.sink import Progress, Sink
-from dataprep.build.state import save_state
-from dataprep.errors import UsageError
-from dataprep.manifest import manifest_path, provenance_path, write_json_atomic
+from dataprep.build import state
+from dataprep.build.config import BuildConfig
+from dataprep.build.output import KeyOutput
+from dataprep.build.plan import BuildPlan, Part, PartDone, make_plan, plan_parts
+from dataprep.build.progress import Progress
+from dataprep.build.read import task_options
+from dataprep.build.sink import Sink
+from dataprep.build.state import BuildState
+from dataprep.build.summary import BuildSummary
+from dataprep.fileio import sha256_file
+from dataprep.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
 
 def build_index(config: BuildConfig) -> BuildSummary:
     """Run a whole build; raises DataprepError subclasses for user mistakes and bad data."""
-    from dataprep.indexed import IndexedDatasetWriter
-    from dataprep.indexed.format import optimal_dtype
-    from dataprep.indexed.writer import WriterState, bin_tmp_path
-    from dataprep.readers import ReadStats, expand_inputs, normalize_filters
-    from dataprep.tokenizers import load_tokenizer
-
-    files = expand_inputs(list(config.inputs))
-    tokenizer = load_tokenizer(config.tokenizer)
-    if config.append_eod and tokenizer.eod_id is None:
-        raise UsageError(f"--append-eod: tokenizer {tokenizer.spec!r} has no end-of-document token")
-    dtype = np.dtype(optimal_dtype(tokenizer.vocab_size))
-    outputs = config.output_prefixes()
-    out_dir = Path(config.output_prefix).parent
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    inputs = describe_inputs(files)
-    fingerprint = config.fingerprint(inputs, tokenizer.identity)
+    plan = make_plan(config)
     work = config.work_dir
-    state_file = work / "state.json"
-
-    existing = existing_outputs(list(outputs.values()))
-    if existing and not config.overwrite:
-        raise UsageError(
-            f"output already exists: {', '.join(existing)}; pass --overwrite to replace it"
-        )
-    if existing and config.overwrite and not config.resume:
-        # an interrupted --overwrite build must not leave the old dataset beside a new manifest
-        for prefix in outputs.values():
-            for path in (
-                prefix + ".bin",
-                prefix + ".idx",
-                manifest_path(prefix),
-                provenance_path(prefix),
-            ):
-                Path(path).unlink(missing_ok=True)
-    parts_fingerprint = work / "parts" / "fingerprint"  # a Ray build killed before any checkpoint
-    interrupted = state_file.exists() or any(work.glob("parts/*/part.json"))
-    if work.exists() and not config.resume:
-        if interrupted and not config.overwrite:
-            raise UsageError(
-                f"an interrupted build left {work}; pass --resume to continue it "
-                "or --overwrite to start again"
-            )
-        shutil.rmtree(work)
-
-    # --- resume state
-    done_files = 0
-    stats = {key: KeyStats() for key in config.json_keys}
-    read_stats = ReadStats()
-    provenance: dict[str, list[np.ndarray]] = {key: [] for key in config.json_keys}
-    writer_states: dict[str, Any] = {key: None for key in config.json_keys}
-    earlier_text_bytes = 0
-    if config.resume:
-        if not state_file.exists():
-            if parts_fingerprint.exists() and parts_fingerprint.read_text() == fingerprint:
-                state = {"fingerprint": fingerprint, "done_files": 0, "inputs": []}
-            else:
-                raise UsageError(f"--resume: no interrupted build found at {work}")
-        else:
-            state = json.loads(state_file.read_text())
-        if state["fingerprint"] != fingerprint:
-            raise UsageError(
-                f"--resume: {work} belongs to a build with other inputs, flags or tokenizer; "
-                "rerun with the same arguments, or use --overwrite to start again"
-            )
-        done_files = state["done_files"]
-        for old, new in zip(state["inputs"][:done_files], inputs, strict=False):
-            if (old["size"], old["mtime_ns"]) != (new["size"], new["mtime_ns"]):
-                raise UsageError(
-                    f"--resume: {new['path']} changed since it was processed; "
-                    "use --overwrite to start again"
-                )
-        if "stats" in state:  # else killed before the first checkpoint: start from nothing
-            for key in config.json_keys:
-                stats[key] = KeyStats(**state["stats"][key])
-                provenance[key] = [np.load(work / f"{key}.provenance.npy")]
-                writer_states[key] = WriterState.load(work / f"{key}.writer.npz")
-            read_stats = ReadStats.from_dict(state["read"])
-            earlier_text_bytes = state.get("text_bytes", 0)
-            inputs[:done_files] = state["inputs"][:done_files]
-        log.info("resuming: %d of %d input files already done", done_files, len(files))
+    work.parent.mkdir(parents=True, exist_ok=True)
+    state.prepare(config, list(plan.prefixes.values()))
+    resumed = state.load(config, plan.fingerprint, plan.inputs, _new_dedup(config))
     work.mkdir(parents=True, exist_ok=True)
-    earlier_records = read_stats.documents
-    earlier_tokens = {key: s.tokens for key, s in stats.items()}
-
-    writers = {
-        key: IndexedDatasetWriter(
-            prefix, dtype=dtype, keep_partial=True, resume_from=writer_states[key]
-        )
-        for key, prefix in outputs.items()
-    }
-    filters = normalize_filters({k: v for k, v in config.filters})
-    sizes = [i["size"] for i in inputs]
+    outputs: dict[str, KeyOutput] = {}
+    sizes, done = plan.sizes, resumed.done_files
     progress = Progress(
         config.progress,
         config.log_interval,
-        len(files),
+        len(plan.files),
         total_bytes=sum(sizes),
-        done_bytes=sum(sizes[:done_files]),
-        done_files=done_files,
+        done_bytes=sum(sizes[:done]),
+        done_files=done,
     )
-    dedup = None
-    if config.dedup:
-        from dataprep.dedup import Deduplicator
-
-        dedup = {key: Deduplicator(config.dedup, config.dedup_threshold) for key in outputs}
-        if done_files:
-            for key, d in dedup.items():
-                d.load(work / f"{key}.dedup.npz")
-    sink = Sink(
-        writers,
-        stats,
-        provenance,
-        progress,
-        split_sentences=config.split_sentences,
-        dedup=dedup,
-    )
-    common = {
-        "dedup": config.dedup,
-        "split_sentences": config.split_sentences,
-        "keep_newlines": config.keep_newlines,
-        "append_eod": config.append_eod,
-        "dtype": dtype.str,
-    }
-    parts = plan_parts(
-        files,
-        sizes,
-        done_files,
-        split_bytes=config.ray_split_bytes if config.executor == "ray" else 0,
-        config=config,
-    )
+    sink = Sink(outputs, progress)
+    split = config.ray_split_bytes if config.executor == "ray" else 0
+    parts = plan_parts(plan.files, sizes, done, split_bytes=split, config=config)
     executor = None
     start = time.perf_counter()
     try:
-        if config.executor == "ray":
-            from dataprep.build.executor_ray import RayExecutor
-
-            executor = RayExecutor(
-                config, tokenizer, common, filters, work=work, fingerprint=fingerprint
-            )
-        else:
-            executor = LocalExecutor(config, tokenizer, common, filters)
-        file_stats, file_docs = ReadStats(), 0
-        for done in executor.run(parts, sink, input_offset=sum(sizes[:done_files])):
-            file_stats.merge(done.read)
-            file_docs += done.documents
-            for message in done.warnings:
-                log.warning("%s", message)
-            if not done.part.last:
-                continue
-            file_index, path = done.part.file_index, files[done.part.file_index]
-            skipped_whole = file_stats.empty_files or any(file_stats.files_skipped.values())
-            if file_docs == 0 and not skipped_whole:
-                log.warning("%s: no documents written from this file", path)
-            read_stats.merge(file_stats)
+        _open_outputs(config, plan, resumed, outputs)
+        executor = _executor(config, plan)
+        finished = executor.run(parts, sink, input_offset=sum(sizes[:done]))
+        for file_index in _finished_files(finished, plan, resumed):
             progress.file_done(sum(sizes[: file_index + 1]))
-            inputs[file_index]["documents"] = file_stats.documents
-            inputs[file_index]["sha256"] = done.sha256 or sha256_of(path)
-            save_state(
-                work,
-                fingerprint,
-                file_index + 1,
-                stats,
-                read_stats,
-                inputs,
-                provenance,
-                writers,
-                text_bytes=earlier_text_bytes + sink.text_bytes,
-            )
-            for key, d in (dedup or {}).items():
-                d.save(work / f"{key}.dedup.npz")
-            file_stats, file_docs = ReadStats(), 0
-        seconds = time.perf_counter() - start
-        empty = [key for key, s in stats.items() if s.documents == 0]
-        if empty and not config.allow_empty:
-            from dataprep.build.empty import EmptyResultError, explain_empty
-
-            state_file.unlink(
-                missing_ok=True
-            )  # nothing worth resuming: the cleanup below removes everything
-            key = empty[0]
-            raise EmptyResultError(
-                explain_empty(key, files, config, read_stats.to_dict(), stats[key].skipped)
-            )
-        for w in writers.values():
-            w.close()
+            resumed.save(work, outputs, sink.text_bytes)
+        _check_not_empty(config, plan, resumed, outputs)
+        for output in outputs.values():
+            output.close()
     except BaseException as e:
-        parts_kept = isinstance(e, KeyboardInterrupt) and any(work.glob("parts/*/part.json"))
-        if not state_file.exists() and not parts_kept:
-            # nothing finished that --resume could reuse: leave no trace of this build
-            for w in writers.values():
-                w.abort()
-            for prefix in outputs.values():
-                bin_tmp_path(prefix).unlink(missing_ok=True)
-            shutil.rmtree(work, ignore_errors=True)
+        _leave_no_trace_unless_resumable(work, outputs, e)
         raise
     finally:
-        for w in writers.values():
-            w.abort()  # no-op for closed writers; keeps .bin.tmp of unfinished ones for --resume
+        for output in outputs.values():
+            output.abort()  # no-op for closed outputs; keeps .bin.tmp of unfinished ones
         progress.close()
         if executor is not None:
             executor.close()
-
-    read_dict = read_stats.to_dict()
-    for key, prefix in outputs.items():
-        prov = np.concatenate(provenance[key]) if provenance[key] else np.zeros((0, 2), np.int64)
-        tmp = Path(str(provenance_path(prefix)) + ".tmp.npy")
-        np.save(tmp, prov)
-        os.replace(tmp, provenance_path(prefix))
-        s = stats[key]
-        extra = {}
-        if dedup is not None:
-            from dataprep.manifest import duplicates_path
-
-            pairs_tmp = Path(str(duplicates_path(prefix)) + ".tmp.npy")
-            np.save(pairs_tmp, dedup[key].pairs_array())
-            os.replace(pairs_tmp, duplicates_path(prefix))
-            extra["dedup"] = dedup[key].describe(inputs, duplicates_path(prefix).name)
-        write_json_atomic(
-            manifest_path(prefix),
-            {
-                "dataprep_version": __version__,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "prefix": os.path.basename(prefix),
-                "json_key": key,
-                "level": config.level,
-                "dtype": dtype.name,
-                "append_eod": config.append_eod,
-                "documents": s.documents,
-                "sequences": s.sequences,
-                "tokens": s.tokens,
-                "max_token_id": s.max_token_id,
-                "skipped_documents": dict(sorted(s.skipped.items())),
-                "read": read_dict,
-                "inputs": [{k: v for k, v in i.items() if k != "mtime_ns"} for i in inputs],
-                "tokenizer": tokenizer.describe(),
-                "filters": {k: list(v) for k, v in config.filters},
-                "languages": list(config.languages) if config.languages else None,
-                "provenance": provenance_path(prefix).name,
-                **extra,
-            },
-        )
+    seconds = time.perf_counter() - start
+    manifest = _manifest(config, plan, resumed)
+    for output in outputs.values():
+        output.finalize(manifest)
     shutil.rmtree(work, ignore_errors=True)
-    return BuildSummary(
-        outputs=outputs,
-        stats=stats,
-        read=read_dict,
-        inputs=inputs,
-        seconds=seconds,
-        text_bytes=sink.text_bytes,
-        resumed_files=done_files,
-        earlier_records=earlier_records,
-        earlier_text_bytes=earlier_text_bytes,
-        earlier_tokens=earlier_tokens,
+    stats = {key: output.stats for key, output in outputs.items()}
+    return BuildSummary.of(plan.prefixes, stats, resumed, seconds, sink.text_bytes, done)
+
+
+def _leave_no_trace_unless_resumable(
+    work: Path, outputs: dict[str, KeyOutput], error: BaseException
+) -> None:
+    """After a failed build: remove everything unless a resumed build could reuse something (a
+    checkpoint, or, when interrupted, a Ray build's finished partials)."""
+    interrupted = isinstance(error, KeyboardInterrupt) and state.resumable(work)
+    if not state.checkpointed(work) and not interrupted:
+        for output in outputs.values():
+            output.discard()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _new_dedup(config: BuildConfig):
+    """A factory of the build's de-duplicators, or None without dedup."""
+    if not config.dedup:
+        return None
+    from dataprep.dedup import Deduplicator
+
+    return lambda: Deduplicator(config.dedup, config.dedup_threshold)
+
+
+def _open_outputs(
+    config: BuildConfig, plan: BuildPlan, resumed: BuildState, outputs: dict[str, KeyOutput]
+) -> None:
+    """Open (or resume) every key's output into `outputs`, which the caller cleans up."""
+    new_dedup = _new_dedup(config)
+    for key, prefix in plan.prefixes.items():
+        dedup = new_dedup() if new_dedup is not None and resumed.keys is None else None
+        outputs[key] = KeyOutput(
+            key,
+            prefix,
+            dtype=plan.dtype,
+            split_sentences=config.split_sentences,
+            keep_partial=True,
+            resume=resumed.keys[key] if resumed.keys is not None else None,
+            dedup=dedup,
+        )
+
+
+def _executor(config: BuildConfig, plan: BuildPlan):
+    options = task_options(config, plan.dtype)
+    if config.executor == "ray":
+        from dataprep.build.executor_ray import RayExecutor
+
+        return RayExecutor(
+            config, options, plan.filters, work=config.work_dir, fingerprint=plan.fingerprint
+        )
+    from dataprep.build.executor_local import LocalExecutor
+
+    return LocalExecutor(config, plan.tokenizer, options, plan.filters)
+
+
+def _finished_files(finished: Iterator[PartDone], plan: BuildPlan, build: BuildState):
+    """The indices of the input files as they finish (their last part done), each recorded in
+    `build` first; logs the parts' warnings and the files that gave no document."""
+    from dataprep.readers import ReadStats
+
+    file_stats, file_docs = ReadStats(), 0
+    for done in finished:
+        file_stats.merge(done.read)
+        file_docs += done.documents
+        for message in done.warnings:
+            log.warning("%s", message)
+        part: Part = done.part
+        if not part.last:
+            continue
+        path = plan.files[part.file_index]
+        skipped_whole = file_stats.empty_files or any(file_stats.files_skipped.values())
+        if file_docs == 0 and not skipped_whole:
+            log.warning("%s: no documents written from this file", path)
+        build.file_done(part.file_index, file_stats, done.sha256 or sha256_file(path))
+        yield part.file_index
+        file_stats, file_docs = ReadStats(), 0
+
+
+def _check_not_empty(
+    config: BuildConfig, plan: BuildPlan, build: BuildState, outputs: dict[str, KeyOutput]
+) -> None:
+    """EmptyResultError naming what removed everything, unless `allow_empty`."""
+    empty = [key for key, output in outputs.items() if output.stats.documents == 0]
+    if empty and not config.allow_empty:
+        from dataprep.build.empty import empty_result_error
+
+        state.forget(config.work_dir)  # nothing worth resuming: the cleanup removes everything
+        key = empty[0]
+        skipped = outputs[key].stats.skipped
+        raise empty_result_error(key, plan.files, config, build.read, skipped)
+
+
+def _manifest(config: BuildConfig, plan: BuildPlan, build: BuildState) -> Manifest:
+    """What every key's manifest shares (each output fills in its own name and counts)."""
+    return Manifest(
+        dtype=plan.dtype.name,
+        level=config.level,
+        append_eod=config.append_eod,
+        read=build.read.to_dict(),
+        inputs=[i.to_json(mtime=False) for i in build.inputs],
+        tokenizer=plan.tokenizer.describe(),
+        filters={k: list(v) for k, v in config.filters},
+        languages=list(config.languages) if config.languages else None,
     )

@@ -4,11 +4,10 @@ resumable."""
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 
-from dataprep.errors import DataprepError, UsageError, require_extra
+from dataprep.errors import ConfigError, DataprepError, UsageError, require_extra
 
 HELP = "tokenize documents into Megatron .bin/.idx datasets (preprocess_data.py's job)"
 DESCRIPTION = """\
@@ -208,11 +207,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _sha256(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def tokenizer_spec(args: argparse.Namespace) -> str:
     """Resolve --tokenizer or Megatron's --tokenizer-type family into one load_tokenizer spec."""
     if args.tokenizer and args.tokenizer_type:
@@ -222,6 +216,7 @@ def tokenizer_spec(args: argparse.Namespace) -> str:
     if args.tokenizer_type == "GPT2BPETokenizer":
         if not (args.vocab_file and args.merge_file):
             return "gpt2"
+        from dataprep.fileio import sha256_file
         from dataprep.tokenizers.base import ASSETS_DIR
 
         shipped = ASSETS_DIR / "gpt2"
@@ -231,7 +226,7 @@ def tokenizer_spec(args: argparse.Namespace) -> str:
         ):
             if not os.path.exists(mine):
                 raise UsageError(f"{mine}: no such file")
-            if theirs.exists() and _sha256(mine) != _sha256(str(theirs)):
+            if theirs.exists() and sha256_file(mine) != sha256_file(theirs):
                 raise UsageError(
                     f"{mine} differs from the real GPT-2 files; put your vocab.json and "
                     "merges.txt in one directory and pass --tokenizer DIR"
@@ -296,11 +291,13 @@ def run(args: argparse.Namespace) -> int:
         summary = build_index(config)
     except DataprepError as e:
         if config.work_dir.exists():
-            e.args = (
-                f"{e}\n(the build stopped; finished input files are kept in {config.work_dir}: "
-                "fix the "
-                "input and rerun with --resume, or use --overwrite to start again)",
+            note = (
+                f"\n(the build stopped; finished input files are kept in {config.work_dir}: fix "
+                "the input and rerun with --resume, or use --overwrite to start again)"
             )
+            if isinstance(e, ConfigError):  # the CLI shows its template, with flags
+                e.template += note.replace("{", "{{").replace("}", "}}")
+            e.args = (f"{e}{note}",)
         raise
     except KeyboardInterrupt:
         if config.work_dir.exists():

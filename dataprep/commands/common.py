@@ -13,6 +13,8 @@ from dataprep.errors import UsageError
 
 # Config fields whose flag is not "--" + the field with "-" for "_" (the rule for all others).
 FLAG_NAMES: dict[str, str] = {}
+FLAG_NAMES["inputs"] = "--input"  # build-index
+FLAG_NAMES["filters"] = "--filter"  # build-index
 FLAG_NAMES["n_layer"] = "n_layer"  # a model config key (--model file), no flag
 FLAG_NAMES["n_head"] = "n_head"  # a model config key (--model file), no flag
 FLAG_NAMES["n_embd"] = "n_embd"  # a model config key (--model file), no flag

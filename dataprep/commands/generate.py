@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
 HELP = "generate text from a GPT or GPT-J checkpoint with NeMo's sampling flags (KV cache, TP)"
 DESCRIPTION = """\
@@ -114,15 +113,16 @@ def run(args: argparse.Namespace) -> int:
            "use_cache": params.use_cache}  # fmt: skip
     if args.nproc_per_node < 1:
         raise UsageError(f"--nproc-per-node must be >= 1, got {args.nproc_per_node}")
-    from trainer.launch import dist_env
+    from trainer.launch import launch_local, torchrun_rank
 
-    if dist_env() is not None:  # a rank of `torchrun -m dataprep generate`: TP = the world size
-        return _rank_main(job)
+    if torchrun_rank() is not None:  # a rank of `torchrun -m dataprep generate`: TP = world size
+        return _rank_job(job)
     if args.nproc_per_node > 1:
-        from trainer.launch import launch_local
-
         return launch_local(
-            args.nproc_per_node, "dataprep.commands.generate:worker_main", json.dumps(job)
+            args.nproc_per_node,
+            "dataprep.commands.generate:worker_main",
+            json.dumps(job),
+            report_errors=True,
         )
     return _run_job(job, tp_group=None, rank=0)
 
@@ -158,22 +158,17 @@ def _run_job(job: dict, *, tp_group, rank: int) -> int:
 
 def worker_main() -> int:
     """A rank started by `launch_local` for --nproc-per-node N: TP = N."""
-    from trainer.launch import PAYLOAD_ENV
+    from trainer.launch import rank_main
 
-    return _rank_main(json.loads(os.environ[PAYLOAD_ENV]))
+    return rank_main(lambda payload: _rank_job(json.loads(payload)), name="dataprep generate")
 
 
-def _rank_main(job: dict) -> int:
-    from dataprep.errors import DataprepError
+def _rank_job(job: dict) -> int:
+    """`job` on this rank, the model tensor-parallel over all ranks of the job."""
     from trainer.launch import dist_env, setup_distributed, teardown_distributed
-    from trainer.train import configure_rank_logging
 
-    rank = configure_rank_logging()
     layout = setup_distributed(dist_env().world_size)
     try:
         return _run_job(job, tp_group=layout.tp_group, rank=layout.rank)
-    except DataprepError as e:
-        print(f"dataprep generate: error [rank {rank}]: {e}", file=sys.stderr, flush=True)
-        return e.exit_code
     finally:
         teardown_distributed(layout)

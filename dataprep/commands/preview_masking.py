@@ -1,9 +1,9 @@
 """`dataprep preview-masking`: canonical T5 span corruption of real data, as a person reads it.
 
-Samples come from `dataprep.sampling.t5.T5Samples` (reference/formats.md section 4), over a dataset
+Samples come from `dataprep.sampling.build_t5_samples` (T5's `span_corruption`), over a dataset
 prefix or a raw input file tokenized on the fly. `--prompt` shows how `<mask>` markers in a prompt
-become sentinel ids, and where NeMo's megatron_t5_eval would read the prompt differently
-(section 4.6).
+become sentinel ids (`dataprep.sampling.prompts`), and where NeMo's megatron_t5_eval would read
+the prompt differently.
 """
 
 from __future__ import annotations
@@ -17,13 +17,7 @@ from typing import Any
 import numpy as np
 
 from dataprep.errors import DataprepError, UsageError
-from dataprep.sampling.prompts import (
-    MASK,
-    encode_masked_prompt,
-    encode_with_sentinels,
-    mask_prompt,
-    nemo_mask_prompt,
-)
+from dataprep.sampling.t5 import MIN_INPUTS_LENGTH
 
 HELP = "show T5 span corruption (encoder input, decoder target, sentinels) of dataset samples"
 DESCRIPTION = """\
@@ -39,10 +33,6 @@ examples:
   dataprep preview-masking --input c4-fr.tfrecord-00000-of-01024.json.gz --tokenizer mt5-toy
   dataprep preview-masking out/mc4_fr_text_document --json | jq .noise_density
   dataprep preview-masking --prompt "La capitale de la France est <mask>." --tokenizer mt5-toy"""
-
-# The shortest encoder input T5Samples.lengths_for (dataprep/sampling/t5.py) accepts, whatever the
-# density: one clean token, one sentinel and EOS (from a chunk of 2 raw tokens at T5's density).
-MIN_SEQ_LENGTH = 3
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -122,10 +112,10 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(
             f"--mean-noise-span-length {args.mean_noise_span_length} must be > 0 (T5 uses 3.0)"
         )
-    if args.seq_length < MIN_SEQ_LENGTH:
+    if args.seq_length < MIN_INPUTS_LENGTH:
         raise UsageError(
-            f"--seq-length {args.seq_length} must be >= {MIN_SEQ_LENGTH}: an encoder input needs "
-            "at least one clean token, one sentinel and EOS (T5 uses 512)"
+            f"--seq-length {args.seq_length} must be >= {MIN_INPUTS_LENGTH}: an encoder input "
+            "needs at least one clean token, one sentinel and EOS (T5 uses 512)"
         )
     if args.num_samples < 1:
         raise UsageError(f"--num-samples {args.num_samples} must be >= 1")
@@ -155,7 +145,7 @@ def _sentinel_tokenizer(spec: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataprep.sampling.t5 import T5Samples
+    from dataprep.sampling.t5 import T5Samples, build_t5_samples
 
     _check_args(args)
     color = False if args.json else _use_color(args.color)
@@ -184,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         _check_span_budget(args, tokens_length, sentinels)
         source = IndexedDatasetReader(args.prefix)
         where = args.prefix
-    samples = T5Samples(
+    samples = build_t5_samples(
         source,
         sentinel_ids=sentinels,
         eos_id=tok.eos_id,
@@ -354,53 +344,24 @@ def _print_sample(r: dict[str, Any], *, color: bool) -> None:
 
 def _run_prompt(prompt: str, tok, sentinels: list[int], *, as_json: bool, color: bool) -> int:
     from dataprep.preview import highlight, render_ids
+    from dataprep.sampling.prompts import read_masked_prompt
 
-    body, num_masks = encode_masked_prompt(prompt, tok, sentinels)
-    text = mask_prompt(prompt)[0]
-    inputs = body + [tok.eos_id]  # every training encoder input ends with EOS
-    nemo_text, left = nemo_mask_prompt(prompt)
-    nemo_body = encode_with_sentinels(nemo_text, tok, sentinels)
-    nemo_compatible = nemo_body == body
-    notes = []
-    if nemo_compatible:
-        notes.append(
-            "NeMo's megatron_t5_eval gives the same ids (it appends EOS only with "
-            "--add_eos_to_encoder_input)"
-        )
-    else:
-        if left:
-            notes.append(
-                f"NeMo's megatron_t5_eval would leave {', '.join(repr(w) for w in left)} as "
-                f"text: it only replaces whitespace-separated words exactly equal to {MASK}, so "
-                "its sentinels "
-                "would be fewer or numbered differently"
-            )
-        joined = " ".join(text.split())
-        if joined != text and encode_with_sentinels(joined, tok, sentinels) != body:
-            notes.append(
-                "NeMo's megatron_t5_eval joins the words with single spaces, which changes "
-                "the whitespace of this prompt"
-            )
-        notes.append(f"NeMo's megatron_t5_eval would encode {nemo_text!r} instead")
-    used = [i for i in body if i in set(sentinels)]
+    r = read_masked_prompt(prompt, tok, sentinels)
+    inputs, used, notes = r.inputs, r.sentinels, r.notes
     pieces = [tok.id_to_piece(i) for i in inputs]
     if as_json:
-        print(
-            json.dumps(
-                {
-                    "prompt": prompt,
-                    "text": text,
-                    "inputs": inputs,
-                    "pieces": pieces,
-                    "sentinels": used,
-                    "nemo_compatible": nemo_compatible,
-                    "nemo_text": nemo_text,
-                    "nemo_inputs": nemo_body + [tok.eos_id],
-                    "notes": notes,
-                },
-                ensure_ascii=False,
-            )
-        )
+        record = {
+            "prompt": prompt,
+            "text": r.text,
+            "inputs": inputs,
+            "pieces": pieces,
+            "sentinels": used,
+            "nemo_compatible": r.nemo_compatible,
+            "nemo_text": r.nemo_text,
+            "nemo_inputs": r.nemo_inputs,
+            "notes": notes,
+        }
+        print(json.dumps(record, ensure_ascii=False))
         return 0
     marks = _marks(tok, sentinels)
     print(highlight(f"prompt ({tok.name}):", "bold", color=color), prompt)

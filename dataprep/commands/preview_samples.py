@@ -1,6 +1,6 @@
 """`dataprep preview-samples`: the GPT training samples Megatron would draw, decoded for a person.
 
-Samples come from `dataprep.sampling.build_gpt_samples` (reference/formats.md section 3), so sample
+Samples come from `dataprep.sampling.build_gpt_samples` (megatron-core order), so sample
 k here is sample k of a megatron-core GPTDataset / BlendedDataset with the same data path, split,
 seed, sequence length and sample count. Document boundaries inside a sample are marked.
 """

@@ -63,14 +63,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    from dataprep.commands.preview_masking import MIN_SEQ_LENGTH
     from dataprep.indexed.reader import check_dataset_files
+    from dataprep.sampling.t5 import MIN_INPUTS_LENGTH
 
     for flag, value, least in (
         ("--max-tokens", args.max_tokens, 1),
         ("--top", args.top, 1),
         ("--t5-samples", args.t5_samples, 1),
-        ("--seq-length", args.seq_length, MIN_SEQ_LENGTH),
+        ("--seq-length", args.seq_length, MIN_INPUTS_LENGTH),
     ):
         if value < least:
             raise UsageError(f"{flag} {value}: expected an integer >= {least}")

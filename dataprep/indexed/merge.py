@@ -1,5 +1,6 @@
 """Merge several `.bin/.idx` datasets into one, as Megatron's `tools/merge_datasets.py` does with
-`IndexedDatasetBuilder.add_index` (reference/formats.md §1.5, §2.3), with the same bytes as output.
+`IndexedDatasetBuilder.add_index` (megatron-core `datasets/indexed_dataset.py`), with the same
+bytes as output.
 
 Every input is opened and checked first (format, dtype, tokenizer), so a mismatch fails before
 anything is written. The `.bin` files are then streamed, never loaded; `document_indices` are
@@ -10,10 +11,9 @@ indices are rebased into the concatenated inputs, so row i still names document 
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +22,16 @@ from typing import Any
 import numpy as np
 
 from dataprep.errors import DataprepError, UsageError
+from dataprep.fileio import npy_memmap_atomic
 from dataprep.indexed.reader import IndexedDatasetReader
 from dataprep.indexed.writer import IndexedDatasetWriter
+from dataprep.manifest import (
+    Manifest,
+    manifest_path,
+    provenance_path,
+    read_manifest,
+    write_manifest,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -55,10 +63,9 @@ class MergeSummary:
     num_documents: int
     num_sequences: int
     num_tokens: int
-    tokenizer: (
-        dict[str, Any] | None
-    )  # the sources' common manifest "tokenizer" entry, if any had one
-    manifest: dict[str, Any] | None = None  # what was written to `{output_prefix}.json`
+    # the sources' common manifest "tokenizer" entry, if any had one
+    tokenizer: dict[str, Any] | None
+    manifest: Manifest | None = None  # what was written to `{output_prefix}.json`
     provenance_written: bool = False  # `{output_prefix}.provenance.npy` written
 
     @property
@@ -78,16 +85,14 @@ def _tokenizer_conflict(a: dict[str, Any], b: dict[str, Any]) -> str | None:
 
 
 def _open_provenance(
-    prefix: str, manifest: dict[str, Any] | None, num_documents: int
+    prefix: str, manifest: Manifest | None, num_documents: int
 ) -> tuple[np.ndarray | None, str | None]:
     """A source's provenance (memory-mapped) if it can be merged, else None and the reason."""
-    from dataprep.manifest import provenance_path
-
     path = provenance_path(prefix)
     if manifest is None:
         return None, "no build manifest (.json)"
-    inputs = manifest.get("inputs")
-    if not isinstance(inputs, list):
+    inputs = manifest.inputs
+    if inputs is None:
         return None, "its manifest lists no inputs"
     if not path.exists():
         return None, f"no {path.name}"
@@ -110,9 +115,8 @@ def _open_provenance(
     return prov, None
 
 
-def _write_provenance(tmp: Path, parts: Sequence[tuple[np.ndarray, int]], total: int) -> None:
-    """Concatenate provenance arrays into an .npy at `tmp`, adding each part's file offset."""
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int64, shape=(total, 2))
+def _write_provenance(out: np.ndarray, parts: Sequence[tuple[np.ndarray, int]]) -> None:
+    """Concatenate provenance arrays into `out`, adding each part's file offset."""
     row = 0
     for prov, file_offset in parts:
         for start in range(0, len(prov), _PROVENANCE_CHUNK_ROWS):
@@ -120,9 +124,7 @@ def _write_provenance(tmp: Path, parts: Sequence[tuple[np.ndarray, int]], total:
             out[row : row + len(chunk), 0] = chunk[:, 0] + file_offset
             out[row : row + len(chunk), 1] = chunk[:, 1]
             row += len(chunk)
-    assert row == total
-    out.flush()
-    del out
+    assert row == len(out)
 
 
 def _sum_counts(dicts: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -141,71 +143,67 @@ def _sum_counts(dicts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return dict(sorted(out.items()))
 
 
+def _agreed(manifests: Sequence[Manifest | None], name: str) -> Any:
+    """An entry every source's manifest has with the same value, else None."""
+    values = [getattr(m, name) if m is not None else None for m in manifests]
+    return (
+        values[0]
+        if values and values[0] is not None and values.count(values[0]) == len(values)
+        else None
+    )
+
+
 def _merged_manifest(
     output_prefix: str,
     dtype: np.dtype,
     sources: Sequence[MergeSource],
-    manifests: Sequence[dict[str, Any] | None],
+    manifests: Sequence[Manifest | None],
     tokenizer: dict[str, Any] | None,
     provenance_name: str | None,
-) -> dict[str, Any]:
-    from dataprep import __version__
-
+) -> Manifest:
     present = [m for m in manifests if m is not None]
-    manifest: dict[str, Any] = {
-        "dataprep_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "kind": "merge",
-        "prefix": os.path.basename(output_prefix),
-        "dtype": dtype.name,
-        "documents": sum(s.num_documents for s in sources),
-        "sequences": sum(s.num_sequences for s in sources),
-        "tokens": sum(s.num_tokens for s in sources),
-    }
-    if present and len(present) == len(manifests) and all("max_token_id" in m for m in present):
-        manifest["max_token_id"] = max(m["max_token_id"] for m in present)
-    for key in ("level", "append_eod", "json_key"):  # carried over when every source agrees
-        values = {json.dumps(m.get(key)) if m else None for m in manifests}
-        if len(values) == 1 and None not in values and present[0].get(key) is not None:
-            manifest[key] = present[0][key]
-    if tokenizer is not None:
-        manifest["tokenizer"] = tokenizer
-    # sums over the sources that have manifests (see "sources" for which do)
-    manifest["skipped_documents"] = _sum_counts([m.get("skipped_documents") or {} for m in present])
-    if all(isinstance(m.get("read"), dict) for m in present) and present:
-        manifest["read"] = _sum_counts([m["read"] for m in present])
-    manifest["inputs"] = [
-        i for m in present if isinstance(m.get("inputs"), list) for i in m["inputs"]
-    ]
-    manifest["merged_from"] = [s.prefix for s in sources]
-    manifest["sources"] = [
-        {
-            "prefix": s.prefix,
-            "documents": s.num_documents,
-            "sequences": s.num_sequences,
-            "tokens": s.num_tokens,
-            "has_manifest": m is not None,
-            "inputs": len(m["inputs"]) if m and isinstance(m.get("inputs"), list) else 0,
-            "provenance": s.provenance_problem is None,
-        }
-        for s, m in zip(sources, manifests, strict=True)
-    ]
-    manifest["provenance"] = provenance_name
-    return manifest
+    max_ids = [m.max_token_id for m in manifests if m is not None]
+    every_max_id = present and len(present) == len(manifests) and None not in max_ids
+    return Manifest(
+        kind="merge",
+        prefix=os.path.basename(output_prefix),
+        dtype=dtype.name,
+        documents=sum(s.num_documents for s in sources),
+        sequences=sum(s.num_sequences for s in sources),
+        tokens=sum(s.num_tokens for s in sources),
+        max_token_id=max(max_ids) if every_max_id else None,
+        # carried over when every source agrees
+        level=_agreed(manifests, "level"),
+        append_eod=_agreed(manifests, "append_eod"),
+        json_key=_agreed(manifests, "json_key"),
+        tokenizer=tokenizer,
+        # sums over the sources that have manifests (see "sources" for which do)
+        skipped_documents=_sum_counts([m.skipped_documents for m in present]),
+        read=(
+            _sum_counts([m.read for m in present])
+            if present and all(m.read is not None for m in present)
+            else None
+        ),
+        inputs=[i for m in present for i in (m.inputs or [])],
+        merged_from=[s.prefix for s in sources],
+        sources=[
+            {
+                "prefix": s.prefix,
+                "documents": s.num_documents,
+                "sequences": s.num_sequences,
+                "tokens": s.num_tokens,
+                "has_manifest": m is not None,
+                "inputs": len(m.inputs) if m is not None and m.inputs is not None else 0,
+                "provenance": s.provenance_problem is None,
+            }
+            for s, m in zip(sources, manifests, strict=True)
+        ],
+        provenance=provenance_name,
+    )
 
 
-def merge_datasets(
-    prefixes: Sequence[str | os.PathLike],
-    output_prefix: str | os.PathLike,
-    *,
-    overwrite: bool = False,
-) -> MergeSummary:
-    """Concatenate datasets in the given order into `output_prefix.bin/.idx` plus a merged
-    manifest `.json` and, if every source has provenance, a merged `.provenance.npy`."""
-    from dataprep.manifest import load_manifest, manifest_path, provenance_path, write_json_atomic
-
-    prefixes = [os.fspath(p) for p in prefixes]
-    output_prefix = os.fspath(output_prefix)
+def _check_output(prefixes: Sequence[str], output_prefix: str, overwrite: bool) -> list[Path]:
+    """The output's sidecar paths, once the output is known to be writable."""
     if not prefixes:
         raise UsageError("nothing to merge: give at least one input dataset")
     out_abs = os.path.abspath(output_prefix)
@@ -219,31 +217,35 @@ def merge_datasets(
             f"{' and '.join(existing)} already exist; pass --overwrite (overwrite=True) to "
             "replace them"
         )
+    return sidecars
 
-    readers = [IndexedDatasetReader(p) for p in prefixes]
-    first = readers[0]
-    for r in readers[1:]:
-        if r.dtype != first.dtype:
-            raise DataprepError(
-                f"cannot merge {first.path_prefix} (dtype {first.dtype.name}) with {r.path_prefix} "
-                f"(dtype {r.dtype.name}): all inputs must share a token dtype; rebuild one of them"
-            )
-    manifests = [load_manifest(p) for p in prefixes]
+
+def _common_tokenizer(
+    prefixes: Sequence[str], manifests: Sequence[Manifest | None]
+) -> dict[str, Any] | None:
+    """The tokenizer entry the sources' manifests share (None if none has one); DataprepError
+    when two differ."""
     tokenizer: dict[str, Any] | None = None
     tokenizer_from = None
     for p, manifest in zip(prefixes, manifests, strict=True):
-        entry = manifest.get("tokenizer") if isinstance(manifest, dict) else None
-        if not isinstance(entry, dict):
+        entry = manifest.tokenizer if manifest is not None else None
+        if entry is None:
             continue
         if tokenizer is None:
-            tokenizer, tokenizer_from = entry, p
+            tokenizer, tokenizer_from = dict(entry), p
         elif (conflict := _tokenizer_conflict(tokenizer, entry)) is not None:
             raise DataprepError(
                 f"cannot merge {tokenizer_from} with {p}: their build manifests name different "
                 f"tokenizers ({conflict}); token ids from different tokenizers cannot be mixed"
             )
-    manifests = [m if isinstance(m, dict) else None for m in manifests]
+    return tokenizer
 
+
+def _sources(
+    readers: Sequence[IndexedDatasetReader], manifests: Sequence[Manifest | None]
+) -> tuple[list[MergeSource], list[tuple[np.ndarray, int]]]:
+    """Each source's counts and provenance problem, and the provenance arrays that can be merged
+    with the file index offset of each (its inputs' place in the merged input list)."""
     sources = []
     provenance_parts: list[tuple[np.ndarray, int]] = []
     file_offset = 0
@@ -251,8 +253,8 @@ def merge_datasets(
         prov, problem = _open_provenance(r.path_prefix, m, r.num_documents)
         if prov is not None:
             provenance_parts.append((prov, file_offset))
-        if m is not None and isinstance(m.get("inputs"), list):
-            file_offset += len(m["inputs"])
+        if m is not None and m.inputs is not None:
+            file_offset += len(m.inputs)
         sources.append(
             MergeSource(
                 r.path_prefix,
@@ -263,6 +265,31 @@ def merge_datasets(
                 provenance_problem=problem,
             )
         )
+    return sources, provenance_parts
+
+
+def merge_datasets(
+    prefixes: Sequence[str | os.PathLike],
+    output_prefix: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+) -> MergeSummary:
+    """Concatenate datasets in the given order into `output_prefix.bin/.idx` plus a merged
+    manifest `.json` and, if every source has provenance, a merged `.provenance.npy`."""
+    prefixes = [os.fspath(p) for p in prefixes]
+    output_prefix = os.fspath(output_prefix)
+    sidecars = _check_output(prefixes, output_prefix, overwrite)
+    readers = [IndexedDatasetReader(p) for p in prefixes]
+    first = readers[0]
+    for r in readers[1:]:
+        if r.dtype != first.dtype:
+            raise DataprepError(
+                f"cannot merge {first.path_prefix} (dtype {first.dtype.name}) with {r.path_prefix} "
+                f"(dtype {r.dtype.name}): all inputs must share a token dtype; rebuild one of them"
+            )
+    manifests = [read_manifest(p) for p in prefixes]
+    tokenizer = _common_tokenizer(prefixes, manifests)
+    sources, provenance_parts = _sources(readers, manifests)
     lacking = [s for s in sources if s.provenance_problem is not None]
     for s in lacking:
         logger.warning(
@@ -275,22 +302,23 @@ def merge_datasets(
     dtype = first.dtype
     del readers, first  # release the memory maps before copying
 
-    prov_tmp = Path(str(provenance_path(output_prefix)) + ".tmp.npy")
-    try:
+    with contextlib.ExitStack() as provenance:  # renamed into place after the .bin/.idx
+        out = None
+        if not lacking:
+            shape = (total_documents, 2)
+            out = provenance.enter_context(
+                npy_memmap_atomic(provenance_path(output_prefix), dtype=np.int64, shape=shape)
+            )
         with IndexedDatasetWriter(output_prefix, dtype=dtype) as writer:
             for p in prefixes:
                 logger.info("appending %s", p)
                 writer.add_index(p)
-            if not lacking:
-                _write_provenance(prov_tmp, provenance_parts, total_documents)
+            if out is not None:
+                _write_provenance(out, provenance_parts)
             # the old sidecars must not outlive the .bin/.idx they describe (renamed on exit)
             for path in sidecars:
                 path.unlink(missing_ok=True)
-        del provenance_parts  # release the sources' memory maps
-        if not lacking:
-            os.replace(prov_tmp, provenance_path(output_prefix))
-    finally:
-        prov_tmp.unlink(missing_ok=True)
+        del provenance_parts, out  # release the memory maps
     manifest = _merged_manifest(
         output_prefix,
         writer.dtype,
@@ -299,7 +327,7 @@ def merge_datasets(
         tokenizer,
         None if lacking else provenance_path(output_prefix).name,
     )
-    write_json_atomic(manifest_path(output_prefix), manifest)
+    write_manifest(output_prefix, manifest)
     summary = MergeSummary(
         output_prefix=output_prefix,
         dtype=writer.dtype,

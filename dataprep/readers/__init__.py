@@ -1,10 +1,14 @@
 """Input readers: find the input files, tell their format, and stream their records as Documents.
 
-Formats (reference/formats.md §2.4): "pile" (`*.jsonl.zst`, metadata from `meta`), "mc4"
-(`c4-<lang>.tfrecord-*.json.gz`, language from the file name), "jsonl" (any JSON Lines,
-plain/zstd/gzip) and "parquet". Reading is streaming and constant-memory; bad records and bad files
-raise ReadError with the file, line or byte offset and what was found, or are counted in `ReadStats`
-when told to skip them.
+Formats: "pile" (`*.jsonl.zst`, metadata from `meta`), "mc4" (`c4-<lang>.tfrecord-*.json.gz`,
+language from the file name), "jsonl" (any JSON Lines, plain/zstd/gzip) and "parquet". Reading is
+streaming and constant-memory; bad records and bad files raise ReadError with the file, line or
+byte offset and what was found, or are counted in `ReadStats` when told to skip them.
+
+A JSON Lines file can also be read in two steps, so that the parsing runs elsewhere (a worker
+process): `iter_line_blocks` cuts the decompressed file into numbered blocks of whole lines and
+`json_lines_parser(...).documents(...)` turns a block into Documents, with bad records handled by
+`RecordErrors` (here) or `CollectedRecordErrors` (in a worker); `finish_file` ends the file.
 """
 
 from __future__ import annotations
@@ -13,14 +17,31 @@ import glob
 import logging
 import os
 from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from dataprep.documents import Document
 from dataprep.errors import ReadError, UsageError
 from dataprep.readers import compression
-from dataprep.readers.base import FILE_ERROR_KINDS, LANGUAGE, RECORD_ERROR_KINDS, ReadStats
-from dataprep.readers.jsonl import first_record, iter_json_lines
+from dataprep.readers.base import (
+    FILE_ERROR_KINDS,
+    LANGUAGE,
+    RECORD_ERROR_KINDS,
+    CollectedRecordErrors,
+    ReadStats,
+    RecordErrors,
+)
+from dataprep.readers.jsonl import (
+    BLOCK_BYTES,
+    JsonLinesParser,
+    LineRange,
+    MetadataOf,
+    finish_file,
+    first_record,
+    iter_json_lines,
+    line_blocks,
+)
 from dataprep.readers.mc4 import mc4_language, mc4_metadata_of
 from dataprep.readers.pile import is_pile_record, pile_metadata
 
@@ -29,11 +50,18 @@ __all__ = [
     "FORMATS",
     "INPUT_SUFFIXES",
     "RECORD_ERROR_KINDS",
+    "CollectedRecordErrors",
     "Document",
+    "JsonLinesParser",
+    "LineBlock",
     "ReadStats",
+    "RecordErrors",
     "detect_format",
     "expand_inputs",
+    "finish_file",
     "iter_documents",
+    "iter_line_blocks",
+    "json_lines_parser",
     "normalize_filters",
     "resolve_format",
 ]
@@ -209,6 +237,60 @@ def resolve_format(
     return fmt or detect_format(path), language
 
 
+def _metadata_of(fmt: str, language: str | None) -> MetadataOf | None:
+    """A JSON Lines format's `metadata_of` (None: the plain one, every other field)."""
+    if fmt == "pile":
+        return pile_metadata
+    if fmt == "mc4":
+        return mc4_metadata_of(language)
+    return None
+
+
+def json_lines_parser(
+    path: str | os.PathLike,
+    fmt: str,
+    *,
+    json_keys: Sequence[str] = ("text",),
+    language: str | None = None,
+    filters: Mapping[str, Collection[str]] | None = None,
+) -> JsonLinesParser:
+    """The picklable parser of the blocks of one JSON Lines file of format `fmt` ("pile", "mc4"
+    with the file's `language`, or "jsonl"), keeping the records that match `filters`."""
+    metadata_of = _metadata_of(fmt, language)
+    return JsonLinesParser(os.fspath(path), tuple(json_keys), metadata_of, filters)
+
+
+@dataclass(frozen=True, slots=True)
+class LineBlock:
+    """Whole lines of a JSON Lines file, decompressed, as `iter_line_blocks` yields them."""
+
+    first_line: int  # number of the block's first line in the file (from 1)
+    data: bytes  # `\n`-terminated lines; only the file's last line may lack its newline
+    offset: int  # file bytes (compressed, for zstd/gzip) read once this block was cut
+
+
+def iter_line_blocks(
+    path: str | os.PathLike,
+    *,
+    block_bytes: int = BLOCK_BYTES,
+    start: int = 0,
+    end: int | None = None,
+) -> Iterator[LineBlock]:
+    """Blocks of about `block_bytes` of whole lines of a JSON Lines file (zstd, gzip or plain), in
+    file order. With `start`/`end` (a plain file only), the lines that start in the byte range
+    [start, end), numbered as in the whole file; every line of a file belongs to exactly one range
+    of a cut. A broken compressed stream yields the whole lines before the break, then raises
+    ReadError."""
+    if start == 0 and end is None:
+        reader, first = compression.open_decompressed(path), 1
+    else:
+        reader = LineRange(path, start, end)
+        first = reader.first_line
+    with reader:
+        for first_line, data in line_blocks(reader, block_bytes, first_line=first):
+            yield LineBlock(first_line, data, compression.compressed_offset(reader))
+
+
 def iter_documents(
     path: str | os.PathLike,
     *,
@@ -273,12 +355,9 @@ def iter_documents(
 
             extra = {"language": language} if language is not None else None
             documents = iter_parquet(path, extra_metadata=extra, **options)
-        elif fmt == "pile":
-            documents = iter_json_lines(path, metadata_of=pile_metadata, **options)
-        elif fmt == "mc4":
-            documents = iter_json_lines(path, metadata_of=mc4_metadata_of(language), **options)
         else:
-            documents = iter_json_lines(path, **options)
+            metadata_of = _metadata_of(fmt, language)
+            documents = iter_json_lines(path, metadata_of=metadata_of, **options)
         for document in documents:
             yielded += 1
             yield document

@@ -6,7 +6,6 @@ the file size or compression ratio. Unlike `zstandard`'s `stream_reader` (which 
 of a truncated stream without complaint) we drive one decompressor per frame/member and check that
 the last one really ended, so a cut-short download is an error with its byte offset, not a silently
 shorter dataset.
-See reference/formats.md §2.4 and environment.md §6.
 """
 
 from __future__ import annotations

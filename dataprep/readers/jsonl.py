@@ -1,11 +1,11 @@
 """JSON Lines records -> Documents: one JSON object per line, plain, zstd or gzip.
 
 Each line is read as bytes and must be strict UTF-8 and one JSON object holding every requested key
-with a string value (Megatron's `--json-keys`, reference/formats.md §2.2). Anything else is a bad
-record of a named kind (`base.RECORD_ERROR_KINDS`): raised as ReadError with file and line, or
-counted with on_error="skip". orjson parses when installed (about 2x faster than `json`,
-environment.md §6); when it rejects a line, the stdlib parser decides, so the accepted records and
-the error kinds are the same with or without orjson.
+with a string value (as Megatron-LM's `tools/preprocess_data.py --json-keys` reads them). Anything
+else is a bad record of a named kind (`base.RECORD_ERROR_KINDS`): raised as ReadError with file and
+line, or counted with on_error="skip". orjson parses when installed (about 2x faster than `json`);
+when it rejects a line, the stdlib parser decides, so the accepted records and the error kinds are
+the same with or without orjson.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from dataprep.readers import compression
 from dataprep.readers.base import (
     BLANK_LINE,
     FILTERED,
+    CollectedRecordErrors,
     ReadStats,
     RecordErrors,
     excerpt,
@@ -57,6 +58,16 @@ class BadRecord(Exception):
 def other_fields(record: dict, json_keys: Sequence[str]) -> dict[str, Any]:
     """Metadata of a plain JSON Lines record: every top-level field that is not a requested key."""
     return {k: v for k, v in record.items() if k not in json_keys}
+
+
+@dataclass(frozen=True, slots=True)
+class OtherFields:
+    """The `metadata_of` of plain JSON Lines (`other_fields`), picklable for worker processes."""
+
+    json_keys: tuple[str, ...]
+
+    def __call__(self, record: dict) -> dict[str, Any]:
+        return other_fields(record, self.json_keys)
 
 
 def _first_line_hint(text: str) -> str:
@@ -220,29 +231,17 @@ def line_blocks(
 
 @dataclass(frozen=True)
 class JsonLinesParser:
-    """Turns blocks of JSON Lines of one file into Documents; picklable, so workers can run it.
+    """Turns blocks of JSON Lines of one file into Documents; picklable (with a picklable
+    `metadata_of`: a module-level function or a dataclass), so workers can run it.
 
-    `fmt` chooses the metadata: "pile" (the record's `meta`), "mc4" (url, timestamp and the
-    file's `language`) or "jsonl" (every field that is not a requested key).
+    `metadata_of(record)` gives a Document's metadata; None: every field that is not a requested
+    key (`OtherFields`). The formats' own are in `pile.py` and `mc4.py`.
     """
 
     path: str
     json_keys: tuple[str, ...] = ("text",)
-    fmt: str = "jsonl"
-    language: str | None = None
+    metadata_of: MetadataOf | None = None
     filters: Mapping[str, Collection[str]] | None = None
-
-    def metadata_of(self) -> MetadataOf:
-        if self.fmt == "pile":
-            from dataprep.readers.pile import pile_metadata
-
-            return pile_metadata
-        if self.fmt == "mc4":
-            from dataprep.readers.mc4 import mc4_metadata_of
-
-            return mc4_metadata_of(self.language)
-        json_keys = self.json_keys
-        return lambda record: other_fields(record, json_keys)
 
     def documents(
         self,
@@ -250,14 +249,13 @@ class JsonLinesParser:
         block: bytes,
         *,
         stats: ReadStats,
-        bad: RecordErrors,
-        metadata_of: MetadataOf | None = None,
+        bad: RecordErrors | CollectedRecordErrors,
         start_line: int = 0,
     ) -> Iterator[Document]:
         """The Documents of one block (from `line_blocks`); bad records go to `bad`, skips and
         bytes to `stats`."""
         json_keys, filters = self.json_keys, self.filters
-        metadata_of = metadata_of or self.metadata_of()
+        metadata_of = self.metadata_of or OtherFields(json_keys)
         name = Path(self.path).name
         source = self.path
         lines = block.split(b"\n")
@@ -321,8 +319,7 @@ def iter_json_lines(
     skipped["blank_line"]; with `start_line` the first `start_line` lines are passed over uncounted.
     """
     stats = stats if stats is not None else ReadStats()
-    parser = JsonLinesParser(os.fspath(path), tuple(json_keys), filters=filters)
-    metadata_of = metadata_of or parser.metadata_of()
+    parser = JsonLinesParser(os.fspath(path), tuple(json_keys), metadata_of, filters)
     bad = RecordErrors(path, on_error, stats)
     empty = True
     with compression.open_decompressed(path) as reader:
@@ -333,7 +330,6 @@ def iter_json_lines(
                 block,
                 stats=stats,
                 bad=bad,
-                metadata_of=metadata_of,
                 start_line=start_line,
             )
     finish_file(path, stats, bad, empty=empty)

@@ -1,4 +1,4 @@
-"""mC4: allenai/c4 `multilingual/c4-<lang>.tfrecord-NNNNN-of-MMMMM.json.gz` (formats.md §2.4).
+"""mC4 (Hugging Face allenai/c4): `multilingual/c4-<lang>.tfrecord-NNNNN-of-MMMMM.json.gz`.
 
 One JSON object per line, `{"text", "timestamp", "url"}`, gzip-compressed. The language is not in
 the record but in the file name (`c4-ja.tfrecord-...`, `c4-zh-Latn.tfrecord-...`,
@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +28,23 @@ def mc4_language(path: str | os.PathLike) -> str | None:
     return match["language"] if match else None
 
 
-def mc4_metadata_of(language: str | None):
-    """`metadata_of` for one mC4 file: url and timestamp from the record, language from the name."""
+@dataclass(frozen=True, slots=True)
+class Mc4Metadata:
+    """`metadata_of` for one mC4 file: url and timestamp from the record, language from the name;
+    picklable, so a worker process can parse the file's blocks."""
 
-    def metadata_of(record: dict) -> dict[str, Any]:
+    language: str | None
+
+    def __call__(self, record: dict) -> dict[str, Any]:
         metadata = {key: record[key] for key in ("url", "timestamp") if key in record}
-        if language is not None:
-            metadata["language"] = language
+        if self.language is not None:
+            metadata["language"] = self.language
         return metadata
 
-    return metadata_of
+
+def mc4_metadata_of(language: str | None) -> Mc4Metadata:
+    """The `metadata_of` of an mC4 file whose name gives `language`."""
+    return Mc4Metadata(language)
 
 
 def iter_mc4(path: str | os.PathLike, **options: Any) -> Iterator[Document]:

@@ -1,4 +1,4 @@
-"""The Pile: `train/00..29.jsonl.zst`, `val.jsonl.zst`, `test.jsonl.zst` (formats.md §2.4).
+"""The Pile (EleutherAI): `train/00..29.jsonl.zst`, `val.jsonl.zst`, `test.jsonl.zst`.
 
 One JSON object per line, `{"text": str, "meta": {"pile_set_name": str}}`, in multi-frame zstd
 written with large windows. A Document's metadata is the record's `meta` object (e.g.

@@ -1,7 +1,7 @@
 """Blends of GPT datasets: Megatron's --data-path forms, per-dataset requests and greedy blending.
 
-Specified in reference/formats.md section 3.4 (megatron-core `get_blend_from_list`,
-`BlendedMegatronDatasetBuilder`, `BlendedDataset`, `helpers.cpp:build_blending_indices`).
+As megatron-core's `get_blend_from_list`, `BlendedMegatronDatasetBuilder`, `BlendedDataset` and
+`helpers.cpp:build_blending_indices`.
 Sample i of a blend comes from the dataset whose share is furthest behind its weight:
 `argmax_d(w_d * max(i, 1) - count_d)`, first dataset on ties; no randomness. Example: weights
 [0.7, 0.3] give datasets 0, 1, 0, 0, 1, 0, 0, 1, 0, 0 for the first 10 samples.
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from dataprep.errors import DataprepError, UsageError
+from dataprep.errors import ConfigError, DataprepError, UsageError
 from dataprep.sampling.gpt import GPTSamples, GPTSamplesConfig, cached_arrays
 from dataprep.sampling.split import split_index, split_ranges
 
@@ -420,11 +420,17 @@ class BlendedSamples:
         return self.datasets[d].sample_documents(k)
 
 
-def parse_data_path(words: Sequence[str]) -> tuple[list[str], list[float] | None]:
-    """Megatron --data-path: `PREFIX`, `W1 P1 W2 P2 ...`, or `P1 P2 ...` (weights from sizes)."""
+def parse_data_path(
+    words: Sequence[str], *, blend_needs_weights: bool = False
+) -> tuple[list[str], list[float] | None]:
+    """Megatron --data-path: `PREFIX`, `W1 P1 W2 P2 ...`, or `P1 P2 ...` (weights from sizes).
+
+    Returns (prefixes, weights), weights None when not given. `blend_needs_weights` (the
+    trainer's rule) refuses several prefixes without weights.
+    """
     words = [str(w) for w in words]
     if not words:
-        raise UsageError("--data-path is empty: give PREFIX, or WEIGHT PREFIX pairs")
+        raise ConfigError("{data_path} is empty: give PREFIX, or WEIGHT PREFIX pairs", "data_path")
 
     def number(word: str) -> float | None:
         try:
@@ -437,14 +443,26 @@ def parse_data_path(words: Sequence[str]) -> tuple[list[str], list[float] | None
         if all(w is not None for w in weights):
             for w, word in zip(weights, words[0::2], strict=True):
                 if not math.isfinite(w) or w <= 0:
-                    raise UsageError(f"--data-path weight {word}: expected a number > 0")
+                    raise ConfigError(
+                        f"{{data_path}} weight {ConfigError.quote(word)}: expected a number > 0",
+                        "data_path",
+                    )
             return list(words[1::2]), weights  # type: ignore[arg-type]
     # prefixes only: a number that names no dataset is a weight out of place
     stray = [w for w in words if number(w) is not None and not os.path.exists(w + ".idx")]
     if stray:
-        raise UsageError(
-            f"--data-path {' '.join(words)}: mixes weights ({', '.join(stray)}) and prefixes; "
-            "expected PREFIX, WEIGHT PREFIX pairs (one weight per prefix) or prefixes only"
+        raise ConfigError(
+            f"{{data_path}} {ConfigError.quote(' '.join(words))}: mixes weights "
+            f"({ConfigError.quote(', '.join(stray))}) and prefixes; "
+            "expected PREFIX, WEIGHT PREFIX pairs (one weight per prefix) or prefixes only",
+            "data_path",
+        )
+    if blend_needs_weights and len(words) > 1:
+        raise ConfigError(
+            f"{{data_path}} {ConfigError.quote(repr(' '.join(words)))}: give weight/prefix pairs "
+            "'w1 p1 w2 p2 ...' to "
+            "blend several datasets",
+            "data_path",
         )
     return words, None
 
@@ -506,7 +524,11 @@ def build_gpt_samples(
 
     if weights is not None:
         if num_samples is None:
-            raise UsageError("a weighted --data-path needs a sample count (--num-samples)")
+            raise ConfigError(
+                "a weighted {data_path} needs a sample count ({num_samples})",
+                "data_path",
+                "num_samples",
+            )
         weights = normalize(weights)
         targets = [int(math.ceil(num_samples * w)) for w in weights]
         requests = [int(math.ceil(math.ceil(num_samples * w) * (1 + SURPLUS))) for w in weights]

@@ -1,11 +1,12 @@
 """GPT training samples from an indexed dataset: megatron-core's document/sample/shuffle indices.
 
-Specified in reference/formats.md sections 3.2 (GPTDataset indices, `helpers.cpp:build_sample_idx`)
-and 3.3 (cache files). The arrays equal the ones megatron-core 0.16 builds for the same dataset,
-split, seed, sequence length and sample count, so a run can move between Megatron and dataprep
-without its data order changing. Pure numpy: the C++ sample-index loop becomes a cumulative sum
-over the shuffled documents and one `searchsorted`. Sample k is `seq_length + add_extra_token`
-tokens; consecutive samples (before shuffling) share `add_extra_token` tokens.
+As megatron-core's `gpt_dataset.py` (GPTDataset indices, their cache files) and
+`helpers.cpp:build_sample_idx`. The arrays equal the ones megatron-core 0.16 builds for the same
+dataset, split, seed, sequence length and sample count, so a run can move between Megatron and
+dataprep without its data order changing. Pure numpy: the C++ sample-index loop becomes a
+cumulative sum over the shuffled documents and one `searchsorted`. Sample k is
+`seq_length + add_extra_token` tokens; consecutive samples (before shuffling) share
+`add_extra_token` tokens.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from dataprep.errors import DataprepError, UsageError
+from dataprep.errors import ConfigError, DataprepError, UsageError
 from dataprep.sampling.split import SPLIT_NAMES, split_bookends, split_index, split_ranges
 
 logger = logging.getLogger(__name__)
@@ -196,13 +197,6 @@ def _dataset_identity(prefix: str | None, sequence_lengths: np.ndarray) -> dict[
     }
 
 
-def _save_atomic(path: str, array: np.ndarray) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        np.save(f, np.asarray(array), allow_pickle=False)
-    os.replace(tmp, path)
-
-
 def cached_arrays(
     cache_dir: str | None,
     base: str,
@@ -224,10 +218,12 @@ def cached_arrays(
             return tuple(np.load(p, mmap_mode="r", allow_pickle=False) for p in paths), True
     arrays = build()
     if cache_dir is not None:
+        from dataprep.fileio import save_npy_atomic
+
         try:
             os.makedirs(cache_dir, exist_ok=True)
             for path, array in zip(paths, arrays, strict=True):
-                _save_atomic(path, array)
+                save_npy_atomic(path, array)
             tmp = f"{description_path}.tmp-{os.getpid()}"
             with open(tmp, "w", encoding="utf-8") as f:
                 f.write(description + "\n")
@@ -268,9 +264,12 @@ class GPTSamples:
         sequence_lengths = self.reader.sequence_lengths
         span = split_ranges(config.split, len(sequence_lengths))[which]
         if span is None:
-            raise UsageError(
-                f"split {config.split!r} gives the {split_name!r} split no share of {name}; "
-                f"give it a positive weight or use another --split-name"
+            raise ConfigError(
+                f"split {ConfigError.quote(repr(config.split))} gives the "
+                f"{ConfigError.quote(repr(split_name))} split no share of "
+                f"{ConfigError.quote(name)}; "
+                "give it a positive weight or use another {split_name}",
+                "split_name",
             )
         self.sequence_range = span
         beg, end = span
@@ -280,8 +279,8 @@ class GPTSamples:
             raise DataprepError(
                 f"{name} has {self.tokens_per_epoch} tokens in split {split_name!r}; one sample "
                 f"needs seq_length+{E} = {L + E} (split {config.split!r} gives it sequences "
-                f"[{beg}, {end}) of {len(sequence_lengths)}); use a shorter --seq-length, "
-                "another --split or more data"
+                f"[{beg}, {end}) of {len(sequence_lengths)}); use a shorter sequence length, "
+                "another split or more data"
             )
         self.num_epochs, self.separate_final_epoch, self._sans_final = plan_epochs(
             self.tokens_per_epoch, num_samples, seq_length=L, add_extra_token=E

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from dataprep.errors import UsageError
 
@@ -69,3 +70,57 @@ def encode_masked_prompt(prompt: str, tok, sentinels: list[int]) -> tuple[list[i
             f"{len(sentinels)} sentinels; use at most {len(sentinels)}"
         )
     return encode_with_sentinels(text, tok, sentinels), num_masks
+
+
+@dataclass(frozen=True, slots=True)
+class MaskedPrompt:
+    """A `<mask>` prompt as the encoder reads it, and as NeMo's megatron_t5_eval would."""
+
+    prompt: str
+    text: str  # each <mask> as the next <extra_id_k>
+    inputs: list[int]  # encoder ids, EOS appended as in every training encoder input
+    sentinels: list[int]  # the sentinel ids used, in order
+    nemo_text: str  # megatron_t5_eval's text for the same prompt
+    nemo_inputs: list[int]
+    nemo_compatible: bool  # NeMo would encode the same ids
+    notes: list[str]  # why NeMo differs (or that it does not)
+
+
+def read_masked_prompt(prompt: str, tok, sentinels: list[int]) -> MaskedPrompt:
+    """Encode a `<mask>` prompt (see `encode_masked_prompt`) and compare with NeMo's reading."""
+    body, _ = encode_masked_prompt(prompt, tok, sentinels)
+    text = mask_prompt(prompt)[0]
+    nemo_text, left = nemo_mask_prompt(prompt)
+    nemo_body = encode_with_sentinels(nemo_text, tok, sentinels)
+    compatible = nemo_body == body
+    notes = []
+    if compatible:
+        notes.append(
+            "NeMo's megatron_t5_eval gives the same ids (it appends EOS only with "
+            "--add_eos_to_encoder_input)"
+        )
+    else:
+        if left:
+            notes.append(
+                f"NeMo's megatron_t5_eval would leave {', '.join(repr(w) for w in left)} as "
+                f"text: it only replaces whitespace-separated words exactly equal to {MASK}, so "
+                "its sentinels would be fewer or numbered differently"
+            )
+        joined = " ".join(text.split())
+        if joined != text and encode_with_sentinels(joined, tok, sentinels) != body:
+            notes.append(
+                "NeMo's megatron_t5_eval joins the words with single spaces, which changes "
+                "the whitespace of this prompt"
+            )
+        notes.append(f"NeMo's megatron_t5_eval would encode {nemo_text!r} instead")
+    used = set(sentinels)
+    return MaskedPrompt(
+        prompt=prompt,
+        text=text,
+        inputs=body + [tok.eos_id],
+        sentinels=[i for i in body if i in used],
+        nemo_text=nemo_text,
+        nemo_inputs=nemo_body + [tok.eos_id],
+        nemo_compatible=compatible,
+        notes=notes,
+    )

@@ -1,7 +1,7 @@
 """Megatron's train/valid/test split string, and the element ranges it selects.
 
-Specified in reference/formats.md section 3.1 (megatron-core `parse_and_normalize_split`,
-`convert_split_vector_to_split_matrix`, `_build_megatron_dataset_splits`). For GPT the elements are
+As megatron-core's `parse_and_normalize_split`, `convert_split_vector_to_split_matrix` and
+`_build_megatron_dataset_splits`. For GPT the elements are
 the *sequences* of the indexed dataset (one per document unless built with --split-sentences).
 Example: "969,30,1" over 1000 sequences -> train [0, 969), valid [969, 999), test [999, 1000).
 """

@@ -1,11 +1,12 @@
-"""Canonical T5/mT5 span corruption in numpy (reference/formats.md section 4.1 to 4.4, section 5).
+"""Canonical T5/mT5 span corruption in numpy (T5's `t5/data/preprocessors.py` `span_corruption`).
 
 `random_spans_helper` picks how many raw tokens make one encoder input of a given length,
 `random_spans_noise_mask` draws T5's noise mask, `noise_spans_to_sentinels` replaces each span by
 a sentinel, `span_corrupt` chains them, and `T5Samples` cuts a tokenized corpus into samples that
 any worker can recompute alone from `(seed, sample index)`. Sentinels descend from `vocab_size - 1`
 as in T5/mT5 (`<extra_id_0>` is the last id). Megatron-core and NeMo mask differently (sentence
-based, ascending sentinels: sections 4.5 and 4.6).
+based, ascending sentinels). `build_t5_samples` gives the samples of a dataset (or of one split of
+it) to the trainer, `dataprep report` and `preview-masking`.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from dataprep.errors import DataprepError, UsageError
+from dataprep.errors import ConfigError, DataprepError, UsageError
 
 __all__ = [
+    "MIN_INPUTS_LENGTH",
     "T5Example",
     "T5Samples",
+    "build_t5_samples",
     "canonical_sentinel_ids",
     "corrupted_lengths",
     "noise_spans_to_sentinels",
@@ -31,6 +34,11 @@ __all__ = [
     "span_corrupt",
     "span_counts",
 ]
+
+
+# The shortest encoder input `T5Samples.lengths_for` accepts, whatever the density: one clean token,
+# one sentinel and EOS (from a chunk of 2 raw tokens at T5's density).
+MIN_INPUTS_LENGTH = 3
 
 
 def _check_density(noise_density: float, mean_noise_span_length: float) -> None:
@@ -241,9 +249,11 @@ def sentinel_ids_of(tokenizer: Any) -> list[int]:
     ids = list(getattr(tokenizer, "sentinel_ids", None) or [])
     if not ids:
         name = getattr(tokenizer, "name", type(tokenizer).__name__)
-        raise UsageError(
-            f"tokenizer {name} has no sentinel pieces <extra_id_0>, <extra_id_1>, ...: T5 span "
-            "corruption needs a T5/mT5 SentencePiece model (e.g. --tokenizer mt5-toy)"
+        raise ConfigError(
+            f"tokenizer {ConfigError.quote(name)} has no sentinel pieces <extra_id_0>, "
+            "<extra_id_1>, ...: T5 span corruption needs a T5/mT5 SentencePiece model "
+            "(e.g. {tokenizer} mt5-toy)",
+            "tokenizer",
         )
     if getattr(tokenizer, "eos_id", None) is None:
         raise UsageError(f"tokenizer {getattr(tokenizer, 'name', tokenizer)} has no EOS id")
@@ -387,6 +397,56 @@ class T5Samples:
         if not 0 <= k < n:
             raise IndexError(f"sample {k} out of range: this dataset has {n} samples")
         return k
+
+
+def build_t5_samples(
+    source: Any,
+    *,
+    sentinel_ids: Sequence[int],
+    eos_id: int,
+    inputs_length: int = 512,
+    noise_density: float = 0.15,
+    mean_noise_span_length: float = 3.0,
+    seed: int = 1234,
+    split: str | None = None,
+    split_name: str = "train",
+) -> T5Samples:
+    """The span-corrupted samples of a dataset, or of the documents of one part of it.
+
+    `source` is a dataset prefix, an IndexedDatasetReader or a flat array of token ids. With a
+    Megatron `split` string ("969,30,1") only the documents of part `split_name` are used (the
+    trainer's samples), and a problem with them names the dataset, the split and the documents;
+    without one, every token of the source is (`dataprep report`, `preview-masking`).
+    """
+    kw = dict(sentinel_ids=sentinel_ids, eos_id=eos_id, inputs_length=inputs_length,
+              noise_density=noise_density, mean_noise_span_length=mean_noise_span_length,
+              seed=seed)  # fmt: skip
+    if split is None:
+        return T5Samples(source, **kw)
+    from dataprep.indexed.reader import IndexedDatasetReader
+    from dataprep.sampling.split import split_index, split_ranges
+
+    reader = source if hasattr(source, "document_indices") else IndexedDatasetReader(source)
+    span = split_ranges(split, reader.num_documents)[split_index(split_name)]
+    beg, end = (0, 0) if span is None else span
+    try:
+        return T5Samples(_document_tokens(reader, beg, end), **kw)
+    except DataprepError as e:
+        raise DataprepError(
+            f"dataset {reader.path_prefix} (split {split!r}, documents {beg}..{end}): {e}"
+        ) from e
+
+
+def _document_tokens(reader: Any, beg: int, end: int) -> np.ndarray:
+    """The tokens of documents [beg, end) of a reader, in order: a view of its memory map."""
+    first_seq, last_seq = int(reader.document_indices[beg]), int(reader.document_indices[end])
+    item = reader.dtype.itemsize
+    start = int(reader.sequence_pointers[first_seq]) // item if first_seq < len(reader) else 0
+    stop = start
+    if last_seq > first_seq:
+        last = last_seq - 1
+        stop = int(reader.sequence_pointers[last]) // item + int(reader.sequence_lengths[last])
+    return reader.tokens()[start:stop]
 
 
 def _flat_tokens(source: Any) -> np.ndarray:

@@ -9,8 +9,6 @@ tokenizer objects.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -106,14 +104,6 @@ class TokenizerBase:
         return (
             f"<{type(self).__name__} {self.name} spec={self.spec!r} vocab_size={self.vocab_size}>"
         )
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_id(tokenizer: TokenizerBase, i: int) -> int:

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from dataprep.errors import DataprepError
-from dataprep.tokenizers.base import TokenizerBase, check_id, check_ids, sha256_file
+from dataprep.fileio import sha256_file
+from dataprep.tokenizers.base import TokenizerBase, check_id, check_ids
 
 # The GPT-2 pre-tokenizer regex (the same split as HF's ByteLevel pre-tokenizer with
 # use_regex=True).

@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dataprep.errors import DataprepError
+from dataprep.fileio import sha256_file
 from dataprep.tokenizers.base import (
     TokenizerBase,
     check_id,
     check_ids,
     find_sentinels,
     sentinel_pieces,
-    sha256_file,
 )
 
 

@@ -86,7 +86,7 @@ def test_the_sequence_parallel_dropout_is_the_unsplit_mask(tmp_path):
 
 
 def test_sequence_parallel_needs_tp2_and_a_gpt(tmp_path):
-    with pytest.raises(UsageError, match="--tensor-model-parallel-size 2"):
+    with pytest.raises(UsageError, match="tensor_model_parallel_size 2"):
         TrainConfig(data_path=("x",), sequence_parallel=True)
     prefix = write_dataset(tmp_path / "d", markov_docs(20, vocab=500, seed=4), vocab_size=512)
     for kw, message in ((dict(model="mt5-tiny", encoder_seq_length=64), "not yet for mT5"),

@@ -18,7 +18,7 @@ from trainer_fixtures import markov_docs, write_dataset
 
 from dataprep.errors import DataprepError, UsageError
 from trainer.launch import PAYLOAD_ENV, launch_local
-from trainer.train import TrainConfig, lr_at, main, run, train
+from trainer.train import TrainConfig, lr_at, run, train
 from trainer.training.metrics import read_metrics
 
 VOCAB = 1000
@@ -111,9 +111,9 @@ def test_lr_warmup_then_cosine_to_min_lr():
 def test_config_round_trips_through_json_and_rejects_bad_numbers():
     c = TrainConfig(data_path=("a",), lr=1e-3, min_lr=1e-4)
     assert TrainConfig.from_json(c.to_json()) == c
-    with pytest.raises(UsageError, match="min-lr"):
+    with pytest.raises(UsageError, match="min_lr"):
         TrainConfig(data_path=("a",), lr=1e-4, min_lr=1e-3)
-    with pytest.raises(UsageError, match="micro-batch-size"):
+    with pytest.raises(UsageError, match="micro_batch_size"):
         TrainConfig(data_path=("a",), micro_batch_size=0)
 
 
@@ -260,6 +260,19 @@ def test_bad_input_fails_on_every_rank_without_hanging(gpt_prefix, tmp_path, cap
         assert f"train: error [rank {rank}]: --model {model} has vocab_size 50257" in err
 
 
+@pytest.mark.distributed
+def test_a_rank_error_is_raised_in_the_driver(gpt_prefix, tmp_path, capfd):
+    """With report_errors (train, generate), the error that failed a rank is raised once in the
+    driver, its fields intact, instead of a line from each rank."""
+    model = tmp_path / "gpt.json"
+    model.write_text(json.dumps({"preset": "gpt-tiny", "vocab_size": 50257}))
+    cfg = gpt_config(gpt_prefix, tmp_path, model=str(model), tensor_model_parallel_size=2)
+    with pytest.raises(DataprepError, match="vocab_size 50257") as caught:
+        launch_local(2, "trainer.train:worker_main", cfg.to_json(), report_errors=True)
+    assert caught.value.exit_code == 1
+    assert "error [rank" not in capfd.readouterr().err
+
+
 def _sleep_or_fail() -> int:  # launched by test_launcher_stops_the_other_ranks
     import os
     import time
@@ -374,7 +387,7 @@ def test_data_ids_beyond_the_tokenizer_vocab(tmp_path):
 def test_tp_not_dividing_heads_is_caught_before_starting_ranks(gpt_prefix, tmp_path):
     model = tmp_path / "m.json"
     model.write_text(json.dumps({"model": "gpt", "n_layer": 1, "n_head": 3, "n_embd": 48}))
-    with pytest.raises(UsageError, match="tensor-model-parallel-size 2 does not divide.*n_head=3"):
+    with pytest.raises(UsageError, match="tensor_model_parallel_size 2 does not divide.*n_head=3"):
         run(gpt_config(gpt_prefix, tmp_path, model=str(model), tensor_model_parallel_size=2))
 
 
@@ -406,11 +419,16 @@ def test_unknown_model_and_seq_length_too_long(gpt_prefix, tmp_path):
         train(gpt_config(gpt_prefix, tmp_path, seq_length=512))
 
 
-def test_main_prints_one_line_errors(gpt_prefix, tmp_path, capsys):
-    code = main(["--data-path", str(tmp_path / "missing"), "--no-progress"])
-    assert code == 2  # a flag naming nothing is a usage error (README: exit codes)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("train: error:") and "missing" in err[0]
+def test_main_prints_one_line_errors(gpt_prefix, tmp_path):
+    # `python -m trainer.train` is `dataprep train`, so its error line is the command's
+    out = subprocess.run(
+        [sys.executable, "-m", "trainer.train", "--data-path", str(tmp_path / "missing"),
+         "--no-progress"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2  # a flag naming nothing is a usage error (README: exit codes)
+    err = out.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("dataprep train: error:") and "missing" in err[0]
 
 
 def test_dataprep_train_command(gpt_prefix, tmp_path, capsys):

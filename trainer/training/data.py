@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dataprep.errors import ConfigError, DataprepError, UsageError
+from dataprep.errors import ConfigError, DataprepError
 
 log = logging.getLogger(__name__)
 
@@ -201,22 +201,15 @@ def split_bounds(split: str, n: int, index: int) -> tuple[int, int]:
 
 # ------------------------------------------------------------------------------------------ sources
 def parse_data_path(words: Sequence[str]) -> list[tuple[float, str]]:
-    """`p` | `w1 p1 w2 p2 ...` -> [(weight, prefix)], weights normalized (formats.md §3.4).
+    """`p` | `w1 p1 w2 p2 ...` -> [(weight, prefix)], weights normalized (as Megatron's blend).
 
     Parsing is `dataprep.sampling.blend.parse_data_path`; a training blend needs explicit weights.
     """
     from dataprep.sampling.blend import normalize
     from dataprep.sampling.blend import parse_data_path as parse
 
-    prefixes, weights = parse(words)
-    if weights is None:
-        if len(prefixes) > 1:
-            raise UsageError(
-                f"--data-path {' '.join(map(str, words))!r}: give weight/prefix pairs "
-                "'w1 p1 w2 p2 ...' to blend several datasets"
-            )
-        weights = [1.0]
-    return list(zip(normalize(weights), prefixes, strict=True))
+    prefixes, weights = parse(words, blend_needs_weights=True)
+    return list(zip(normalize(weights or [1.0]), prefixes, strict=True))
 
 
 def blend_indices(weights: Sequence[float], size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -285,8 +278,7 @@ class T5Source:
         mean_noise_span_length: float,
         pad_id: int = 0,
     ) -> None:
-        from dataprep.indexed import IndexedDatasetReader
-        from dataprep.sampling.t5 import T5Samples
+        from dataprep.sampling.t5 import build_t5_samples
 
         self.encoder_length, self.decoder_length, self.pad_id = (
             encoder_length,
@@ -298,44 +290,24 @@ class T5Source:
         self.weights = [w for w, _ in blend]
         self.datasets: list[Any] = []
         for _, prefix in blend:
-            reader = IndexedDatasetReader(prefix)
-            beg, end = split_bounds(split, reader.num_documents, 0)
-            first_seq, last_seq = (
-                int(reader.document_indices[beg]),
-                int(reader.document_indices[end]),
+            ds = build_t5_samples(
+                prefix,
+                sentinel_ids=sentinel_ids,
+                eos_id=eos_id,
+                inputs_length=encoder_length,
+                noise_density=noise_density,
+                mean_noise_span_length=mean_noise_span_length,
+                seed=seed,
+                split=split,
+                split_name="train",
             )
-            item = reader.dtype.itemsize
-            start = (
-                int(reader.sequence_pointers[first_seq]) // item if first_seq < len(reader) else 0
-            )
-            stop = (
-                (
-                    int(reader.sequence_pointers[last_seq - 1]) // item
-                    + int(reader.sequence_lengths[last_seq - 1])
-                )
-                if last_seq > first_seq
-                else start
-            )
-            flat = reader.tokens()[start:stop]  # a view of the memory map: nothing is copied
-            try:
-                ds = T5Samples(
-                    flat,
-                    sentinel_ids=sentinel_ids,
-                    eos_id=eos_id,
-                    inputs_length=encoder_length,
-                    noise_density=noise_density,
-                    mean_noise_span_length=mean_noise_span_length,
-                    seed=seed,
-                )
-            except DataprepError as e:
-                raise DataprepError(
-                    f"dataset {prefix} (split {split!r}, documents {beg}..{end}): {e}"
-                ) from e
             if ds.targets_length > decoder_length:
-                raise UsageError(
-                    f"--decoder-seq-length {decoder_length} is shorter than the "
-                    f"{ds.targets_length} "
-                    f"target ids span corruption makes for --encoder-seq-length {encoder_length}"
+                raise ConfigError(
+                    f"{{decoder_seq_length}} {decoder_length} is shorter than the "
+                    f"{ds.targets_length} target ids span corruption makes for "
+                    f"{{encoder_seq_length}} {encoder_length}",
+                    "decoder_seq_length",
+                    "encoder_seq_length",
                 )
             self.datasets.append(ds)
         self.targets_length = self.datasets[0].targets_length

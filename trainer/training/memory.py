@@ -358,6 +358,7 @@ def measure_peak(inputs: MemoryInputs, *, steps: int = 2, threads_per_rank: int 
             "trainer.training.memory:_measure_rank",
             json.dumps(job),
             threads_per_rank=threads_per_rank,
+            report_errors=True,
         )
         if code != 0:
             raise RuntimeError(f"the measuring ranks exited with code {code}")
@@ -366,12 +367,18 @@ def measure_peak(inputs: MemoryInputs, *, steps: int = 2, threads_per_rank: int 
 
 
 def _measure_rank() -> int:
-    """A rank of `measure_peak`: its job comes from the launcher's environment."""
-    from trainer.launch import PAYLOAD_ENV, setup_distributed, teardown_distributed
+    """A rank of `measure_peak`: its job is the launcher's payload."""
+    from trainer.launch import rank_main
+
+    return rank_main(_measure, name="measure_peak")
+
+
+def _measure(payload: str) -> int:
+    from trainer.launch import setup_distributed, teardown_distributed
     from trainer.models import architecture_of
 
     _fixed_mmap_threshold()
-    job = json.loads(os.environ[PAYLOAD_ENV])
+    job = json.loads(payload)
     arch = architecture_of(job["arch"])
     mc = arch.config(**job["model"])
     x = MemoryInputs(mc, **job["inputs"])

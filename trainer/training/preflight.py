@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from dataprep.errors import ConfigError, DataprepError, UsageError
+from dataprep.errors import ConfigError, DataprepError
 from trainer.config import TrainConfig
 
 
@@ -26,9 +26,9 @@ class DataInfo:
 def inspect_data(config: TrainConfig) -> DataInfo:
     """Check the prefixes exist and agree on one tokenizer; read vocab facts from the manifests."""
     from dataprep.manifest import load_manifest
-    from trainer.training.data import parse_data_path
+    from dataprep.sampling.blend import parse_data_path
 
-    prefixes = tuple(p for _, p in parse_data_path(config.data_path))
+    prefixes = tuple(parse_data_path(config.data_path, blend_needs_weights=True)[0])
     vocab, spec, max_id, tokens = set(), set(), [], 0
     for prefix in prefixes:
         missing = [s for s in (".bin", ".idx") if not os.path.isfile(prefix + s)]
@@ -36,9 +36,13 @@ def inspect_data(config: TrainConfig) -> DataInfo:
             hint = (
                 " (give the prefix without .bin/.idx)" if prefix.endswith((".bin", ".idx")) else ""
             )
-            # nothing there: the flag names nothing (usage, 2); half a pair: bad data (1)
-            error = UsageError if len(missing) == 2 else DataprepError
-            raise error(
+            what = ConfigError.quote(f"{prefix}: no {prefix}{' or '.join(missing)}{hint}")
+            if len(missing) == 2:  # nothing there: the setting names nothing (usage, 2)
+                raise ConfigError(
+                    f"{{data_path}} {what}; build it with `dataprep build-index`", "data_path"
+                )
+            # half a pair: bad data (1)
+            raise DataprepError(
                 f"--data-path {prefix}: no {prefix}{' or '.join(missing)}{hint}; "
                 "build it with `dataprep build-index`"
             )
