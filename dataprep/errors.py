@@ -1,6 +1,7 @@
 """Errors a user can cause. The CLI prints them as one line (no traceback) and sets the exit code.
 
 `UsageError` -> exit 2 (bad flags or arguments); every other `DataprepError` -> exit 1 (bad data).
+`ConfigError` (exit 2) and `DataConfigError` (exit 1) name config fields; the CLI shows flags.
 Messages say what was found, what was expected, and how to fix it.
 """
 
@@ -45,8 +46,15 @@ class ConfigError(UsageError):
         """`value` (a path, a user's text) as literal text in a message: its braces doubled."""
         return str(value).replace("{", "{{").replace("}", "}}")
 
-    def __reduce__(self):  # keeps the template when the error crosses a process boundary
-        return (ConfigError, (self.template, *self.fields))
+    def __reduce__(self):  # keeps the class and template when the error crosses a process boundary
+        return (type(self), (self.template, *self.fields))
+
+
+class DataConfigError(ConfigError):
+    """Bad data (exit 1, not 2) whose message names the configuration fields involved, as
+    `ConfigError` does: e.g. a dataset whose token ids do not fit the chosen model."""
+
+    exit_code = 1
 
 
 def require_extra(module: str, needed_by: str, extra: str) -> None:

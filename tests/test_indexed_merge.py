@@ -90,7 +90,7 @@ def test_merge_refuses_existing_output_unless_overwrite(tmp_path):
     make_dataset(a, 0)
     out = str(tmp_path / "out")
     merge_datasets([a], out)
-    with pytest.raises(DataprepError, match="already exist; pass --overwrite"):
+    with pytest.raises(DataprepError, match="already exist; pass overwrite"):
         merge_datasets([a, a], out)
     assert IndexedDatasetReader(out).num_documents == 25
     merge_datasets([a, a], out, overwrite=True)

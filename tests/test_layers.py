@@ -91,3 +91,18 @@ def test_a_config_error_in_a_rank_is_printed_once_by_the_cli_with_flags(capfd, m
     assert main(["inspect", "x"]) == 2
     lines = [x for x in capfd.readouterr().err.splitlines() if x.strip()]
     assert lines == ["dataprep inspect: error: --micro-batch-size must be >= 1, got 0"]
+
+
+def test_a_data_config_error_keeps_its_class_and_exit_code_across_processes():
+    import pickle
+
+    from dataprep.build.empty import EmptyResultError
+    from dataprep.errors import DataConfigError
+
+    for cls, code in ((DataConfigError, 1), (EmptyResultError, 1), (ConfigError, 2)):
+        error = cls("{data_path} holds token id 9 (braces {{kept}})", "data_path")
+        again = pickle.loads(pickle.dumps(error))
+        assert type(again) is cls and again.exit_code == code
+        assert again.render(lambda f: "--" + f.replace("_", "-")) == (
+            "--data-path holds token id 9 (braces {kept})"
+        )

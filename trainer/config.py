@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dataprep.errors import ConfigError, DataprepError
+from dataprep.errors import ConfigError, DataConfigError, DataprepError
 
 log = logging.getLogger(__name__)
 
@@ -235,10 +235,11 @@ def resolve_model_config(config: TrainConfig, *, vocab_size: int | None) -> tupl
         )
     if vocab_size is not None:
         if from_file and "vocab_size" in fields and int(fields["vocab_size"]) != vocab_size:
-            raise DataprepError(
-                f"--model {spec} has vocab_size {fields['vocab_size']} but the dataset's "
-                f"tokenizer has "
-                f"{vocab_size} ids: use a model config for this tokenizer or the matching dataset"
+            raise DataConfigError(
+                f"{{model}} {ConfigError.quote(spec)} has vocab_size {fields['vocab_size']} but "
+                f"the dataset's tokenizer has {vocab_size} ids: use a model config for this "
+                "tokenizer or the matching dataset",
+                "model",
             )
         fields["vocab_size"] = vocab_size
     one_rate = "dropout_rate" in known  # mT5 (HF dropout_rate) has a single dropout

@@ -10,18 +10,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dataprep.build.config import BuildConfig, literal
-from dataprep.errors import ConfigError
+from dataprep.errors import DataConfigError
 from dataprep.readers import ReadStats
 
 SAMPLE_RECORDS = 20_000  # records read to list the values a filter key takes
 SHOWN_VALUES = 10
 
 
-class EmptyResultError(ConfigError):
+class EmptyResultError(DataConfigError):
     """The build would write a dataset with no documents: bad data (exit 1), whose message names
     the configuration fields (the CLI: flags) that removed everything."""
-
-    exit_code = 1
 
 
 # the fields an EmptyResultError may name

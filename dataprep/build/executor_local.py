@@ -25,7 +25,7 @@ from dataprep.build.plan import Part, PartDone
 from dataprep.build.read import InlineRunner
 from dataprep.build.sink import Sink
 from dataprep.build.tasks import Encoded, Task, TaskOptions
-from dataprep.errors import ConfigError
+from dataprep.errors import DataConfigError
 from dataprep.signals import die_with_parent
 
 
@@ -69,10 +69,8 @@ def _worker_main(conn, spec: str | None, parent: int, parent_ends: list) -> None
         conn.send_bytes(payload)
 
 
-class WorkerDiedError(ConfigError):
+class WorkerDiedError(DataConfigError):
     """A tokenizer process died (exit 1, like bad data); the message names the `workers` field."""
-
-    exit_code = 1
 
 
 class LocalPool:

@@ -12,22 +12,18 @@ import os
 from dataprep.errors import UsageError
 
 # Config fields whose flag is not "--" + the field with "-" for "_" (the rule for all others).
-FLAG_NAMES: dict[str, str] = {}
-FLAG_NAMES["inputs"] = "--input"  # build-index
-FLAG_NAMES["filters"] = "--filter"  # build-index
-FLAG_NAMES["n_layer"] = "n_layer"  # a model config key (--model file), no flag
-FLAG_NAMES["n_head"] = "n_head"  # a model config key (--model file), no flag
-FLAG_NAMES["n_embd"] = "n_embd"  # a model config key (--model file), no flag
-FLAG_NAMES["block_size"] = "block_size"  # a model config key (--model file), no flag
-FLAG_NAMES["padded_vocab_size"] = "padded_vocab_size"  # a model config key (--model file), no flag
-FLAG_NAMES["dropout"] = "dropout"  # a model config key (--model file), no flag
-FLAG_NAMES["attn_dropout"] = "attn_dropout"  # a model config key (--model file), no flag
-FLAG_NAMES["rotary_dim"] = "rotary_dim"  # a model config key (--model file), no flag
-FLAG_NAMES["d_model"] = "d_model"  # a model config key (--model file), no flag
-FLAG_NAMES["d_kv"] = "d_kv"  # a model config key (--model file), no flag
-FLAG_NAMES["d_ff"] = "d_ff"  # a model config key (--model file), no flag
-FLAG_NAMES["num_heads"] = "num_heads"  # a model config key (--model file), no flag
-FLAG_NAMES["dropout_rate"] = "dropout_rate"  # a model config key (--model file), no flag
+FLAG_NAMES: dict[str, str] = {
+    "inputs": "--input",  # build-index
+    "filters": "--filter",  # build-index
+}
+# Fields of a model config (GPTConfig, GPTJConfig, MT5Config): keys of a --model file, no flag.
+FLAG_NAMES.update(
+    (key, key)
+    for key in (
+        "n_layer", "n_head", "n_embd", "block_size", "padded_vocab_size", "dropout",
+        "attn_dropout", "rotary_dim", "d_model", "d_kv", "d_ff", "num_heads", "dropout_rate",
+    )
+)  # fmt: skip
 
 
 def flag_for(field: str) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from dataprep.errors import DataprepError, UsageError
+from dataprep.errors import ConfigError, DataprepError, UsageError
 from dataprep.fileio import npy_memmap_atomic
 from dataprep.indexed.reader import IndexedDatasetReader
 from dataprep.indexed.writer import IndexedDatasetWriter
@@ -213,9 +213,10 @@ def _check_output(prefixes: Sequence[str], output_prefix: str, overwrite: bool) 
     outputs = [output_prefix + ".bin", output_prefix + ".idx", *map(str, sidecars)]
     existing = [p for p in outputs if os.path.exists(p)]
     if existing and not overwrite:
-        raise UsageError(
-            f"{' and '.join(existing)} already exist; pass --overwrite (overwrite=True) to "
-            "replace them"
+        raise ConfigError(
+            f"{ConfigError.quote(' and '.join(existing))} already exist; pass {{overwrite}} to "
+            "replace them",
+            "overwrite",
         )
     return sidecars
 

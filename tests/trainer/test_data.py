@@ -3,11 +3,14 @@ megatron-core, and that the prefetching loader gives exactly the batches compute
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
 from trainer_fixtures import markov_docs, write_dataset
 
+from dataprep.errors import DataConfigError, DataprepError
 from trainer.training.data import (
     IGNORE_INDEX,
     BatchLoader,
@@ -74,7 +77,7 @@ def test_collate_t5_pads_inputs_with_0_masked_and_labels_with_ignore():
     assert b.labels.tolist() == [[999, 6, 1, IGNORE_INDEX], [999, 9, 4, 1]]
     # decoder input = labels shifted right behind decoder start 0, ignore -> pad 0 (HF _shift_right)
     assert b.decoder_input_ids.tolist() == [[0, 999, 6, 1], [0, 999, 9, 4]]
-    with pytest.raises(Exception, match="decoder-seq-length"):
+    with pytest.raises(DataConfigError, match="decoder_seq_length 4"):
         collate_t5([_Ex([5, 1], [999, 6, 7, 8, 1])], encoder_length=5, decoder_length=4)
 
 
@@ -168,7 +171,7 @@ def test_t5_source_reads_only_the_train_split_and_is_deterministic(t5_prefix):
 
 def test_t5_source_too_small_dataset_names_the_prefix(tmp_path):
     prefix = write_dataset(tmp_path / "tiny", [np.arange(2, 12)], vocab_size=1000)
-    with pytest.raises(Exception, match="tiny.*fewer than"):
+    with pytest.raises(DataprepError, match="tiny.*fewer than"):
         _t5_source(prefix)
 
 
@@ -184,7 +187,33 @@ def test_loader_prefetch_gives_the_same_batches_as_direct_and_counts_waiting(t5_
         assert len(s.micro_batches) == 2
         for a, b in zip(s.micro_batches, want.micro_batches, strict=True):
             assert torch.equal(a.encoder_ids, b.encoder_ids) and torch.equal(a.labels, b.labels)
-    assert loader.wait_s >= 0.0
+
+
+class _SlowSource:
+    """A source whose every sample takes `delay` seconds: the loop must wait for the prefetch."""
+
+    def __init__(self, source, delay: float) -> None:
+        self.source, self.delay = source, delay
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def get(self, k: int):
+        time.sleep(self.delay)
+        return self.source.get(k)
+
+    def collate(self, examples):
+        return self.source.collate(examples)
+
+
+def test_loader_counts_the_time_the_loop_waits_for_a_slow_source(t5_prefix):
+    # 2 steps of 2 micro-batches x 2 samples on this DP rank, 0.05 s per sample: the first step
+    # alone cannot be ready before 4 x 0.05 s, and the loop asks for it at once
+    kw = dict(micro_batch_size=2, global_batch_size=8, dp_rank=1, dp_size=2)
+    loader = BatchLoader(_SlowSource(_t5_source(t5_prefix), 0.05), start_step=0, end_step=2, **kw)
+    steps = list(loader)
+    assert [s.step for s in steps] == [0, 1]
+    assert loader.wait_s >= 0.15
 
 
 def test_loader_reraises_errors_from_the_prefetch_thread(t5_prefix):

@@ -408,7 +408,7 @@ def test_checkpoint_of_another_architecture(gpt_prefix, tmp_path):
 def test_checkpoint_of_gpt_loaded_as_mt5(gpt_prefix, mt5_prefix, tmp_path):
     ckpt = tmp_path / "ckpt"
     train(gpt_config(gpt_prefix, tmp_path, train_iters=1, save=str(ckpt)))
-    with pytest.raises(DataprepError, match="holds a GPT model but --model mt5-tiny is MT5"):
+    with pytest.raises(DataprepError, match="holds a GPT model but model mt5-tiny is MT5"):
         train(mt5_config(mt5_prefix, tmp_path, load=str(ckpt)))
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from dataprep.errors import ConfigError, DataprepError
+from dataprep.errors import ConfigError, DataConfigError, DataprepError
 from trainer.models import (
     ARCHITECTURES,
     architecture_of,
@@ -164,9 +164,11 @@ def export_hf(
         )
     tok = load_tokenizer(spec)
     if tok.vocab_size != config.vocab_size:
-        raise DataprepError(
-            f"the tokenizer {spec} has {tok.vocab_size} ids but the model was trained "
-            f"for {config.vocab_size}; pass the tokenizer the data was built with (--tokenizer)"
+        raise DataConfigError(
+            f"the tokenizer {ConfigError.quote(spec)} has {tok.vocab_size} ids but the model was "
+            f"trained for {config.vocab_size}; pass the tokenizer the data was built with "
+            "({tokenizer})",
+            "tokenizer",
         )
     sd, _ = ckpt.merge_checkpoint(path)
     ids = _special_ids(config, tok)

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from dataprep.errors import ConfigError, DataprepError, UsageError
+from dataprep.errors import ConfigError, DataConfigError, DataprepError, UsageError
 from trainer.checkpoint.safe_pickle import load_pt
 
 TRACKER = "latest_checkpointed_iteration.txt"
@@ -240,9 +240,10 @@ def states_to_hf(where: str, states: dict[tuple[int, int], dict[str, torch.Tenso
 
     words = torch.cat(ranks_of("embedding.word_embeddings.weight", 0), dim=0)
     if words.shape[0] < vocab_size:
-        raise DataprepError(
-            f"{where}: {words.shape[0]} embedding rows, fewer than the tokenizer's {vocab_size} "
-            "ids; pass the --tokenizer the model was trained with"
+        raise DataConfigError(
+            f"{ConfigError.quote(where)}: {words.shape[0]} embedding rows, fewer than the "
+            f"tokenizer's {vocab_size} ids; pass the {{tokenizer}} the model was trained with",
+            "tokenizer",
         )
     hf["transformer.wte.weight"] = words[:vocab_size].float().clone()
     positions = states[(0, 0)]["embedding.position_embeddings.weight"]

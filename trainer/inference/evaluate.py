@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from dataprep.errors import ConfigError, DataprepError, ReadError, UsageError
+from dataprep.errors import ConfigError, DataConfigError, DataprepError, ReadError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +96,12 @@ def split_perplexity(
     samples = GPTSamples(prefix, num_samples=None, split_name=split_name, config=config)
     n = len(samples) if max_windows is None else min(len(samples), max_windows)
     if n == 0:
-        raise DataprepError(
-            f"{prefix}: the {split_name} split of --split {split} holds no window of "
-            f"{seq_length} + 1 tokens; use a smaller --seq-length or a larger split share"
+        raise DataConfigError(
+            f"{ConfigError.quote(prefix)}: the {split_name} split of {{split}} {split} holds no "
+            f"window of {seq_length} + 1 tokens; use a smaller {{seq_length}} or a larger split "
+            "share",
+            "split",
+            "seq_length",
         )
     top = int(max(int(np.max(samples[k])) for k in range(min(n, 64))))
     if top >= model.config.vocab_size:

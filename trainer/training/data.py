@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dataprep.errors import ConfigError, DataprepError
+from dataprep.errors import ConfigError, DataConfigError
 
 log = logging.getLogger(__name__)
 
@@ -157,10 +157,12 @@ def collate_t5(
     for i, ex in enumerate(examples):
         x, y = np.asarray(ex.inputs), np.asarray(ex.targets)
         if x.size > encoder_length or y.size > decoder_length:
-            raise DataprepError(
+            raise DataConfigError(
                 f"T5 sample {getattr(ex, 'index', i)} has {x.size} encoder / {y.size} decoder "
-                f"ids, more than --encoder-seq-length {encoder_length} / --decoder-seq-length "
-                f"{decoder_length}"
+                f"ids, more than {{encoder_seq_length}} {encoder_length} / "
+                f"{{decoder_seq_length}} {decoder_length}",
+                "encoder_seq_length",
+                "decoder_seq_length",
             )
         enc[i, : x.size] = x
         mask[i, : x.size] = True

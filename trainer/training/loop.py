@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dataprep.errors import ConfigError, DataprepError
+from dataprep.errors import ConfigError, DataConfigError, DataprepError
 from trainer.config import DEFAULT_MODEL, TrainConfig, check_tp_layout
 from trainer.loss import cross_entropy
 from trainer.training.optimizer import apply_gradients, lr_at, optimizer_for
@@ -141,9 +141,10 @@ def _check(config: TrainConfig) -> _Checked:
             model_config.vocab_size,
         )
     if info.max_token_id is not None and info.max_token_id >= model_config.vocab_size:
-        raise DataprepError(
-            f"--data-path holds token id {info.max_token_id} but the model's vocabulary "
-            f"is {model_config.vocab_size}: use a model for this tokenizer"
+        raise DataConfigError(
+            f"{{data_path}} holds token id {info.max_token_id} but the model's vocabulary "
+            f"is {model_config.vocab_size}: use a model for this tokenizer",
+            "data_path",
         )
     seq_length = check_lengths(config, kind, model_config)
     check_sequence_parallel(config, model_config, seq_length)
@@ -409,7 +410,9 @@ def _steps(run: _Run, result: TrainResult) -> None:
         result.losses.append(loss)
         result.end_step = done
         if not math.isfinite(loss):
-            raise DataprepError(f"step {done}: the loss is {loss}; lower --lr or check the data")
+            raise DataConfigError(
+                f"step {done}: the loss is {loss}; lower {{lr}} or check the data", "lr"
+            )
         tps = run.tokens_per_step / dt if dt > 0 else 0.0
         if step > run.start_step:
             rates.append(tps)

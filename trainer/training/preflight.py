@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from dataprep.errors import ConfigError, DataprepError
+from dataprep.errors import ConfigError, DataConfigError
 from trainer.config import TrainConfig
 
 
@@ -42,9 +42,11 @@ def inspect_data(config: TrainConfig) -> DataInfo:
                     f"{{data_path}} {what}; build it with `dataprep build-index`", "data_path"
                 )
             # half a pair: bad data (1)
-            raise DataprepError(
-                f"--data-path {prefix}: no {prefix}{' or '.join(missing)}{hint}; "
-                "build it with `dataprep build-index`"
+            raise DataConfigError(
+                f"{{data_path}} {ConfigError.quote(prefix)}: no "
+                f"{ConfigError.quote(prefix)}{' or '.join(missing)}{ConfigError.quote(hint)}; "
+                "build it with `dataprep build-index`",
+                "data_path",
             )
         m = load_manifest(prefix)
         if m is None:
@@ -58,9 +60,11 @@ def inspect_data(config: TrainConfig) -> DataInfo:
             max_id.append(int(m["max_token_id"]))
         tokens += int(m.get("tokens") or 0)
     if len(vocab) > 1 or len(spec) > 1:
-        raise DataprepError(
-            f"--data-path datasets were built with different tokenizers "
-            f"({sorted(spec)}, vocab sizes {sorted(vocab)}): blend only one tokenizer's data"
+        raise DataConfigError(
+            f"{{data_path}} datasets were built with different tokenizers "
+            f"({ConfigError.quote(sorted(spec))}, vocab sizes {sorted(vocab)}): blend only one "
+            "tokenizer's data",
+            "data_path",
         )
     tok_spec = config.tokenizer or (spec.pop() if spec else None)
     vocab_size = vocab.pop() if vocab else None
@@ -69,16 +73,18 @@ def inspect_data(config: TrainConfig) -> DataInfo:
 
         t = load_tokenizer(config.tokenizer)
         if vocab_size is not None and vocab_size != t.vocab_size:
-            raise DataprepError(
-                f"--tokenizer {config.tokenizer} has {t.vocab_size} ids but the dataset "
-                f"was built with a {vocab_size}-id tokenizer"
+            raise DataConfigError(
+                f"{{tokenizer}} {ConfigError.quote(config.tokenizer)} has {t.vocab_size} ids but "
+                f"the dataset was built with a {vocab_size}-id tokenizer",
+                "tokenizer",
             )
         vocab_size = t.vocab_size
     max_token_id = max(max_id) if max_id else None
     if vocab_size is not None and max_token_id is not None and max_token_id >= vocab_size:
-        raise DataprepError(
-            f"--data-path holds token id {max_token_id}, but the tokenizer has only "
-            f"{vocab_size} ids: the manifest and the data disagree; rebuild the dataset"
+        raise DataConfigError(
+            f"{{data_path}} holds token id {max_token_id}, but the tokenizer has only "
+            f"{vocab_size} ids: the manifest and the data disagree; rebuild the dataset",
+            "data_path",
         )
     return DataInfo(prefixes, vocab_size, max_token_id, tok_spec, tokens or None)
 

@@ -11,7 +11,7 @@ import logging
 import os
 from typing import Any
 
-from dataprep.errors import ConfigError, DataprepError
+from dataprep.errors import ConfigError, DataConfigError
 from trainer.config import TrainConfig
 from trainer.training.rng import rng_state, set_rng_state
 
@@ -48,10 +48,12 @@ def run_model_config(config: TrainConfig, vocab_size: int | None) -> tuple[str, 
 
     mc = checkpoint.load_config(resume)
     if vocab_size is not None and mc.vocab_size != vocab_size:
-        raise DataprepError(
-            f"--load {resume}: the checkpoint's model has a {mc.vocab_size}-id vocabulary but "
-            f"--data-path was built with a {vocab_size}-id tokenizer; train it on data of its "
-            "own tokenizer"
+        raise DataConfigError(
+            f"{{load}} {ConfigError.quote(resume)}: the checkpoint's model has a "
+            f"{mc.vocab_size}-id vocabulary but {{data_path}} was built with a {vocab_size}-id "
+            "tokenizer; train it on data of its own tokenizer",
+            "load",
+            "data_path",
         )
     fields = {f.name for f in dataclasses.fields(mc)}
     changes: dict[str, Any] = {}
@@ -78,16 +80,23 @@ def checkpoint_model_config(path: str, kind: str, mc: Any, config: TrainConfig) 
     keys = set(saved) | set(now)
     diff = sorted(k for k in keys if k not in ignore and saved.get(k) != now.get(k))
     if saved_type != now_type:
-        raise DataprepError(
-            f"--load {path}: the checkpoint holds a {saved_type} model but --model {config.model} "
-            f"is {now_type}; resume with the checkpoint's architecture"
+        raise DataConfigError(
+            f"{{load}} {ConfigError.quote(path)}: the checkpoint holds a {saved_type} model but "
+            f"{{model}} {ConfigError.quote(config.model)} is {now_type}; resume with the "
+            "checkpoint's architecture",
+            "load",
+            "model",
         )
     if diff:
         what = ", ".join(f"{k}={saved.get(k)} (now {now.get(k)})" for k in diff)
         hint = " (another tokenizer's data?)" if "vocab_size" in diff else ""
-        raise DataprepError(
-            f"--load {path}: the checkpoint's {kind} config differs from --model {config.model} on "
-            f"this data: {what}{hint}; resume with the same architecture and tokenizer"
+        raise DataConfigError(
+            f"{{load}} {ConfigError.quote(path)}: the checkpoint's {kind} config differs from "
+            f"{{model}} {ConfigError.quote(config.model)} on this data: "
+            f"{ConfigError.quote(what)}{ConfigError.quote(hint)}; resume with the same "
+            "architecture and tokenizer",
+            "load",
+            "model",
         )
     rows, tp = int(saved["padded_vocab_size"]), config.tensor_model_parallel_size
     if rows != mc.padded_vocab_size and rows % tp == 0 and rows >= mc.vocab_size:
@@ -132,9 +141,10 @@ def load_training_checkpoint(path: str, model, optimizer, layout, parallel) -> i
         path, model, optimizer, tp_group=layout.tp_group, dp_rank=layout.dp_rank
     )
     if "step" not in extra:
-        raise DataprepError(
-            f"--load {path}: the checkpoint has no trainer state (step, RNG); "
-            "it was not written by this trainer"
+        raise DataConfigError(
+            f"{{load}} {ConfigError.quote(path)}: the checkpoint has no trainer state (step, RNG); "
+            "it was not written by this trainer",
+            "load",
         )
     step = int(extra["step"])
     rng = extra.get("rng")
