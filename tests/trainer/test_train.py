@@ -253,11 +253,12 @@ def test_bad_input_fails_on_every_rank_without_hanging(gpt_prefix, tmp_path, cap
     cfg = gpt_config(gpt_prefix, tmp_path, model=str(model), tensor_model_parallel_size=2)
     with pytest.raises(DataprepError, match="vocab_size 50257"):  # caught before the ranks start
         run(cfg)
-    # as under torchrun, with no parent to check first: each rank reports it and exits
+    # with no parent to check first and no driver asking for the error: each rank reports it
+    # (in the library's words: the config field, not the CLI's flag) and exits
     assert launch_local(2, "trainer.train:worker_main", cfg.to_json()) == 1
     err = capfd.readouterr().err
     for rank in (0, 1):
-        assert f"train: error [rank {rank}]: --model {model} has vocab_size 50257" in err
+        assert f"train: error [rank {rank}]: model {model} has vocab_size 50257" in err
 
 
 @pytest.mark.distributed
