@@ -23,7 +23,7 @@ from trainer.models.mt5 import MT5, MT5_PRESETS, MT5Config
 ModelConfig = GPTConfig | GPTJConfig | MT5Config
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Architecture:
     name: str  # "gpt", "gptj", "mt5": the "model" key of a --model file
     model_type: str  # "GPT", "GPTJ", "MT5": the "model_type" of checkpoint metadata
@@ -41,42 +41,42 @@ ARCHITECTURES: dict[str, Architecture] = {
     a.name: a
     for a in (
         Architecture(
-            "gpt",
-            "GPT",
-            GPT,
-            GPTConfig,
-            GPT_PRESETS,
-            "gpt",
-            plans.GPT_PLAN,
-            plans.GPT_SEQUENCE_PARALLEL_PLAN,
-            plans.GPT_RECOMPUTE_UNITS,
-            gpt_hf.HF,
+            name="gpt",
+            model_type="GPT",
+            model=GPT,
+            config=GPTConfig,
+            presets=GPT_PRESETS,
+            task="gpt",
+            tp_plan=plans.GPT_PLAN,
+            sequence_parallel_plan=plans.GPT_SEQUENCE_PARALLEL_PLAN,
+            recompute_units=plans.GPT_RECOMPUTE_UNITS,
+            hf=gpt_hf.HF,
         ),
         Architecture(
-            "gptj",
-            "GPTJ",
-            GPTJ,
-            GPTJConfig,
-            GPTJ_PRESETS,
-            "gpt",
-            plans.GPTJ_PLAN,
-            plans.GPTJ_SEQUENCE_PARALLEL_PLAN,
-            plans.GPTJ_RECOMPUTE_UNITS,
-            gptj_hf.HF,
+            name="gptj",
+            model_type="GPTJ",
+            model=GPTJ,
+            config=GPTJConfig,
+            presets=GPTJ_PRESETS,
+            task="gpt",
+            tp_plan=plans.GPTJ_PLAN,
+            sequence_parallel_plan=plans.GPTJ_SEQUENCE_PARALLEL_PLAN,
+            recompute_units=plans.GPTJ_RECOMPUTE_UNITS,
+            hf=gptj_hf.HF,
         ),
         Architecture(
-            "mt5",
-            "MT5",
-            MT5,
-            MT5Config,
-            MT5_PRESETS,
-            "mt5",
-            plans.MT5_PLAN,
-            None,
-            plans.MT5_RECOMPUTE_UNITS,
-            mt5_hf.HF,
+            name="mt5",
+            model_type="MT5",
+            model=MT5,
+            config=MT5Config,
+            presets=MT5_PRESETS,
+            task="mt5",
+            tp_plan=plans.MT5_PLAN,
+            sequence_parallel_plan=None,
+            recompute_units=plans.MT5_RECOMPUTE_UNITS,
+            hf=mt5_hf.HF,
         ),
-    )  # fmt: skip
+    )
 }
 ARCHITECTURE_ALIASES = {"gpt2": "gpt", "gpt-j": "gptj", "t5": "mt5"}
 
