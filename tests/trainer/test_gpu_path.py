@@ -190,3 +190,30 @@ def test_rng_restore_accepts_the_per_gpu_list_a_checkpoint_holds(monkeypatch):
     assert restored == [9]  # this rank's GPU
     set_rng_state({**state, "cuda": torch.full((4,), 5, dtype=torch.uint8)})
     assert restored == [9, 5]
+
+
+def test_a_checkpoint_holds_only_this_ranks_gpu_rng_state(monkeypatch):
+    """As Megatron-LM: each rank saves and restores the generator of its own device, not every
+    visible GPU's (two ranks on one host would otherwise save and reset each other's)."""
+    from trainer import parallel
+    from trainer.training.rng import rng_state, set_rng_state
+
+    mine = torch.arange(16, dtype=torch.uint8)
+    restored = []
+
+    def every_gpu(*args):
+        raise AssertionError("touched every GPU's generator")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": mine.clone())
+    monkeypatch.setattr(
+        torch.cuda, "set_rng_state", lambda state, device="cuda": restored.append(state)
+    )
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", every_gpu)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", every_gpu)
+    model = torch.nn.Linear(2, 2)
+    state = {**rng_state(), **parallel.get_rng_state(model)}  # what save_training_checkpoint saves
+    assert torch.equal(state["cuda"], mine)
+    set_rng_state(state)
+    parallel.set_rng_state(model, state)
+    assert len(restored) == 1 and torch.equal(restored[0], mine)

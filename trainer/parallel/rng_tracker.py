@@ -49,10 +49,10 @@ class RankRNG:
 
 
 def get_rng_state(model: nn.Module) -> dict:
-    """Global torch RNG state(s) plus the model's per-rank TP dropout RNG, for checkpoints."""
+    """The CPU torch RNG state plus the model's per-rank TP dropout RNG, for checkpoints. The
+    GPU's state is saved by trainer/training/rng.py, for this rank's device only (as Megatron-LM
+    does): a rank does not own the other GPUs' generators."""
     state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
     info = getattr(model, "_tp_info", None)
     if info is not None:
         state["tp"] = {k: v.clone() for k, v in info.rng.states.items()}
@@ -61,8 +61,6 @@ def get_rng_state(model: nn.Module) -> dict:
 
 def set_rng_state(model: nn.Module, state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
     info = getattr(model, "_tp_info", None)
     if info is not None and "tp" in state:
         info.rng.states = {k: v.clone() for k, v in state["tp"].items()}
