@@ -85,10 +85,6 @@ def document_keys(texts: Sequence[str], mode: str) -> dict[str, np.ndarray]:
     return keys
 
 
-def select_keys(keys: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
-    return {name: a[mask] for name, a in keys.items()}
-
-
 def concat_keys(parts: Sequence[dict[str, np.ndarray]], mode: str) -> dict[str, np.ndarray]:
     names = ["exact"] + (["minhash"] if mode == "minhash" else [])
     width = {"exact": (16, np.uint8), "minhash": (NUM_PERM, np.uint64)}

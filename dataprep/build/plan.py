@@ -77,10 +77,6 @@ class Part:
     def name(self) -> str:
         return f"{self.file_index:06d}-{self.start:015d}"
 
-    @property
-    def whole_file(self) -> bool:
-        return self.start == 0 and self.end is None
-
     def spec(self) -> dict[str, Any]:
         return {
             "file_index": self.file_index,
