@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from dataprep import __version__
 from dataprep.commands.common import flag_for
-from dataprep.errors import ConfigError, DataprepError
+from dataprep.errors import DataprepError
 from dataprep.signals import Terminated, terminate_as_interrupt
 
 # command name -> module under dataprep.commands
@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with terminate_as_interrupt():  # `kill PID` cleans up and reports as Ctrl-C does
             return int(args._run(args) or 0)
     except DataprepError as e:
-        message = e.render(flag_for) if isinstance(e, ConfigError) else str(e)
+        message = e.render(flag_for)
         print(f"dataprep {args.command}: error: {message}", file=sys.stderr)
         return e.exit_code
     except Terminated:

@@ -15,6 +15,11 @@ class DataprepError(Exception):
 
     exit_code = 1
 
+    def render(self, name_of) -> str:
+        """The message with config fields shown as ``name_of(field)`` (the CLI passes its flag
+        names); the plain message for errors that name no field."""
+        return str(self)
+
 
 class UsageError(DataprepError, ValueError):
     """Bad command-line arguments or configuration values."""
@@ -67,7 +72,15 @@ def require_extra(module: str, needed_by: str, extra: str) -> None:
 
 
 class ReadError(DataprepError):
-    """A bad input record or file, located by file and line (or byte offset)."""
+    """A bad input record or file, located by file and line (or byte offset).
+
+    A record error of a kind in `HINTS` ends with how to fix it, naming the config field; the CLI
+    renders the field as its flag.
+    """
+
+    HINTS: dict[str, tuple[str, str]] = {
+        "missing_key": ("choose the text keys with {}", "json_keys"),
+    }
 
     def __init__(
         self,
@@ -83,12 +96,17 @@ class ReadError(DataprepError):
         self.line = line
         self.offset = offset
         self.kind = kind  # a short reason key used to count skips, e.g. "not_json", "truncated"
+        super().__init__(self.render(lambda field: field))
+
+    def render(self, name_of) -> str:
         where = self.path
-        if line is not None:
-            where += f":{line}"
-        if offset is not None:
-            where += f" (byte offset {offset})"
-        super().__init__(f"{where}: {reason}")
+        if self.line is not None:
+            where += f":{self.line}"
+        if self.offset is not None:
+            where += f" (byte offset {self.offset})"
+        hint = self.HINTS.get(self.kind)
+        fix = f"; {hint[0].format(name_of(hint[1]))}" if hint else ""
+        return f"{where}: {self.reason}{fix}"
 
     def __reduce__(self):
         # keep the structured fields when the error crosses a process boundary (worker pools)

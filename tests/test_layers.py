@@ -64,6 +64,46 @@ def test_a_config_error_names_fields_in_the_library_and_flags_in_the_cli(capsys,
     )
 
 
+def test_library_errors_name_config_fields_not_command_line_flags():
+    """Flag names live in the CLI: an error raised by library code names no `--flag` (a pip
+    command it suggests aside); the CLI turns the fields it names into flags."""
+    import ast
+    import re
+
+    flag = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]+")
+    found = []
+    for path in sorted([*REPO.glob("dataprep/**/*.py"), *REPO.glob("trainer/**/*.py")]):
+        if "commands" in path.parts or path.name == "cli.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Raise) or node.exc is None:
+                continue
+            for sub in ast.walk(node.exc):
+                text = sub.value if isinstance(sub, ast.Constant) else None
+                if isinstance(text, str) and flag.search(text.replace("pip install --", "")):
+                    found.append(f"{path.relative_to(REPO)}:{node.lineno}: {text.strip()}")
+    assert found == []
+
+
+def test_a_missing_text_key_names_the_field_in_the_library_and_the_flag_in_the_cli(
+    tmp_path, capsys
+):
+    from dataprep.errors import ReadError
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"body": "hello"}\n', encoding="utf-8")
+    error = ReadError(corpus, "missing key 'text'", line=1, kind="missing_key")
+    assert str(error).endswith("missing key 'text'; choose the text keys with json_keys")
+    code = main(
+        ["build-index", "--input", str(corpus), "--output-prefix", str(tmp_path / "out"),
+         "--tokenizer-type", "GPT2BPETokenizer"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"{corpus}:1: missing key 'text'" in err
+    assert "choose the text keys with --json-keys" in err
+
+
 def _config_error_rank() -> int:  # a rank of the test below
     from trainer.launch import rank_main
 

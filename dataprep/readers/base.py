@@ -118,7 +118,7 @@ class RecordErrors:
         self.stats.skip(kind)
         self.count += 1
         if self.count <= MAX_LOGGED_PER_FILE:
-            log.warning("skipped %s:%d: %s", os.fspath(self.path), line, reason)
+            log.warning("skipped %s", ReadError(self.path, reason, line=line, kind=kind))
 
     def summarize(self) -> None:
         if self.count > MAX_LOGGED_PER_FILE:

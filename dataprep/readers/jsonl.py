@@ -163,7 +163,7 @@ def record_fields(record: dict, json_keys: Sequence[str]) -> dict[str, str]:
             keys = ", ".join(repr(k) for k in list(record)[:10]) or "none"
             raise BadRecord(
                 "missing_key",
-                f"missing key {key!r} (keys found: {keys}); choose the text keys with --json-keys",
+                f"missing key {key!r} (keys found: {keys})",
             )
         elif value is None:
             raise BadRecord("null_text", f"{key!r} is null, expected a string")

@@ -100,13 +100,10 @@ def iter_parquet(
     missing = [key for key in json_keys if key not in schema.names]
     if missing:
         rows = parquet_file.metadata.num_rows
-        reason = (
-            f"missing column {missing[0]!r} (columns found: {', '.join(schema.names)}); "
-            "choose the text columns with --json-keys"
-        )
+        reason = f"missing column {missing[0]!r} (columns found: {', '.join(schema.names)})"
         if on_error == "raise":
             raise ReadError(path, reason, line=start_line + 1, kind="missing_key")
-        log.warning("skipped all %d rows of %s: %s", rows, source, reason)
+        log.warning("skipped all %d rows of %s", rows, ReadError(path, reason, kind="missing_key"))
         stats.skip("missing_key", max(0, rows - start_line))
         stats.files += 1
         return

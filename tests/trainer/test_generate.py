@@ -185,6 +185,9 @@ def test_cli_json_at_tp2_equals_tp1_and_errors_are_one_line(checkpoints, capfd):
     assert "no prompt" in capfd.readouterr().err
     assert cli_main(["generate", checkpoints["gpt-tiny"], "--prompt", " x" * 300]) == 2
     assert "context is 256 tokens" in capfd.readouterr().err
+    assert cli_main(["generate", checkpoints["gpt-tiny"], "--prompt", ""]) == 2
+    err = capfd.readouterr().err.strip()
+    assert err.endswith("an empty prompt has no token to start from; pass --add-BOS"), err
 
 
 def test_torchrun_ranks_run_one_tp2_generation(checkpoints, capfd):

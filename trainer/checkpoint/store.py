@@ -291,7 +291,7 @@ def resolve_checkpoint(path: str | os.PathLike, *, what: str = "checkpoint") -> 
         raise DataprepError(f"{what} {p}: no such directory")
     if not p.is_dir():
         raise DataprepError(
-            f"{what} {p}: a file, expected a checkpoint directory from `dataprep train --save`"
+            f"{what} {p}: a file, expected a checkpoint directory written by `dataprep train`"
         )
     found = find_latest(p)
     if found is None:
@@ -306,7 +306,7 @@ def resolve_checkpoint(path: str | os.PathLike, *, what: str = "checkpoint") -> 
             kind = " (a Megatron-LM checkpoint: not readable here)"
         raise DataprepError(
             f"{what} {p}: found {seen}{kind}; no {METADATA} here and no iter_* checkpoint inside: "
-            "expected a directory written by `dataprep train --save` (the root or one iter_NNNNNNN)"
+            "expected a directory written by `dataprep train` (the save root or one iter_NNNNNNN)"
         )
     return found
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, fields
 from functools import partial
 from typing import Any
 
-from dataprep.errors import UsageError
+from dataprep.errors import ConfigError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -349,7 +349,7 @@ def nemo_rows(tokenizer, prompts: list[str], params: SamplingParams) -> list[Row
         raise UsageError(f"add_BOS: the tokenizer {tokenizer.name} has no BOS or EOD token")
     encoded = [([bos] if params.add_BOS else []) + tokenizer.encode(p) for p in prompts]
     if any(not e for e in encoded):
-        raise UsageError("an empty prompt has no token to start from; pass add_BOS / --add-BOS")
+        raise ConfigError("an empty prompt has no token to start from; pass {add_BOS}", "add_BOS")
 
     def stop_text(new: list[int]) -> bool:
         text = tokenizer.decode(new)
