@@ -21,7 +21,7 @@ DROPOUT = dict(dropout=0.1, attn_dropout=0.1)
 
 
 def _steps(kind, group, *, sequence_parallel, recompute=None, steps=3):
-    model = build(kind, seed=0, **DROPOUT)
+    model = build(kind, seed=0, **(dict(dropout_rate=0.1) if kind == "mt5" else DROPOUT))
     parallel.parallelize(model, group, dropout_seed=5, sequence_parallel=sequence_parallel,
                          recompute_granularity=recompute)  # fmt: skip
     model.train()
@@ -54,17 +54,29 @@ def _worker(rank, kind):
         assert torch.allclose(g, sp_grads[name], rtol=0, atol=1e-5), name
     # the activations between the blocks really hold half of the sequence
     seen = []
-    handle = model.transformer.h[0].register_forward_hook(lambda m, a, o: seen.append(o.shape))
+    blocks = (
+        [model.encoder.block[0], model.decoder.block[0]]
+        if kind == "mt5"
+        else [model.transformer.h[0]]
+    )
+    handles = [b.register_forward_hook(lambda m, a, o: seen.append(o.shape[1])) for b in blocks]
     with torch.no_grad():
         model(*batch(kind, 0)["inputs"])
-    handle.remove()
-    assert seen[0][1] == batch(kind, 0)["targets"].shape[1] // 2
+    for handle in handles:
+        handle.remove()
+    b = batch(kind, 0)
+    full = (
+        [b["inputs"][0].shape[1], b["targets"].shape[1]]
+        if kind == "mt5"
+        else [b["targets"].shape[1]]
+    )
+    assert seen == [t // 2 for t in full]
     _, sp_full, _ = _steps(kind, group, sequence_parallel=True, recompute="full")
     assert np.allclose(plain, sp_full, rtol=0, atol=1e-5), (plain, sp_full)
 
 
 @pytest.mark.distributed
-@pytest.mark.parametrize("kind", ["gpt", "gptj"])
+@pytest.mark.parametrize("kind", ["gpt", "gptj", "mt5"])
 def test_sequence_parallel_is_the_plain_tp2_run(kind, tmp_path):
     run_distributed(_worker, kind, tmp_path=tmp_path)
 
@@ -85,12 +97,19 @@ def test_the_sequence_parallel_dropout_is_the_unsplit_mask(tmp_path):
     run_distributed(_dropout_worker, tmp_path=tmp_path)
 
 
-def test_sequence_parallel_needs_tp2_and_a_gpt(tmp_path):
+def test_sequence_parallel_needs_tp2_and_sequences_it_can_split(tmp_path):
     with pytest.raises(UsageError, match="tensor_model_parallel_size 2"):
         TrainConfig(data_path=("x",), sequence_parallel=True)
     prefix = write_dataset(tmp_path / "d", markov_docs(20, vocab=500, seed=4), vocab_size=512)
-    for kw, message in ((dict(model="mt5-tiny", encoder_seq_length=64), "not yet for mT5"),
-                        (dict(seq_length=33), "not a multiple of 2")):  # fmt: skip
+    mt5 = dict(model="mt5-tiny", encoder_seq_length=64)  # 14 targets: even
+    for kw, message in (
+        (dict(seq_length=33), "seq_length 33 is not a multiple of 2$"),
+        (dict(mt5, encoder_seq_length=63), "encoder_seq_length 63 is not a multiple of 2$"),
+        (dict(mt5, decoder_seq_length=15), "decoder_seq_length 15 is not a multiple of 2$"),
+        (dict(mt5, encoder_seq_length=128),  # 29 targets
+         r"decoder_seq_length 29 is not a multiple of 2 \(the span-corruption targets' length\); "
+         "pass decoder_seq_length 30"),
+    ):  # fmt: skip
         cfg = TrainConfig(data_path=(prefix,), tensor_model_parallel_size=2, sequence_parallel=True,
                           train_iters=1, progress=False, **kw)  # fmt: skip
         with pytest.raises(UsageError, match=message):
@@ -99,15 +118,27 @@ def test_sequence_parallel_needs_tp2_and_a_gpt(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.distributed
-def test_train_with_sequence_parallel_has_the_plain_losses(tmp_path):
-    prefix = write_dataset(tmp_path / "d", markov_docs(100, vocab=500, seed=4), vocab_size=512)
+@pytest.mark.parametrize("model", ["gpt-tiny", "mt5-tiny"])
+def test_train_with_sequence_parallel_has_the_plain_losses(model, tmp_path):
+    if model == "gpt-tiny":
+        prefix = write_dataset(tmp_path / "d", markov_docs(100, vocab=500, seed=4), vocab_size=512)
+        lengths = dict(seq_length=32)
+    else:
+        from dataprep.tokenizers import load_tokenizer
+
+        tok = load_tokenizer("mt5-toy")
+        docs = markov_docs(80, vocab=tok.vocab_size - 200, seed=4, eod=tok.eos_id)
+        prefix = write_dataset(tmp_path / "d", docs, vocab_size=tok.vocab_size, spec="mt5-toy",
+                               eos_id=tok.eos_id)  # fmt: skip
+        lengths = dict(encoder_seq_length=64, make_vocab_size_divisible_by=256)
     curves = {}
     for name, sp in (("plain", False), ("sp", True)):
-        cfg = TrainConfig(data_path=(prefix,), model="gpt-tiny", seq_length=32, micro_batch_size=2,
+        cfg = TrainConfig(data_path=(prefix,), model=model, micro_batch_size=2, **lengths,
                           train_iters=5, lr=3e-3, num_threads=1, progress=False, seed=3,
                           tensor_model_parallel_size=2, hidden_dropout=0.1, attention_dropout=0.1,
                           sequence_parallel=sp,
                           metrics=str(tmp_path / f"{name}.jsonl"))  # fmt: skip
         assert run(cfg) == 0
         curves[name] = [r["loss"] for r in read_metrics(tmp_path / f"{name}.jsonl")]
+    assert len(curves["sp"]) == 5
     assert np.allclose(curves["plain"], curves["sp"], rtol=0, atol=1e-5), curves

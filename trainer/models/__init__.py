@@ -72,7 +72,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             presets=MT5_PRESETS,
             task="mt5",
             tp_plan=plans.MT5_PLAN,
-            sequence_parallel_plan=None,
+            sequence_parallel_plan=plans.MT5_SEQUENCE_PARALLEL_PLAN,
             recompute_units=plans.MT5_RECOMPUTE_UNITS,
             hf=mt5_hf.HF,
         ),

@@ -191,7 +191,8 @@ class MT5Stack(nn.Module):
             ]
         )
         self.final_layer_norm = MT5LayerNorm(config.d_model, config.layer_norm_epsilon)
-        self.dropout = nn.Dropout(config.dropout_rate)
+        self.dropout = nn.Dropout(config.dropout_rate)  # of the embedded tokens
+        self.final_dropout = nn.Dropout(config.dropout_rate)  # of the output (HF reuses `dropout`)
 
     def position_bias(self, T: int, S: int, device: torch.device) -> torch.Tensor:
         """(1, nh, T, S) from block 0's table; the decoder's is causal, the encoder's
@@ -228,7 +229,7 @@ class MT5Stack(nn.Module):
         x = self.dropout(x)
         for block in self.block:
             x = block(x, bias, encoder_hidden, cross_bias)
-        return self.dropout(self.final_layer_norm(x))
+        return self.final_dropout(self.final_layer_norm(x))
 
 
 MT5_PRESETS: dict[str, dict] = {

@@ -92,6 +92,17 @@ GPTJ_SEQUENCE_PARALLEL_PLAN: dict[str, str] = {
     "transformer.ln_f": SEQ_NORM,
 }
 
+MT5_SEQUENCE_PARALLEL_PLAN: dict[str, str] = {
+    "*.dropout": SEQ_SPLIT_DROPOUT,  # encoder's and decoder's embedded tokens
+    "*.block.*.layer.*.dropout": SEQ_DROPOUT,
+    "*.block.*.layer.*.layer_norm": SEQ_NORM,
+    "*.final_layer_norm": SEQ_NORM,
+    "*.final_dropout": SEQ_DROPOUT,
+}
+# the relative-position bias is computed for the whole sequence (the stack reads T before its
+# dropout splits it) and used inside the attention regions, which gather the sequence; the
+# cross-attention region gathers the encoder's output (its "kv") as well
+
 
 # module-name pattern of the unit each granularity recomputes: "full" keeps only each transformer
 # block's input and reruns the block in the backward; "selective" reruns only the core attention

@@ -86,7 +86,7 @@ def _reduce_scatter_seq(x: torch.Tensor, group) -> torch.Tensor:
     chunks = x.chunk(tp, dim=1)
     out = torch.empty_like(chunks[0], memory_format=torch.contiguous_format)
     # rank r's part is the r-th block along dim 0 of the input
-    dist.reduce_scatter_tensor(out, torch.cat(chunks, dim=0), group=group)
+    dist.reduce_scatter_single(out, torch.cat(chunks, dim=0), group=group)
     return out
 
 

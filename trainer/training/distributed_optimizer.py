@@ -92,7 +92,7 @@ class DistributedAdamW:
                 flat[start : start + p.numel()].copy_(p.grad.reshape(-1))
             start += p.numel()
         local = torch.empty(self.shard, dtype=flat.dtype, device=flat.device)
-        dist.reduce_scatter_tensor(local, flat, group=self.dp_group)
+        dist.reduce_scatter_single(local, flat, group=self.dp_group)
         for gp, views in zip(self.pieces, self.views, strict=True):
             for pc, view in zip(gp, views, strict=True):
                 view.grad = local[pc.offset : pc.offset + pc.hi - pc.lo]
@@ -116,7 +116,7 @@ class DistributedAdamW:
             for pc, view in zip(gp, views, strict=True):
                 local[pc.offset : pc.offset + pc.hi - pc.lo].copy_(view)
         flat = torch.empty(self.shard * self.dp, dtype=local.dtype, device=device)
-        dist.all_gather_into_tensor(flat, local, group=self.dp_group)
+        dist.all_gather_single(flat, local, group=self.dp_group)
         start = 0
         with torch.no_grad():
             for p in self.params:
@@ -153,7 +153,7 @@ class DistributedAdamW:
                             self.inner.state[view][key]
                         )
             flat = torch.empty(self.shard * self.dp, dtype=local.dtype, device=device)
-            dist.all_gather_into_tensor(flat, local, group=self.dp_group)
+            dist.all_gather_single(flat, local, group=self.dp_group)
             moments[key] = flat
         state, start = {}, 0
         if self.inner.state:  # every rank holds pieces and steps them together

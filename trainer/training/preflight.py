@@ -147,7 +147,8 @@ def check_packed_flags(config: TrainConfig, model_config: Any) -> None:
 
 
 def check_sequence_parallel(config: TrainConfig, model_config: Any, seq_length: int) -> None:
-    """sequence_parallel: a model it is implemented for, and a sequence TP can split evenly."""
+    """sequence_parallel: a model it is implemented for, and sequences TP can split evenly (an
+    mT5's encoder and decoder sequences both)."""
     if not config.sequence_parallel:
         return
     from trainer.models import architecture_of
@@ -155,15 +156,30 @@ def check_sequence_parallel(config: TrainConfig, model_config: Any, seq_length: 
     tp = config.tensor_model_parallel_size
     if architecture_of(model_config).sequence_parallel_plan is None:
         raise ConfigError(
-            "{sequence_parallel} is implemented for GPT and GPT-J, not yet for mT5; train the "
-            "mT5 without it ({recompute_granularity} lowers the activation memory too)",
+            f"{{sequence_parallel}} is not implemented for {type(model_config).__name__}",
             "sequence_parallel",
-            "recompute_granularity",
         )
-    if seq_length % tp:
-        raise ConfigError(
-            f"{{sequence_parallel}} splits each sequence over the {tp} TP ranks: {{seq_length}} "
-            f"{seq_length} is not a multiple of {tp}",
-            "sequence_parallel",
-            "seq_length",
+    if architecture_of(model_config).task != "mt5":
+        lengths = [("seq_length", seq_length, "")]
+    else:
+        from dataprep.sampling.t5 import T5Samples
+
+        _, targets = T5Samples.lengths_for(
+            config.encoder_seq_length,
+            noise_density=config.noise_density,
+            mean_noise_span_length=config.mean_noise_span_length,
         )
+        decoder = config.decoder_seq_length or targets
+        up = -(-decoder // tp) * tp
+        default = f"; pass {{decoder_seq_length}} {up}" if not config.decoder_seq_length else ""
+        default = f" (the span-corruption targets' length){default}" if default else ""
+        lengths = [("encoder_seq_length", config.encoder_seq_length, ""),
+                   ("decoder_seq_length", decoder, default)]  # fmt: skip
+    for name, length, note in lengths:
+        if length % tp:
+            raise ConfigError(
+                f"{{sequence_parallel}} splits each sequence over the {tp} TP ranks: {{{name}}} "
+                f"{length} is not a multiple of {tp}{note}",
+                "sequence_parallel",
+                name,
+            )
