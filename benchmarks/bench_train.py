@@ -136,6 +136,36 @@ def matmul_peak_flops(
     return 2 * n**3 / best
 
 
+def _matmul_seconds(args: tuple[int, int, int, object]) -> float:
+    """Seconds of `repeats` n^3 matmuls on `threads` threads, started at a shared barrier."""
+    n, threads, repeats, barrier = args
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.matmul(a, b)
+    if barrier is not None:
+        barrier.wait()
+    t = time.perf_counter()
+    for _ in range(repeats):
+        torch.matmul(a, b)
+    return time.perf_counter() - t
+
+
+def tp2_matmul_ceiling(n: int = 1024, repeats: int = 20) -> float:
+    """FLOP/s of two processes of one thread each, running matmuls at once, over one process of
+    two threads doing the same total work: how much faster TP=2 (two ranks of one thread) could
+    be than TP=1 (two threads) on this CPU if training were all matmul. Best of 3 rounds."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    two_ranks, one_process = [], []
+    with ctx.Manager() as manager, ctx.Pool(2) as pool:
+        for _ in range(3):
+            barrier = manager.Barrier(2)
+            two_ranks.append(max(pool.map(_matmul_seconds, [(n, 1, repeats, barrier)] * 2)))
+            one_process.append(_matmul_seconds((n, 2, 2 * repeats, None)))
+    return min(one_process) / min(two_ranks)
+
+
 def measure(config: TrainConfig, *, cuda: bool) -> dict:
     """Run one training job; tokens/s, step time, data-wait share (peak GiB) from its metrics."""
     in_process = config.tensor_model_parallel_size == 1  # else ranks this process only waits for
@@ -239,6 +269,11 @@ def main(argv: list[str] | None = None) -> int:
         source = f"{str(dtype).removeprefix('torch.')} matmul 2048^3 on 2 threads, measured"
     if peak is not None:
         print(f"peak: {peak / 1e12:.3f} TFLOP/s per device ({source})")
+    if not cuda and 2 in tps:
+        print(
+            f"TP=2 ceiling: 2 processes x 1 thread of matmuls make {tp2_matmul_ceiling():.2f}x "
+            "the FLOP/s of 1 process x 2 threads (the most TP=2 could gain over TP=1 here)"
+        )
     if cuda and not args.bf16:
         print("without --bf16 the forward runs in fp32: the MFU is still against the bf16 peak")
 
