@@ -1,6 +1,9 @@
 """One training run, by component.
 
 loop.py                   train(): the checks, setup, the steps, finish
+step.py                   one optimizer step: forward and backward over the micro-batches
+source.py                 the run's data source from its config (packed-data EOD, mT5 sentinels)
+reporting.py              rank 0's start line, metrics file, progress bar and summary
 optimizer.py              AdamW and its parameter groups, the LR schedule, apply_gradients
 distributed_optimizer.py  ZeRO-1: AdamW states sharded over the data-parallel ranks
 data.py                   GPT / T5 batches over the .bin/.idx datasets, the prefetching loader

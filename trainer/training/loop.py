@@ -1,13 +1,14 @@
 """The training loop: `train(config)` = setup, the steps, finish.
 
 `train(config)` runs on one rank (joining the launched group when there is one): the checks that
-need no other rank (trainer/training/preflight.py), then setup (the data source, the model built
-from its config with the same seed on every rank and sharded by trainer/parallel/, the optimizer,
-the resume from a checkpoint if asked, the metrics and progress outputs), the steps (forward and
-backward over the micro-batches, trainer/training/optimizer.py's step, metrics, checkpoints) and
-finish (outputs closed, the loss curve drawn, the process group left). The loss of a step is the
-mean over every target token of the global batch; the data position is the step, so a resumed run
-sees exactly the batches the uninterrupted one would.
+need no other rank (trainer/training/preflight.py), then setup (the data source of source.py, the
+model built from its config with the same seed on every rank and sharded by trainer/parallel/, the
+optimizer, the resume from a checkpoint if asked, the metrics and progress outputs of
+reporting.py), the steps (step.py's forward and backward over the micro-batches and
+trainer/training/optimizer.py's step, metrics, checkpoints) and finish (outputs closed, the loss
+curve drawn, the process group left). The loss of a step is the mean over every target token of
+the global batch; the data position is the step, so a resumed run sees exactly the batches the
+uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -16,16 +17,14 @@ import contextlib
 import logging
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dataprep.errors import ConfigError, DataConfigError, DataprepError
-from trainer.config import DEFAULT_MODEL, TrainConfig, check_tp_layout
-from trainer.loss import cross_entropy
-from trainer.training.optimizer import apply_gradients, lr_at, optimizer_for
+from dataprep.errors import DataConfigError
+from trainer.config import TrainConfig, check_tp_layout
+from trainer.training.optimizer import lr_at, optimizer_for
 from trainer.training.preflight import (
     DataInfo,
     check_batch_sizes,
@@ -34,21 +33,23 @@ from trainer.training.preflight import (
     check_sequence_parallel,
     inspect_data,
 )
+from trainer.training.reporting import (
+    _log_start,
+    _log_summary,
+    _open_outputs,
+    _report_step,
+    model_label,
+)
 from trainer.training.resume import (
     load_training_checkpoint,
     run_model_config,
     save_training_checkpoint,
 )
 from trainer.training.rng import seed_everything
+from trainer.training.source import _build_source
+from trainer.training.step import _train_step
 
 log = logging.getLogger(__name__)
-
-
-def model_label(config: TrainConfig) -> str:
-    """--model as given, or what None means for this run."""
-    if config.model:
-        return config.model
-    return "the --load checkpoint's model" if config.load else DEFAULT_MODEL
 
 
 @dataclass
@@ -246,130 +247,6 @@ def _model_and_optimizer(config: TrainConfig, checked: _Checked, layout: Any) ->
     return model, optimizer, start_step
 
 
-def _log_start(run: _Run, gbs: int) -> None:
-    config, layout = run.config, run.layout
-    tp = config.tensor_model_parallel_size
-    # a TP-sharded parameter (tp_dim set) is 1/tp of the whole; replicated ones count once
-    n_params = sum(
-        p.numel() * (tp if getattr(p, "tp_dim", None) is not None else 1)
-        for p in run.model.parameters()
-    )
-    log.info(
-        "%s %s (~%.1fM parameters), TP=%d DP=%d, global batch %d (micro %d, "
-        "accumulation %d),"
-        " %d tokens/step, steps %d..%d",
-        run.kind,
-        model_label(config),
-        n_params / 1e6,
-        tp,
-        layout.dp_size,
-        gbs,
-        config.micro_batch_size,
-        gbs // (config.micro_batch_size * layout.dp_size),
-        run.tokens_per_step,
-        run.start_step,
-        run.end_step,
-    )
-
-
-def _open_outputs(run: _Run, result: TrainResult, outputs: contextlib.ExitStack) -> None:
-    """Rank 0's metrics file and progress bar (log lines above the bar, never glued onto it)."""
-    config = run.config
-    if config.metrics:
-        from trainer.training.metrics import MetricsWriter
-
-        run.metrics = MetricsWriter(config.metrics, resume_from=run.start_step)
-
-        def close_metrics() -> None:
-            run.metrics.close()
-            result.metrics_path = config.metrics
-
-        outputs.callback(close_metrics)
-    run.bar = _progress_bar(config, run.start_step, run.end_step, run.kind)
-    if run.bar is not None:
-        from tqdm.contrib.logging import logging_redirect_tqdm
-
-        outputs.callback(run.bar.close)
-        outputs.enter_context(logging_redirect_tqdm())
-
-
-# --------------------------------------------------------------------------------------- the data
-def _packed_data(config: TrainConfig, info: DataInfo) -> Any:
-    """The packed-data flags with the tokenizer's EOD id, or None when none is set."""
-    from trainer.training.data import PackedData
-
-    flags = (config.eod_mask_loss, config.reset_position_ids, config.reset_attention_mask)
-    if not any(flags):
-        return None
-    from dataprep.manifest import load_manifest
-    from dataprep.tokenizers import load_tokenizer
-
-    recorded = (load_manifest(info.prefixes[0]) or {}).get("tokenizer") or {}
-    eod = recorded.get("eod_id", recorded.get("eos_id")) if config.tokenizer is None else None
-    if eod is None and info.tokenizer_spec is not None:
-        eod = load_tokenizer(info.tokenizer_spec).eod_id
-    if eod is None:
-        raise ConfigError(
-            "{eod_mask_loss} / {reset_position_ids} / {reset_attention_mask} look for the EOD "
-            "token: neither the dataset's manifest nor {tokenizer} gives its id",
-            "eod_mask_loss",
-            "reset_position_ids",
-            "reset_attention_mask",
-            "tokenizer",
-        )
-    return PackedData(int(eod), *flags)
-
-
-def _build_source(
-    config: TrainConfig, kind: str, info: DataInfo, seq_length: int, num_samples: int, layout: Any
-) -> Any:
-    from trainer.training.data import make_source
-
-    if kind == "gpt":
-        return make_source(
-            "gpt",
-            data_path=config.data_path,
-            seq_length=seq_length,
-            num_samples=num_samples,
-            split=config.split,
-            seed=config.seed,
-            cache_dir=config.data_cache_path,
-            packed=_packed_data(config, info),
-        )
-    from dataprep.sampling.t5 import sentinel_ids_of
-    from dataprep.tokenizers import load_tokenizer
-
-    if info.tokenizer_spec is None:
-        raise ConfigError(
-            "mT5 span corruption needs the tokenizer's sentinels and EOS: the dataset has no "
-            "manifest naming its tokenizer; pass {tokenizer} NAME_OR_PATH",
-            "tokenizer",
-        )
-    tok = load_tokenizer(info.tokenizer_spec)
-    sentinels = sentinel_ids_of(tok)
-    from dataprep.sampling.t5 import T5Samples
-
-    _, targets = T5Samples.lengths_for(
-        config.encoder_seq_length,
-        noise_density=config.noise_density,
-        mean_noise_span_length=config.mean_noise_span_length,
-    )
-    return make_source(
-        "mt5",
-        data_path=config.data_path,
-        encoder_length=config.encoder_seq_length,
-        decoder_length=config.decoder_seq_length or targets,
-        num_samples=num_samples,
-        split=config.split,
-        seed=config.seed,
-        sentinel_ids=sentinels,
-        eos_id=tok.eos_id,
-        noise_density=config.noise_density,
-        mean_noise_span_length=config.mean_noise_span_length,
-        pad_id=tok.pad_id if tok.pad_id is not None else 0,
-    )
-
-
 # ------------------------------------------------------------------------------------------- steps
 def _steps(run: _Run, result: TrainResult) -> None:
     """The optimizer steps from the resume point to --train-iters (or --exit-interval)."""
@@ -428,18 +305,6 @@ def _steps(run: _Run, result: TrainResult) -> None:
     result.data_wait_share = loader.wait_s / loop_s if loop_s > 0 else 0.0
 
 
-def _report_step(run: _Run, rec: dict[str, Any]) -> None:
-    """Rank 0: the metrics record, the progress bar or a log line every --log-interval steps."""
-    if run.metrics:
-        run.metrics.write(rec)
-    done, loss, lr, tps = rec["step"], rec["loss"], rec["lr"], rec["tokens_per_s"]
-    if run.bar is not None:
-        run.bar.set_postfix_str(f"loss {loss:.3f} lr {lr:.2e} {tps:,.0f} tok/s", refresh=False)
-        run.bar.update(1)
-    elif done % run.config.log_interval == 0 or done == run.end_step:
-        log.info("step %d/%d loss %.4f lr %.3e %.0f tokens/s", done, run.end_step, loss, lr, tps)
-
-
 def _save_and_stop(run: _Run, done: int) -> bool:
     """Save a checkpoint when one is due after step `done`; True when --exit-interval stops here."""
     from trainer import parallel
@@ -486,96 +351,3 @@ def _finish(config: TrainConfig, layout: Any, result: TrainResult, *, finished: 
             result.loss_curve_path = str(out) if out else None
     finally:
         teardown_distributed(layout)
-
-
-def _log_summary(config: TrainConfig, result: TrainResult) -> None:
-    log.info(
-        "done: step %d, %.1f s, %.0f tokens/s, %.2f%% of the time waiting for data",
-        result.end_step,
-        result.seconds,
-        result.tokens_per_s,
-        100 * result.data_wait_share,
-    )
-    outputs = [
-        ("metrics", result.metrics_path),
-        ("loss curve", result.loss_curve_path),
-        ("checkpoints", config.save),
-    ]
-    written = ", ".join(f"{what} {where}" for what, where in outputs if where)
-    log.info("wrote %s", written or "nothing (no --metrics or --save)")
-
-
-# -------------------------------------------------------------------------------------- one step
-def _forward(model: Any, batch: Any, kind: str) -> Any:
-    if kind == "gpt":
-        if batch.position_ids is None and batch.segments is None:
-            return model(batch.tokens)
-        return model(batch.tokens, position_ids=batch.position_ids, segments=batch.segments)
-    return model(batch.encoder_ids, batch.decoder_input_ids, batch.encoder_mask)
-
-
-def _train_step(
-    model,
-    optimizer,
-    micro_batches,
-    params,
-    *,
-    kind,
-    layout,
-    autocast,
-    lr,
-    clip,
-    vocab_size,
-) -> tuple[float, float]:
-    """One optimizer step over the micro-batches; (global mean token loss, gradient norm)."""
-    import torch
-    import torch.distributed as dist
-
-    for b in micro_batches:  # on the host copies: no device sync per micro-batch
-        ids = b.tokens if kind == "gpt" else b.encoder_ids
-        bad = max(int(ids.max()), int(b.targets().max()))
-        if bad >= vocab_size:
-            raise DataprepError(
-                f"the data holds token id {bad} but the model's vocabulary is {vocab_size}"
-            )
-    batches = [b.to(layout.device) for b in micro_batches]
-    targets = [b.targets() for b in batches]
-    counts = torch.stack([(t != -100).sum() for t in targets]).to(torch.float64)
-    total = counts.sum()
-    if layout.dp_group is not None:
-        dist.all_reduce(total, group=layout.dp_group)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=layout.device)
-    for b, t, n in zip(batches, targets, counts, strict=True):
-        with autocast:
-            logits = _forward(model, b, kind)
-        mean = cross_entropy(
-            logits.float(), t, ignore_index=-100, tp_group=layout.tp_group, vocab_size=vocab_size
-        )
-        # the step loss is the mean over the global batch's target tokens, whatever the split into
-        # micro-batches and DP ranks
-        scaled = mean * (n / total).to(mean.dtype)
-        scaled.backward()
-        loss_sum += scaled.detach().to(torch.float64)
-    if layout.dp_group is not None:
-        dist.all_reduce(loss_sum, group=layout.dp_group)
-    grad_norm = apply_gradients(optimizer, params, layout=layout, clip=clip, lr=lr)
-    return float(loss_sum), float(grad_norm)
-
-
-def _progress_bar(config: TrainConfig, start: int, end: int, kind: str) -> Any:
-    """A tqdm bar on a terminal; None (log lines every --log-interval steps) otherwise, so a log
-    file gets no carriage-return frames."""
-    if not config.progress or not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-
-    return tqdm(
-        total=end,
-        initial=start,
-        desc=f"train {model_label(config)}",
-        unit="step",
-        file=sys.stderr,
-        dynamic_ncols=True,
-        mininterval=0.5,
-        leave=True,
-    )

@@ -564,7 +564,7 @@ def dry_run(config: Any) -> int:
             use_distributed_optimizer=config.use_distributed_optimizer,
         )
     )
-    from trainer.training.loop import model_label
+    from trainer.training.reporting import model_label
 
     print(format_table(e, gpu_memory_gb=config.gpu_memory, label=model_label(config)))
     sys.stdout.flush()
