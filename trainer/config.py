@@ -76,7 +76,7 @@ class TrainConfig:
     progress: bool = True  # tqdm bar on rank 0
     num_threads: int | None = None  # torch threads per rank; None = CPUs / local ranks
     extra: dict = field(default_factory=dict)  # free-form notes copied into the checkpoint
-    dry_run: bool = False  # print the per-rank memory estimate (training/memory.py) and stop
+    dry_run: bool = False  # print the per-rank memory estimate (training/dry_run.py) and stop
     gpu_memory: float = 80.0  # GiB per rank the dry run's verdict compares the estimate with
 
     def __post_init__(self) -> None:

@@ -50,7 +50,7 @@ def run(config: TrainConfig) -> int:
     from trainer.launch import dist_env, launch_local
 
     if config.dry_run:  # before any rank starts or any data is read beyond the manifests
-        from trainer.training.memory import dry_run
+        from trainer.training.dry_run import dry_run
 
         return dry_run(config)
 

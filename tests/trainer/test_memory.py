@@ -25,9 +25,9 @@ from trainer.training.memory import (
     GB,
     MemoryInputs,
     estimate_memory,
-    measure_peak,
     parameter_counts,
 )
+from trainer.training.memory_measure import measure_peak
 
 V = 1000
 

@@ -11,5 +11,7 @@ preflight.py              data, length and flag checks that need no process grou
 resume.py                 what a run saves besides the weights (step, RNG) and --load
 rng.py                    seeding and the global RNG states
 metrics.py                the metrics JSONL file and the loss curve
-memory.py                 --dry-run: the per-rank memory estimate and its measurement
+memory.py                 the per-rank memory estimate
+memory_measure.py         the measured peak memory of a few CPU training steps
+dry_run.py                --dry-run: the estimate for the run's model and layout, as a table
 """
