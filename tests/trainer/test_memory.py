@@ -1,7 +1,7 @@
-"""The memory estimate of `train --dry-run` (trainer/training/memory.py): its activation terms
-against the bytes autograd really saves, its total against the measured peak RSS of CPU training
-steps, the memory flags (recompute, sequence parallelism, the distributed optimizer) measured and as
-relations, and the dry-run CLI."""
+"""The memory estimate of `train --dry-run` (trainer/training/memory.py; measure_peak in
+memory_measure.py): its activation terms against the bytes autograd really saves, its total against
+the measured peak RSS of CPU training steps, the memory flags (recompute, sequence parallelism, the
+distributed optimizer) measured and as relations, and the dry-run CLI."""
 
 from __future__ import annotations
 
