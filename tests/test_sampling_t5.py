@@ -6,17 +6,16 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from dataprep.errors import DataprepError, UsageError
-from dataprep.sampling.t5 import (
-    T5Samples,
+from dataprep.sampling.span_corruption import (
     canonical_sentinel_ids,
     corrupted_lengths,
     noise_spans_to_sentinels,
     random_spans_helper,
     random_spans_noise_mask,
-    sentinel_ids_of,
     span_corrupt,
     span_counts,
 )
+from dataprep.sampling.t5 import T5Samples, sentinel_ids_of
 
 VOCAB = 1000
 SENTINELS = canonical_sentinel_ids(VOCAB)  # 999, 998, ..., 900

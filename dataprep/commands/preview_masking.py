@@ -223,7 +223,7 @@ def _header(text: str, color: bool) -> str:
 
 
 def _check_span_budget(args: argparse.Namespace, tokens_length: int, sentinels: list[int]) -> None:
-    from dataprep.sampling.t5 import span_counts
+    from dataprep.sampling.span_corruption import span_counts
 
     num_spans = span_counts(
         tokens_length,
