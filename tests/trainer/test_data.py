@@ -11,16 +11,13 @@ import torch
 from trainer_fixtures import markov_docs, write_dataset
 
 from dataprep.errors import DataConfigError, DataprepError
+from trainer.training.batches import IGNORE_INDEX, collate_gpt, collate_t5, shift_right_np
 from trainer.training.data import (
-    IGNORE_INDEX,
     BatchLoader,
     T5Source,
     blend_indices,
-    collate_gpt,
-    collate_t5,
     micro_batch_indices,
     parse_data_path,
-    shift_right_np,
     split_bounds,
 )
 

@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from trainer.train import TrainConfig
-from trainer.training import data as data_mod
-from trainer.training.data import BatchLoader, GPTBatch, collate_gpt, pin_memory_for
+from trainer.training import batches as data_mod
+from trainer.training.batches import GPTBatch, collate_gpt, pin_memory_for
+from trainer.training.data import BatchLoader
 from trainer.training.rng import rng_state, set_rng_state
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ from tests.trainer.trainer_fixtures import markov_docs, write_dataset
 from trainer.models import build_model
 from trainer.models.gpt import GPTConfig
 from trainer.train import TrainConfig, run
-from trainer.training.data import PackedData, collate_gpt
+from trainer.training.batches import PackedData, collate_gpt
 from trainer.training.metrics import read_metrics
 
 EOD = 99

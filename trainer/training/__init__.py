@@ -6,7 +6,8 @@ source.py                 the run's data source from its config (packed-data EOD
 reporting.py              rank 0's start line, metrics file, progress bar and summary
 optimizer.py              AdamW and its parameter groups, the LR schedule, apply_gradients
 distributed_optimizer.py  ZeRO-1: AdamW states sharded over the data-parallel ranks
-data.py                   GPT / T5 batches over the .bin/.idx datasets, the prefetching loader
+data.py                   GPT / T5 sources over the .bin/.idx datasets, the prefetching loader
+batches.py                GPTBatch / T5Batch and their collate functions (shift, pad, packed masks)
 preflight.py              data, length and flag checks that need no process group
 resume.py                 what a run saves besides the weights (step, RNG) and --load
 rng.py                    seeding and the global RNG states

@@ -17,7 +17,7 @@ from trainer.training.preflight import DataInfo
 
 def _packed_data(config: TrainConfig, info: DataInfo) -> Any:
     """The packed-data flags with the tokenizer's EOD id, or None when none is set."""
-    from trainer.training.data import PackedData
+    from trainer.training.batches import PackedData
 
     flags = (config.eod_mask_loss, config.reset_position_ids, config.reset_attention_mask)
     if not any(flags):
