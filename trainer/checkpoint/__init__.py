@@ -1,25 +1,29 @@
 """Checkpoints: our sharded format and the formats we convert to and from.
 
-    store.py        the per-rank checkpoint directories: save, load at any TP, merge, metadata,
+    store.py        the per-rank checkpoint directories: save, load at any TP, merge
+    layout.py       their file names and metadata.json, finding the latest one, load_config,
                     and `tokenizer_spec`, the one rule for which tokenizer a checkpoint uses
     safe_pickle.py  `load_pt`: every .pt / .ckpt read without running code from the file
     hf.py           Hugging Face folders: export_hf / import_hf, state-dict and config conversion
     megatron.py     Megatron-LM checkpoints: import_megatron / export_megatron
     nemo.py         NeMo 1.x archives: import_nemo / export_nemo
 
-The package exports store.py's functions (`trainer.checkpoint.load_config(...)` and so on).
+The package exports store.py's and layout.py's functions (`trainer.checkpoint.load_config(...)`
+and so on).
 """
 
-from trainer.checkpoint.store import (
+from trainer.checkpoint.layout import (
     find_latest,
-    load_checkpoint,
     load_config,
-    load_model,
-    merge_checkpoint,
     read_metadata,
     resolve_checkpoint,
-    save_checkpoint,
     tokenizer_spec,
+)
+from trainer.checkpoint.store import (
+    load_checkpoint,
+    load_model,
+    merge_checkpoint,
+    save_checkpoint,
 )
 
 __all__ = [
