@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from dataprep.indexed import IndexedDatasetReader, IndexedDatasetWriter
-from dataprep.sampling.span_corruption import (
+from dataprep.sampling.t5 import (
     canonical_sentinel_ids,
     noise_spans_to_sentinels,
     random_spans_noise_mask,
 )
-from dataprep.sampling.t5 import T5Samples
+from dataprep.sampling.t5_samples import T5Samples
 
 MT5_VOCAB = 250_100  # mT5: <extra_id_0> = 250099
 

@@ -201,7 +201,7 @@ def flops_per_token(config: TrainConfig, vocab_size: int) -> tuple[str, float]:
     with torch.device("meta"):  # the arithmetic needs the config only: no 1.3B parameters in RAM
         model = build_model(mc)
     if kind == "mt5":
-        from dataprep.sampling.t5 import T5Samples
+        from dataprep.sampling.t5_samples import T5Samples
 
         dec = T5Samples.lengths_for(config.encoder_seq_length)[1]
         return kind, model.flops_per_token(config.encoder_seq_length, dec)

@@ -263,7 +263,7 @@ def _skips(manifest) -> tuple[dict[str, int], dict[str, int] | None]:
 
 
 def _t5_stats(reader, tok, *, num_samples: int, seq_length: int, seed: int):
-    from dataprep.sampling.t5 import build_t5_samples
+    from dataprep.sampling.t5_samples import build_t5_samples
 
     samples = build_t5_samples(
         reader,

@@ -12,7 +12,7 @@ from dataprep.fileio import write_json_atomic
 from dataprep.indexed import IndexedDatasetReader, IndexedDatasetWriter
 from dataprep.manifest import manifest_path
 from dataprep.preview import decode_pieces, highlight, render_ids, use_color
-from dataprep.sampling.t5 import T5Samples
+from dataprep.sampling.t5_samples import T5Samples
 from dataprep.tokenizers import load_tokenizer
 
 TEXTS = [
@@ -242,7 +242,7 @@ def test_bad_usage_before_any_work(capsys, tmp_path, spm_model):
 
 def test_min_seq_length_is_t5s(capsys, dataset):
     # the bound the flag check states is the one T5Samples.lengths_for enforces
-    from dataprep.sampling.t5 import MIN_INPUTS_LENGTH as MIN_SEQ_LENGTH
+    from dataprep.sampling.t5_samples import MIN_INPUTS_LENGTH as MIN_SEQ_LENGTH
 
     for density in (0.01, 0.15, 0.5, 0.9):
         assert T5Samples.lengths_for(MIN_SEQ_LENGTH, noise_density=density)[0] >= 2

@@ -6,7 +6,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from dataprep.errors import DataprepError, UsageError
-from dataprep.sampling.span_corruption import (
+from dataprep.sampling.t5 import (
     canonical_sentinel_ids,
     corrupted_lengths,
     noise_spans_to_sentinels,
@@ -15,7 +15,7 @@ from dataprep.sampling.span_corruption import (
     span_corrupt,
     span_counts,
 )
-from dataprep.sampling.t5 import T5Samples, sentinel_ids_of
+from dataprep.sampling.t5_samples import T5Samples, sentinel_ids_of
 
 VOCAB = 1000
 SENTINELS = canonical_sentinel_ids(VOCAB)  # 999, 998, ..., 900

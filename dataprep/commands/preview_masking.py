@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from dataprep.errors import DataprepError, UsageError
-from dataprep.sampling.t5 import MIN_INPUTS_LENGTH
+from dataprep.sampling.t5_samples import MIN_INPUTS_LENGTH
 
 HELP = "show T5 span corruption (encoder input, decoder target, sentinels) of dataset samples"
 DESCRIPTION = """\
@@ -137,7 +137,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _sentinel_tokenizer(spec: str):
-    from dataprep.sampling.t5 import sentinel_ids_of
+    from dataprep.sampling.t5_samples import sentinel_ids_of
     from dataprep.tokenizers import load_tokenizer
 
     tok = load_tokenizer(spec)
@@ -145,7 +145,7 @@ def _sentinel_tokenizer(spec: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataprep.sampling.t5 import T5Samples, build_t5_samples
+    from dataprep.sampling.t5_samples import T5Samples, build_t5_samples
 
     _check_args(args)
     color = False if args.json else _use_color(args.color)
@@ -223,7 +223,7 @@ def _header(text: str, color: bool) -> str:
 
 
 def _check_span_budget(args: argparse.Namespace, tokens_length: int, sentinels: list[int]) -> None:
-    from dataprep.sampling.span_corruption import span_counts
+    from dataprep.sampling.t5 import span_counts
 
     num_spans = span_counts(
         tokens_length,

@@ -64,7 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _check_args(args: argparse.Namespace) -> None:
     from dataprep.indexed.reader import check_dataset_files
-    from dataprep.sampling.t5 import MIN_INPUTS_LENGTH
+    from dataprep.sampling.t5_samples import MIN_INPUTS_LENGTH
 
     for flag, value, least in (
         ("--max-tokens", args.max_tokens, 1),

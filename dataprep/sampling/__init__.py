@@ -22,7 +22,7 @@ from dataprep.sampling.gpt import (
     packed_masks,
 )
 from dataprep.sampling.split import parse_split, split_ranges
-from dataprep.sampling.t5 import T5Samples, build_t5_samples
+from dataprep.sampling.t5_samples import T5Samples, build_t5_samples
 
 __all__ = [
     "BlendedSamples",

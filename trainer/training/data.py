@@ -1,7 +1,7 @@
 """Training batches read straight from memory-mapped `.bin/.idx` datasets via dataprep's samplers.
 
 GPT: Megatron's GPTDataset windows (`dataprep.sampling.gpt`, megatron-core `gpt_dataset.py`): sample
-k has seq_length+1 ids. T5: canonical span corruption (`dataprep.sampling.t5`, T5's
+k has seq_length+1 ids. T5: canonical span corruption (`dataprep.sampling.t5_samples`, T5's
 `span_corruption`) over the documents of the split, sample order shuffled per epoch from the seed.
 The sources collate their samples with batches.py (`GPTBatch`, `T5Batch`: shifting and padding).
 
@@ -148,7 +148,7 @@ class T5Source:
         mean_noise_span_length: float,
         pad_id: int = 0,
     ) -> None:
-        from dataprep.sampling.t5 import build_t5_samples
+        from dataprep.sampling.t5_samples import build_t5_samples
 
         self.encoder_length, self.decoder_length, self.pad_id = (
             encoder_length,

@@ -80,7 +80,7 @@ def format_table(e: MemoryEstimate, *, gpu_memory_gb: float, label: str) -> str:
 def dry_run(config: Any) -> int:
     """`train --dry-run`: resolve the model and layout as a run would, print the estimate; 0 when
     it fits --gpu-memory, 1 when not. Reads at most the datasets' manifests; starts no rank."""
-    from dataprep.sampling.t5 import T5Samples
+    from dataprep.sampling.t5_samples import T5Samples
     from trainer.config import check_tp_layout
     from trainer.launch import check_world, dist_env
     from trainer.training.preflight import (

@@ -99,7 +99,7 @@ def check_lengths(config: TrainConfig, kind: str, mc: Any) -> int:
                 "seq_length",
             )
         return seq
-    from dataprep.sampling.t5 import T5Samples
+    from dataprep.sampling.t5_samples import T5Samples
 
     _, targets = T5Samples.lengths_for(
         config.encoder_seq_length,
@@ -162,7 +162,7 @@ def check_sequence_parallel(config: TrainConfig, model_config: Any, seq_length: 
     if architecture_of(model_config).task != "mt5":
         lengths = [("seq_length", seq_length, "")]
     else:
-        from dataprep.sampling.t5 import T5Samples
+        from dataprep.sampling.t5_samples import T5Samples
 
         _, targets = T5Samples.lengths_for(
             config.encoder_seq_length,

@@ -57,7 +57,7 @@ def _build_source(
             cache_dir=config.data_cache_path,
             packed=_packed_data(config, info),
         )
-    from dataprep.sampling.t5 import sentinel_ids_of
+    from dataprep.sampling.t5_samples import sentinel_ids_of
     from dataprep.tokenizers import load_tokenizer
 
     if info.tokenizer_spec is None:
@@ -68,7 +68,7 @@ def _build_source(
         )
     tok = load_tokenizer(info.tokenizer_spec)
     sentinels = sentinel_ids_of(tok)
-    from dataprep.sampling.t5 import T5Samples
+    from dataprep.sampling.t5_samples import T5Samples
 
     _, targets = T5Samples.lengths_for(
         config.encoder_seq_length,
