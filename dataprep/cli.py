@@ -98,6 +98,20 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
     return args
 
 
+class _ErrorsWithFlags(logging.Filter):
+    """Shows the config fields of a DataprepError given as a log argument (a skipped record's
+    reason: "choose the text keys with json_keys") as this CLI's flags (--json-keys)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(
+            isinstance(a, DataprepError) for a in record.args
+        ):
+            record.args = tuple(
+                a.render(flag_for) if isinstance(a, DataprepError) else a for a in record.args
+            )
+        return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = _parse(parser, argv)
@@ -106,6 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _ErrorsWithFlags) for f in handler.filters):
+            handler.addFilter(_ErrorsWithFlags())
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

@@ -104,6 +104,25 @@ def test_a_missing_text_key_names_the_field_in_the_library_and_the_flag_in_the_c
     assert "choose the text keys with --json-keys" in err
 
 
+def test_a_skipped_record_is_logged_by_the_cli_with_the_flag(tmp_path):
+    import subprocess
+    import sys
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"text": "hello"}\n{"body": "x"}\n', encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-m", "dataprep", "build-index", "--input", str(corpus),
+         "--output-prefix", str(tmp_path / "out"), "--tokenizer-type", "GPT2BPETokenizer",
+         "--skip-bad-records"],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (
+        f"skipped {corpus}:2: missing key 'text' (keys found: 'body'); "
+        "choose the text keys with --json-keys"
+    ) in done.stderr
+
+
 def _config_error_rank() -> int:  # a rank of the test below
     from trainer.launch import rank_main
 
