@@ -17,7 +17,7 @@ from dataprep.documents import Document
 from dataprep.errors import ReadError
 from dataprep.readers import compression
 from dataprep.readers.base import FILTERED, ReadStats, RecordErrors, log
-from dataprep.readers.jsonl import BadRecord, matches, record_fields
+from dataprep.readers.records import BadRecord, matches, record_fields
 
 BATCH_ROWS = 1024
 
