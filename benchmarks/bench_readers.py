@@ -16,7 +16,7 @@ from pathlib import Path
 
 import zstandard
 
-from dataprep.readers import iter_documents
+from dataprep.readers import iter_documents, records
 from dataprep.readers import jsonl as jsonl_module
 from dataprep.readers.compression import open_decompressed
 
@@ -67,7 +67,7 @@ def documents(path: Path) -> int:
 
 def documents_stdlib_json(path: Path) -> int:
     saved = jsonl_module.parse_line
-    jsonl_module.parse_line = jsonl_module.parse_line_stdlib  # what orjson saves, side by side
+    jsonl_module.parse_line = records.parse_line_stdlib  # what orjson saves, side by side
     try:
         return documents(path)
     finally:

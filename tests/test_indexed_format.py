@@ -12,8 +12,9 @@ import pytest
 
 from dataprep.errors import IndexFormatError, UsageError
 from dataprep.indexed import format as fmt
+from dataprep.indexed.partial import WriterState
 from dataprep.indexed.reader import IndexedDatasetReader
-from dataprep.indexed.writer import IndexedDatasetWriter, WriterState
+from dataprep.indexed.writer import IndexedDatasetWriter
 
 BIG = 2**31 - 1  # the longest sequence an int32 length can describe
 

@@ -26,6 +26,7 @@ from dataprep.readers import (
     iter_documents,
 )
 from dataprep.readers import jsonl as jsonl_module
+from dataprep.readers import records as records_module
 from dataprep.readers.mc4 import mc4_language
 
 LONG = "long line " * 120_000  # 1.2 MB of text on one line
@@ -355,10 +356,10 @@ def test_stdlib_and_orjson_accept_the_same_records(tmp_path, monkeypatch):
     # record by record, what orjson-then-stdlib parses is what the stdlib alone parses
     for number, raw in enumerate(lines, start=1):
         outcomes = []
-        for parse in (jsonl_module.parse_line, jsonl_module.parse_line_stdlib):
+        for parse in (records_module.parse_line, records_module.parse_line_stdlib):
             try:
                 outcomes.append(("ok", repr(parse(raw, number))))
-            except jsonl_module.BadRecord as e:
+            except records_module.BadRecord as e:
                 outcomes.append((e.kind, e.reason))
         assert outcomes[0] == outcomes[1], raw
 

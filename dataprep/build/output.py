@@ -20,7 +20,8 @@ import numpy as np
 from dataprep.build.config import KeyStats
 from dataprep.build.tasks import EncodedKey
 from dataprep.fileio import save_npy_atomic
-from dataprep.indexed.writer import IndexedDatasetWriter, WriterState, bin_tmp_path
+from dataprep.indexed.partial import WriterState, bin_tmp_path
+from dataprep.indexed.writer import IndexedDatasetWriter
 from dataprep.manifest import (
     Manifest,
     duplicates_path,

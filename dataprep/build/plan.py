@@ -131,11 +131,11 @@ def plan_parts(
 
 def _splittable(path: Path, config: BuildConfig | None) -> bool:
     """A plain JSON Lines file that the build reads (not ruled out by --languages)."""
-    from dataprep.readers import ReadStats, compression, resolve_format
+    from dataprep.readers import ReadStats, resolve_format, sniff
 
-    head = compression.read_head(path)
+    head = sniff.read_head(path)
     try:
-        if compression.compression_of(path, head) != "none":
+        if sniff.compression_of(path, head) != "none":
             return False
     except Exception:  # a bad file: one part, whose read reports it
         return False

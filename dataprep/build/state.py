@@ -26,7 +26,7 @@ from dataprep.build.output import KeyCheckpoint, KeyOutput
 from dataprep.build.plan import InputFile
 from dataprep.errors import ConfigError
 from dataprep.fileio import save_npy_atomic, write_json_atomic
-from dataprep.indexed.writer import WriterState
+from dataprep.indexed.partial import WriterState
 from dataprep.manifest import manifest_path, provenance_path
 from dataprep.readers import ReadStats
 

@@ -6,8 +6,9 @@ The byte layout and the merge are megatron-core's (`indexed_dataset.py`: `_Index
 
 from dataprep.indexed.format import DType, optimal_dtype
 from dataprep.indexed.merge import MergeSummary, merge_datasets
+from dataprep.indexed.partial import WriterState
 from dataprep.indexed.reader import IndexedDatasetReader
-from dataprep.indexed.writer import IndexedDatasetWriter, WriterState
+from dataprep.indexed.writer import IndexedDatasetWriter
 
 __all__ = [
     "DType",

@@ -16,67 +16,18 @@ import logging
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from dataprep.errors import DataprepError
 from dataprep.indexed import format as fmt
+from dataprep.indexed.partial import WriterState, bin_tmp_path, idx_tmp_path
 
 logger = logging.getLogger(__name__)
 
 _COPY_CHUNK = 64 << 20  # bytes per copy_file_range / copyfileobj step in add_index
 _BUFFER_SIZE = 4 << 20  # write buffer of the .bin file
-
-
-def bin_tmp_path(path_prefix: str | os.PathLike) -> Path:
-    return Path(os.fspath(path_prefix) + ".bin.tmp")
-
-
-def idx_tmp_path(path_prefix: str | os.PathLike) -> Path:
-    return Path(os.fspath(path_prefix) + ".idx.tmp")
-
-
-@dataclass(frozen=True, eq=False)
-class WriterState:
-    """Where a writer stood: enough to truncate `.bin.tmp` back to it and resume."""
-
-    bin_nbytes: int  # bytes of .bin written and flushed (= sum(sequence_lengths) * itemsize)
-    sequence_lengths: np.ndarray  # int32, (S,)
-    document_indices: np.ndarray  # int64, (D,), starts with 0, ends with S
-    dtype_code: int  # header code of the token dtype
-
-    @property
-    def num_documents(self) -> int:
-        return int(self.document_indices.shape[0]) - 1
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Save as an uncompressed `.npz` (written to a temporary name, then renamed)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            np.savez(
-                f,
-                bin_nbytes=np.int64(self.bin_nbytes),
-                sequence_lengths=self.sequence_lengths,
-                document_indices=self.document_indices,
-                dtype_code=np.int64(self.dtype_code),
-            )
-        os.replace(tmp, path)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> WriterState:
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                return cls(
-                    bin_nbytes=int(z["bin_nbytes"]),
-                    sequence_lengths=z["sequence_lengths"].astype(np.int32, copy=False),
-                    document_indices=z["document_indices"].astype(np.int64, copy=False),
-                    dtype_code=int(z["dtype_code"]),
-                )
-        except (OSError, KeyError, ValueError) as e:
-            raise DataprepError(f"{path}: cannot read the saved writer state: {e}") from e
 
 
 class _GrowingArray:

@@ -23,7 +23,7 @@ from typing import Literal
 
 from dataprep.documents import Document
 from dataprep.errors import ReadError, UsageError
-from dataprep.readers import compression
+from dataprep.readers import compression, sniff
 from dataprep.readers.base import (
     FILE_ERROR_KINDS,
     LANGUAGE,
@@ -179,8 +179,8 @@ def detect_format(path: str | os.PathLike) -> str:
     reported by `iter_documents`, not here.
     """
     name = Path(path).name.lower()
-    head = compression.read_head(path, 4)
-    if head.startswith(compression.PARQUET_MAGIC) or name.endswith(".parquet"):
+    head = sniff.read_head(path, 4)
+    if head.startswith(sniff.PARQUET_MAGIC) or name.endswith(".parquet"):
         return "parquet"
     if mc4_language(path) is not None and ".json" in name:
         return "mc4"

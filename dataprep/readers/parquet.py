@@ -15,9 +15,9 @@ from typing import Any
 
 from dataprep.documents import Document
 from dataprep.errors import ReadError
-from dataprep.readers import compression
+from dataprep.readers import sniff
 from dataprep.readers.base import FILTERED, ReadStats, RecordErrors, log
-from dataprep.readers.jsonl import BadRecord, matches, record_fields
+from dataprep.readers.records import BadRecord, matches, record_fields
 
 BATCH_ROWS = 1024
 
@@ -44,20 +44,20 @@ def _open(path: str | os.PathLike):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    head = compression.read_head(path)
+    head = sniff.read_head(path)
     if not head:
         return None
-    if not head.startswith(compression.PARQUET_MAGIC):
-        kind = "html" if compression.looks_like_html(head) else "not_parquet"
-        if head.startswith(compression.LFS_POINTER):
+    if not head.startswith(sniff.PARQUET_MAGIC):
+        kind = "html" if sniff.looks_like_html(head) else "not_parquet"
+        if head.startswith(sniff.LFS_POINTER):
             kind = "lfs_pointer"
-        found = compression.describe_bytes(head)
+        found = sniff.describe_bytes(head)
         raise ReadError(path, f"expected a Parquet file but it is {found}", kind=kind)
     with open(path, "rb") as fh:
         fh.seek(0, os.SEEK_END)
         size = fh.tell()
         fh.seek(max(0, size - 4))
-        if fh.read(4) != compression.PARQUET_MAGIC:
+        if fh.read(4) != sniff.PARQUET_MAGIC:
             raise ReadError(
                 path,
                 f"truncated Parquet file: it does not end with the PAR1 footer ({size} bytes; the "

@@ -15,12 +15,11 @@ from dataprep.sampling.blend import (
 from dataprep.sampling.gpt import (
     GPTSamples,
     GPTSamplesConfig,
-    PackedMasks,
     build_document_index,
     build_sample_index,
     build_shuffle_index,
-    packed_masks,
 )
+from dataprep.sampling.packed import PackedMasks, packed_masks
 from dataprep.sampling.split import parse_split, split_ranges
 from dataprep.sampling.t5_samples import T5Samples, build_t5_samples
 

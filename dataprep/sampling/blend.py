@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from dataprep.errors import ConfigError, DataprepError, UsageError
-from dataprep.sampling.gpt import GPTSamples, GPTSamplesConfig, cached_arrays
+from dataprep.sampling.cache import cached_arrays
+from dataprep.sampling.gpt import GPTSamples, GPTSamplesConfig
 from dataprep.sampling.greedy import FAST_DATASETS, _greedy, _greedy_blocks, _sample_numbers
 from dataprep.sampling.split import split_index, split_ranges
 

@@ -16,13 +16,13 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from dataprep.errors import ConfigError, DataprepError, UsageError
+from dataprep.sampling.cache import cached_arrays, dataset_identity
 from dataprep.sampling.split import SPLIT_NAMES, split_bookends, split_index, split_ranges
 
 logger = logging.getLogger(__name__)
@@ -183,61 +183,6 @@ def _open_reader(reader_or_prefix: Any) -> tuple[Any, str | None]:
     return reader_or_prefix, (os.fspath(prefix) if prefix is not None else None)
 
 
-def _dataset_identity(prefix: str | None, sequence_lengths: np.ndarray) -> dict[str, Any]:
-    """What the cache key knows of the data: .idx/.bin size and mtime, or a hash of the lengths."""
-    if prefix is not None and os.path.exists(prefix + ".idx"):
-        out: dict[str, Any] = {}
-        for suffix in (".idx", ".bin"):
-            st = os.stat(prefix + suffix)
-            out[suffix[1:]] = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
-        return out
-    lengths = np.ascontiguousarray(sequence_lengths, dtype="<i4")
-    return {
-        "sequence_lengths_md5": hashlib.md5(lengths.tobytes(), usedforsecurity=False).hexdigest()
-    }
-
-
-def cached_arrays(
-    cache_dir: str | None,
-    base: str,
-    description: str,
-    names: tuple[str, ...],
-    build: Callable[[], tuple[np.ndarray, ...]],
-) -> tuple[tuple[np.ndarray, ...], bool]:
-    """Load `{cache_dir}/{base}-{name}.npy` (mmap) when all exist, else build and save them.
-
-    Each file is written to a temporary name and renamed; the description is written last.
-    Returns (arrays, loaded_from_cache). A cache folder that cannot be written is skipped with a
-    warning.
-    """
-    if cache_dir is not None:
-        paths = [os.path.join(cache_dir, f"{base}-{name}.npy") for name in names]
-        description_path = os.path.join(cache_dir, f"{base}-description.json")
-        if all(os.path.isfile(p) for p in [*paths, description_path]):
-            logger.info("loading cached indices %s-* from %s", base, cache_dir)
-            return tuple(np.load(p, mmap_mode="r", allow_pickle=False) for p in paths), True
-    arrays = build()
-    if cache_dir is not None:
-        from dataprep.fileio import save_npy_atomic
-
-        try:
-            os.makedirs(cache_dir, exist_ok=True)
-            for path, array in zip(paths, arrays, strict=True):
-                save_npy_atomic(path, array)
-            tmp = f"{description_path}.tmp-{os.getpid()}"
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(description + "\n")
-            os.replace(tmp, description_path)
-        except OSError as e:
-            logger.warning(
-                "cannot write the index cache in %s (%s); indices kept in memory only. "
-                "Pass a writable cache_dir (--cache-dir) to reuse them.",
-                cache_dir,
-                e,
-            )
-    return arrays, False
-
-
 class GPTSamples:
     """One split of one indexed dataset as GPT windows, in megatron-core GPTDataset order.
 
@@ -292,7 +237,7 @@ class GPTSamples:
             "class": "GPTSamples",
             "format_version": CACHE_FORMAT_VERSION,
             "dataset_path": os.path.abspath(self.prefix) if self.prefix is not None else None,
-            "dataset": _dataset_identity(self.prefix, sequence_lengths),
+            "dataset": dataset_identity(self.prefix, sequence_lengths),
             "num_samples": num_samples,
             "split_name": split_name,
             "split": config.split,
@@ -398,52 +343,5 @@ __all__ = [
     "build_document_index",
     "build_sample_index",
     "build_shuffle_index",
-    "cached_arrays",
     "plan_epochs",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class PackedMasks:
-    """What Megatron's `--eod-mask-loss`, `--reset-position-ids` and `--reset-attention-mask`
-    make of one window's S input tokens (megatron-core `_get_ltor_masks_and_position_ids`):
-    `loss_mask` (S,) 0.0 where the input token is EOD with eod_mask_loss, else 1.0;
-    `position_ids` (S,) restarting at 0 after each EOD with reset_position_ids; `segments` (S,)
-    the document of each position (an EOD belongs to the document it ends), so that with
-    reset_attention_mask position i sees position j iff j <= i and segments[j] == segments[i]."""
-
-    loss_mask: np.ndarray
-    position_ids: np.ndarray
-    segments: np.ndarray
-
-    def attention_mask(self) -> np.ndarray:
-        """(S, S) bool in Megatron's convention: True = masked (no attention)."""
-        S = self.segments.shape[0]
-        allowed = np.tril(np.ones((S, S), dtype=bool))
-        allowed &= self.segments[:, None] == self.segments[None, :]
-        return ~allowed
-
-
-def packed_masks(
-    tokens: np.ndarray,
-    eod: int,
-    *,
-    eod_mask_loss: bool = False,
-    reset_position_ids: bool = False,
-    reset_attention_mask: bool = False,
-) -> PackedMasks:
-    """PackedMasks of the input tokens (a window without its last id), vectorised."""
-    tokens = np.asarray(tokens)
-    S = tokens.shape[0]
-    is_eod = tokens == eod
-    loss_mask = np.ones(S, dtype=np.float32)
-    if eod_mask_loss:
-        loss_mask[is_eod] = 0.0
-    after = np.zeros(S, dtype=np.int64)  # 1 where a new document starts (after an EOD)
-    after[1:] = is_eod[:-1]
-    segments = np.cumsum(after) if reset_attention_mask else np.zeros(S, dtype=np.int64)
-    positions = np.arange(S, dtype=np.int64)
-    if reset_position_ids:
-        starts = np.where(after.astype(bool), positions, 0)
-        positions = positions - np.maximum.accumulate(starts)
-    return PackedMasks(loss_mask, positions, segments)
