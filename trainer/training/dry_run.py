@@ -80,7 +80,6 @@ def format_table(e: MemoryEstimate, *, gpu_memory_gb: float, label: str) -> str:
 def dry_run(config: Any) -> int:
     """`train --dry-run`: resolve the model and layout as a run would, print the estimate; 0 when
     it fits --gpu-memory, 1 when not. Reads at most the datasets' manifests; starts no rank."""
-    from dataprep.sampling.t5_samples import T5Samples
     from trainer.config import check_tp_layout
     from trainer.launch import check_world, dist_env
     from trainer.training.preflight import (
@@ -88,6 +87,7 @@ def dry_run(config: Any) -> int:
         check_lengths,
         check_packed_flags,
         check_sequence_parallel,
+        decoder_length,
         inspect_data,
     )
     from trainer.training.resume import run_model_config
@@ -103,14 +103,7 @@ def dry_run(config: Any) -> int:
     seq = check_lengths(config, kind, mc)
     check_packed_flags(config, mc)
     check_sequence_parallel(config, mc, seq)  # what training refuses, the dry run refuses too
-    dec = 0
-    if kind == "mt5":
-        _, targets = T5Samples.lengths_for(
-            config.encoder_seq_length,
-            noise_density=config.noise_density,
-            mean_noise_span_length=config.mean_noise_span_length,
-        )
-        dec = config.decoder_seq_length or targets
+    dec = decoder_length(config) if kind == "mt5" else 0
     e = estimate_memory(
         MemoryInputs(
             mc,

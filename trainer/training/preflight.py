@@ -89,6 +89,22 @@ def inspect_data(config: TrainConfig) -> DataInfo:
     return DataInfo(prefixes, vocab_size, max_token_id, tok_spec, tokens or None)
 
 
+def t5_targets_length(config: TrainConfig) -> int:
+    """The target ids span corruption makes for the encoder length (EOS included)."""
+    from dataprep.sampling.t5_samples import T5Samples
+
+    return T5Samples.lengths_for(
+        config.encoder_seq_length,
+        noise_density=config.noise_density,
+        mean_noise_span_length=config.mean_noise_span_length,
+    )[1]
+
+
+def decoder_length(config: TrainConfig) -> int:
+    """An mT5 run's decoder length: decoder_seq_length, else the span-corruption targets'."""
+    return config.decoder_seq_length or t5_targets_length(config)
+
+
 def check_lengths(config: TrainConfig, kind: str, mc: Any) -> int:
     if kind == "gpt":
         seq = config.seq_length or mc.block_size
@@ -99,13 +115,7 @@ def check_lengths(config: TrainConfig, kind: str, mc: Any) -> int:
                 "seq_length",
             )
         return seq
-    from dataprep.sampling.t5_samples import T5Samples
-
-    _, targets = T5Samples.lengths_for(
-        config.encoder_seq_length,
-        noise_density=config.noise_density,
-        mean_noise_span_length=config.mean_noise_span_length,
-    )
+    targets = t5_targets_length(config)
     if config.decoder_seq_length is not None and config.decoder_seq_length < targets:
         raise ConfigError(
             f"{{decoder_seq_length}} {config.decoder_seq_length} is shorter than the {targets} "
@@ -162,14 +172,7 @@ def check_sequence_parallel(config: TrainConfig, model_config: Any, seq_length: 
     if architecture_of(model_config).task != "mt5":
         lengths = [("seq_length", seq_length, "")]
     else:
-        from dataprep.sampling.t5_samples import T5Samples
-
-        _, targets = T5Samples.lengths_for(
-            config.encoder_seq_length,
-            noise_density=config.noise_density,
-            mean_noise_span_length=config.mean_noise_span_length,
-        )
-        decoder = config.decoder_seq_length or targets
+        decoder = decoder_length(config)
         up = -(-decoder // tp) * tp
         default = f"; pass {{decoder_seq_length}} {up}" if not config.decoder_seq_length else ""
         default = f" (the span-corruption targets' length){default}" if default else ""

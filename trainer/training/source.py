@@ -3,7 +3,7 @@
 GPT: trainer/training/data.py's source over the --data-path windows, with the packed-data flags
 and the EOD id they need (from the dataset's manifest or --tokenizer). mT5: the span-corruption
 source, its sentinels and EOS from the dataset's tokenizer and its decoder length from
-`T5Samples.lengths_for` unless --decoder-seq-length is given.
+`preflight.decoder_length`: --decoder-seq-length, else the span-corruption targets' length.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from dataprep.errors import ConfigError
 from trainer.config import TrainConfig
-from trainer.training.preflight import DataInfo
+from trainer.training.preflight import DataInfo, decoder_length
 
 
 def _packed_data(config: TrainConfig, info: DataInfo) -> Any:
@@ -68,18 +68,11 @@ def _build_source(
         )
     tok = load_tokenizer(info.tokenizer_spec)
     sentinels = sentinel_ids_of(tok)
-    from dataprep.sampling.t5_samples import T5Samples
-
-    _, targets = T5Samples.lengths_for(
-        config.encoder_seq_length,
-        noise_density=config.noise_density,
-        mean_noise_span_length=config.mean_noise_span_length,
-    )
     return make_source(
         "mt5",
         data_path=config.data_path,
         encoder_length=config.encoder_seq_length,
-        decoder_length=config.decoder_seq_length or targets,
+        decoder_length=decoder_length(config),
         num_samples=num_samples,
         split=config.split,
         seed=config.seed,
