@@ -11,7 +11,7 @@ import torch.distributed as dist
 
 from dataprep.errors import UsageError
 from tests.trainer.tp_testing import batch, build, gather_shard, run_distributed
-from tests.trainer.trainer_fixtures import markov_docs, write_dataset
+from tests.trainer.trainer_fixtures import markov_docs, write_dataset, write_mt5_dataset
 from trainer import parallel
 from trainer.loss import cross_entropy
 from trainer.train import TrainConfig, run
@@ -124,12 +124,7 @@ def test_train_with_sequence_parallel_has_the_plain_losses(model, tmp_path):
         prefix = write_dataset(tmp_path / "d", markov_docs(100, vocab=500, seed=4), vocab_size=512)
         lengths = dict(seq_length=32)
     else:
-        from dataprep.tokenizers import load_tokenizer
-
-        tok = load_tokenizer("mt5-toy")
-        docs = markov_docs(80, vocab=tok.vocab_size - 200, seed=4, eod=tok.eos_id)
-        prefix = write_dataset(tmp_path / "d", docs, vocab_size=tok.vocab_size, spec="mt5-toy",
-                               eos_id=tok.eos_id)  # fmt: skip
+        prefix = write_mt5_dataset(tmp_path / "d", seed=4)
         lengths = dict(encoder_seq_length=64, make_vocab_size_divisible_by=256)
     curves = {}
     for name, sp in (("plain", False), ("sp", True)):

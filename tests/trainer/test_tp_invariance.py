@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from trainer_fixtures import markov_docs, write_dataset
+from trainer_fixtures import markov_docs, write_dataset, write_mt5_dataset
 
 from trainer.models import build_model
 from trainer.models.common import pad_vocab_size
@@ -32,14 +32,7 @@ def gpt_prefix(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def mt5_prefix(tmp_path_factory):
-    from dataprep.tokenizers import load_tokenizer
-
-    tok = load_tokenizer("mt5-toy")
-    d = tmp_path_factory.mktemp("mt5_inv")
-    docs = markov_docs(80, vocab=tok.vocab_size - 200, seed=6, eod=tok.eos_id)
-    return write_dataset(
-        d / "mc4_text_document", docs, vocab_size=tok.vocab_size, spec="mt5-toy", eos_id=tok.eos_id
-    )
+    return write_mt5_dataset(tmp_path_factory.mktemp("mt5_inv") / "mc4_text_document", seed=6)
 
 
 def _config(prefix, out, kind, **kw) -> TrainConfig:

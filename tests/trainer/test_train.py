@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from trainer_fixtures import markov_docs, write_dataset
+from trainer_fixtures import markov_docs, write_dataset, write_mt5_dataset
 
 from dataprep.errors import DataprepError, UsageError
 from trainer.launch import PAYLOAD_ENV, launch_local
@@ -43,14 +43,7 @@ def gpt_prefix(tmp_path_factory):
 @pytest.fixture(scope="module")
 def mt5_prefix(tmp_path_factory):
     pytest.importorskip("sentencepiece")
-    from dataprep.tokenizers import load_tokenizer
-
-    tok = load_tokenizer("mt5-toy")
-    d = tmp_path_factory.mktemp("mt5")
-    docs = markov_docs(80, vocab=tok.vocab_size - 200, seed=4, eod=tok.eos_id)
-    return write_dataset(
-        d / "mc4_text_document", docs, vocab_size=tok.vocab_size, spec="mt5-toy", eos_id=tok.eos_id
-    )
+    return write_mt5_dataset(tmp_path_factory.mktemp("mt5") / "mc4_text_document", seed=4)
 
 
 def gpt_config(prefix, tmp_path, **kw) -> TrainConfig:

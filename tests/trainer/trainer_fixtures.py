@@ -76,3 +76,13 @@ def train_tiny_gpt(directory: Path, *, tp: int = 1, steps: int = 2, docs: int = 
                       tensor_model_parallel_size=tp, save=str(directory / "ckpt"))  # fmt: skip
     assert run(cfg) == 0
     return directory / "ckpt", prefix
+
+
+def write_mt5_dataset(prefix: Path, *, docs: int = 80, seed: int = 4) -> str:
+    """Markov documents in the shipped mt5-toy tokenizer's ids (clear of its sentinels), EOS
+    after each, with a manifest naming mt5-toy: what mT5 span corruption needs."""
+    from dataprep.tokenizers import load_tokenizer
+
+    tok = load_tokenizer("mt5-toy")
+    ids = markov_docs(docs, vocab=tok.vocab_size - 200, seed=seed, eod=tok.eos_id)
+    return write_dataset(prefix, ids, vocab_size=tok.vocab_size, spec="mt5-toy", eos_id=tok.eos_id)
